@@ -1,0 +1,16 @@
+"""minialex: a from-scratch deep-learning library that teaches backprop op by op and trains AlexNet.
+
+    import minialex as ma
+    from minialex import functional as F
+"""
+from . import functional, models, nn, optim
+from .function import is_grad_enabled, no_grad
+from .gradcheck import GradcheckError, gradcheck
+from .io import load, save
+from .random import manual_seed
+from .tensor import Tensor
+
+__version__ = "0.1.0"
+
+__all__ = ["Tensor", "no_grad", "is_grad_enabled", "functional", "nn", "optim", "models",
+           "gradcheck", "GradcheckError", "save", "load", "manual_seed"]

@@ -1,0 +1,94 @@
+"""The one place that knows NumPy from CuPy.
+
+Devices (DESIGN.md):
+    "cpu"       NumPy arrays, the NumPy code of each op
+    "cuda[:N]"  CuPy arrays on GPU N, the kernels in kernels/*.cu through CuPy
+    "cuda-emu"  NumPy arrays, the same kernels compiled for the CPU by minialex.cuda's emulator
+
+CuPy is imported lazily: importing minialex never needs it.
+"""
+import numpy as np
+
+_cupy = None
+
+
+def cupy():
+    """Import CuPy on first use, with a message that says what to do when it is missing."""
+    global _cupy
+    if _cupy is None:
+        try:
+            import cupy as cp
+        except ImportError as e:
+            raise RuntimeError(
+                "device 'cuda' needs CuPy (pip install 'minialex[gpu]'), which is not installed "
+                f"({e}); on a machine without a GPU use device='cuda-emu' to run the same kernels "
+                "on the CPU") from None
+        try:
+            if cp.cuda.runtime.getDeviceCount() < 1:
+                raise RuntimeError("no CUDA device found")
+        except Exception as e:
+            raise RuntimeError(
+                f"device 'cuda': CuPy is installed but no GPU can be used ({e}); "
+                "use device='cuda-emu' to run the same kernels on the CPU") from None
+        _cupy = cp
+    return _cupy
+
+
+def check_device(device):
+    """Normalise a device name; raise ValueError naming the accepted forms."""
+    if not isinstance(device, str):
+        raise TypeError(f"device: expected a string such as 'cpu', 'cuda', 'cuda:0' or 'cuda-emu', "
+                        f"got {type(device).__name__}")
+    if device in ("cpu", "cuda-emu"):
+        return device
+    if device == "cuda":
+        return "cuda:0"
+    if device.startswith("cuda:") and device[5:].isdigit():
+        return device
+    raise ValueError(f"device: expected 'cpu', 'cuda', 'cuda:N' or 'cuda-emu', got {device!r}")
+
+
+def is_gpu(device):
+    return device.startswith("cuda:")
+
+
+def uses_kernels(device):
+    """True where ops run the CUDA C kernels: on a GPU, or on the CPU emulator."""
+    return device != "cpu"
+
+
+def xp_for(device):
+    """The array module of a device: numpy for 'cpu' and 'cuda-emu', cupy for 'cuda:N'."""
+    return cupy() if is_gpu(device) else np
+
+
+def xp_of(array):
+    """The array module an array belongs to (no CuPy import for NumPy arrays)."""
+    return np if isinstance(array, np.ndarray) or _cupy is None else _cupy.get_array_module(array)
+
+
+def to_device(array, device, dtype=None):
+    """Copy (or pass through) `array` onto `device`; cast to `dtype` when given."""
+    if is_gpu(device):
+        cp = cupy()
+        with cp.cuda.Device(int(device[5:])):
+            return cp.asarray(array, dtype=dtype)
+    return np.asarray(to_numpy(array), dtype=dtype)
+
+
+def to_numpy(array):
+    """A NumPy array for any array (device arrays are copied to the host)."""
+    if isinstance(array, np.ndarray):
+        return array
+    if _cupy is not None and isinstance(array, _cupy.ndarray):
+        return _cupy.asnumpy(array)
+    return np.asarray(array)
+
+
+def scatter_add(target, index, values):
+    """target[index] += values, adding repeated indices once each (np.add.at semantics)."""
+    if isinstance(target, np.ndarray):
+        np.add.at(target, index, values)
+    else:
+        import cupyx
+        cupyx.scatter_add(target, index, values)

@@ -1,0 +1,28 @@
+"""Error messages in one shape: the op, the argument, what was expected, what came."""
+
+
+def fail(op, arg, expected, got, kind=ValueError):
+    """Raise `kind` as "op: arg expected EXPECTED, got GOT"."""
+    raise kind(f"{op}: {arg} expected {expected}, got {got}")
+
+
+def check_positive_int(op, arg, value):
+    """An int >= 1 (stride, kernel size, LRN size, groups)."""
+    if isinstance(value, bool) or not isinstance(value, (int,)) and not hasattr(value, "__index__"):
+        fail(op, arg, "an integer >= 1", repr(value), TypeError)
+    if int(value) < 1:
+        fail(op, arg, "an integer >= 1", repr(value))
+    return int(value)
+
+
+def pair(op, arg, value, minimum=1):
+    """An int or a 2-tuple of ints, each >= minimum, as (h, w)."""
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(values) != 2:
+        fail(op, arg, "an int or a pair of ints", repr(value), TypeError)
+    for v in values:
+        if isinstance(v, bool) or not hasattr(v, "__index__"):
+            fail(op, arg, "an int or a pair of ints", repr(value), TypeError)
+        if int(v) < minimum:
+            fail(op, arg, f"integers >= {minimum}", repr(value))
+    return int(values[0]), int(values[1])

@@ -1,0 +1,193 @@
+"""Layers: Module (the container), Parameter (a Tensor that wants a gradient) and the layers of AlexNet.
+
+A Module registers, in the order they are assigned, the Parameters and sub-Modules set as its
+attributes; `named_parameters()` walks them as ("conv1.weight", Parameter) pairs and
+`state_dict()` / `load_state_dict()` use the same names.
+"""
+from collections import OrderedDict
+import math
+
+import numpy as np
+
+from . import backend, functional as F, random
+from .tensor import Tensor
+
+
+class Parameter(Tensor):
+    """A Tensor with requires_grad=True, registered by the Module it is assigned to."""
+
+    def __init__(self, data, device="cpu"):
+        super().__init__(data, requires_grad=True, device=device)
+
+
+class Module:
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise RuntimeError(f"{type(self).__name__}: call Module.__init__() before assigning {name}")
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def forward(self, *args):
+        raise NotImplementedError(f"{type(self).__name__} defines no forward()")
+
+    def __call__(self, *args):
+        return self.forward(*args)
+
+    # ----- parameters -----
+    def named_parameters(self, prefix=""):
+        """(dotted name, Parameter) pairs: own parameters first, then each sub-module's."""
+        for name, p in self._parameters.items():
+            yield prefix + name, p
+        for name, m in self._modules.items():
+            yield from m.named_parameters(prefix + name + ".")
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    def state_dict(self):
+        """An ordered {name: NumPy array} copy of every parameter."""
+        return OrderedDict((name, p.numpy().copy()) for name, p in self.named_parameters())
+
+    def load_state_dict(self, state_dict):
+        """Copy arrays into the parameters (keeping their device and dtype). Strict: a missing,
+        unexpected or mis-shaped key is an error that names it, raised before anything is copied."""
+        own = OrderedDict(self.named_parameters())
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        if missing or unexpected:
+            raise KeyError(f"load_state_dict: {type(self).__name__} expected the keys of its "
+                           f"state_dict(); missing {missing}, unexpected {unexpected}")
+        for name, p in own.items():
+            shape = tuple(np.shape(state_dict[name]))
+            if shape != p.shape:
+                raise ValueError(f"load_state_dict: {name} expected shape {p.shape}, got {shape}")
+        for name, p in own.items():
+            p.data[...] = backend.to_device(backend.to_numpy(state_dict[name]), p.device, p.dtype)
+
+    # ----- mode, device, dtype -----
+    def modules(self):
+        yield self
+        for m in self._modules.values():
+            yield from m.modules()
+
+    def train(self, mode=True):
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def to(self, device=None, dtype=None):
+        """Move (and/or cast) every parameter in place; returns self."""
+        device = None if device is None else backend.check_device(device)
+        for p in self.parameters():
+            target = device or p.device
+            p.data = backend.to_device(p.data, target, dtype or p.dtype)
+            p.device = target
+            p.grad = None
+        return self
+
+    def double(self):
+        """float64 parameters (for gradient checks)."""
+        return self.to(dtype=np.float64)
+
+    @property
+    def device(self):
+        params = self.parameters()
+        return params[0].device if params else "cpu"
+
+
+def he_normal(shape, fan_in):
+    """N(0, 2/fan_in): keeps the activations' scale through ReLU layers (He et al. 2015)."""
+    return random.generator().standard_normal(shape, dtype=np.float32) * np.float32(math.sqrt(2.0 / fan_in))
+
+
+class Conv2d(Module):
+    def __init__(self, in_ch, out_ch, kernel_size, stride=1, padding=0, groups=1, bias=True):
+        super().__init__()
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        if in_ch % groups or out_ch % groups:
+            raise ValueError(f"Conv2d: groups expected a divisor of in_ch={in_ch} and "
+                             f"out_ch={out_ch}, got {groups}")
+        self.stride, self.padding, self.groups = stride, padding, groups
+        self.weight = Parameter(he_normal((out_ch, in_ch // groups, kh, kw), in_ch // groups * kh * kw))
+        self.bias = Parameter(np.zeros(out_ch, np.float32)) if bias else None
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.groups)
+
+
+class Linear(Module):
+    def __init__(self, in_f, out_f, bias=True):
+        super().__init__()
+        self.weight = Parameter(he_normal((out_f, in_f), in_f))
+        self.bias = Parameter(np.zeros(out_f, np.float32)) if bias else None
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return F.relu(x)
+
+
+class LocalResponseNorm(Module):
+    """The paper's LRN; alpha is NOT divided by size (PyTorch's alpha = size * ours)."""
+
+    def __init__(self, size=5, alpha=1e-4, beta=0.75, k=2.0):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, x):
+        return F.local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+
+
+class MaxPool2d(Module):
+    def __init__(self, kernel_size=3, stride=2, padding=0):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def forward(self, x):
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+class Dropout(Module):
+    def __init__(self, p=0.5):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training)
+
+
+class Flatten(Module):
+    def forward(self, x):
+        return F.flatten(x)
+
+
+class Sequential(Module):
+    """Layers applied in order; their parameters are named "0.weight", "1.weight", ..."""
+
+    def __init__(self, *layers):
+        super().__init__()
+        for i, layer in enumerate(layers):
+            setattr(self, str(i), layer)
+
+    def forward(self, x):
+        for layer in self._modules.values():
+            x = layer(x)
+        return x

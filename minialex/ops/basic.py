@@ -1,0 +1,267 @@
+"""Basic differentiable ops: what a user needs to write a loss by hand.
+
+add, sub, mul, div, neg, pow (by a constant), exp, log, sum, mean, reshape, transpose, matmul,
+indexing. Each works on any device (written with the inputs' array module `xp`), broadcasts like
+NumPy, and its backward sums a gradient back over the broadcast axes (`_unbroadcast`):
+if y = f(a, b) broadcast a from shape (3, 1) to (3, 4), then dL/da[i, 0] = sum_j dL/dy[i, j].
+
+Non-Tensor operands (Python numbers, arrays) become constants of the Tensor operand's dtype.
+"""
+import numpy as np
+
+from .. import backend
+from ..function import Function
+from ..tensor import Tensor
+
+
+def _unbroadcast(g, shape):
+    """Sum g down to `shape`: over leading axes added by broadcasting and axes that were size 1."""
+    if g.shape == tuple(shape):
+        return g
+    g = g.sum(axis=tuple(range(g.ndim - len(shape))))  # axes broadcasting put in front
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    return g.sum(axis=axes, keepdims=True) if axes else g
+
+
+def _tensors(op, a, b):
+    """Both operands as Tensors; a constant takes the dtype and device of the Tensor operand."""
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        raise TypeError(f"{op}: expected at least one Tensor operand, got {type(a).__name__} and "
+                        f"{type(b).__name__}")
+    like = a if isinstance(a, Tensor) else b
+
+    def as_tensor(v):
+        if isinstance(v, Tensor):
+            return v
+        return Tensor(backend.to_device(backend.to_numpy(v), like.device, like.dtype), device=like.device)
+    return as_tensor(a), as_tensor(b)
+
+
+# ----- elementwise, two operands: forward(a, b) -> y, cache; backward(dy, cache) -> da, db -----
+
+def _add_forward(a, b):
+    return a + b, (a.shape, b.shape)
+
+
+def _add_backward(dy, cache):
+    a_shape, b_shape = cache
+    return _unbroadcast(dy, a_shape), _unbroadcast(dy, b_shape).copy()  # copy: no two grads share memory
+
+
+def _sub_forward(a, b):
+    return a - b, (a.shape, b.shape)
+
+
+def _sub_backward(dy, cache):
+    a_shape, b_shape = cache
+    return _unbroadcast(dy, a_shape), _unbroadcast(-dy, b_shape)
+
+
+def _mul_forward(a, b):
+    return a * b, (a, b)
+
+
+def _mul_backward(dy, cache):
+    a, b = cache
+    return _unbroadcast(dy * b, a.shape), _unbroadcast(dy * a, b.shape)  # d(ab)/da = b, d(ab)/db = a
+
+
+def _div_forward(a, b):
+    return a / b, (a, b)
+
+
+def _div_backward(dy, cache):
+    a, b = cache
+    return _unbroadcast(dy / b, a.shape), _unbroadcast(-dy * a / (b * b), b.shape)  # d(a/b)/db = -a/b^2
+
+
+class Add(Function):
+    numpy = (_add_forward, _add_backward)
+
+
+class Sub(Function):
+    numpy = (_sub_forward, _sub_backward)
+
+
+class Mul(Function):
+    numpy = (_mul_forward, _mul_backward)
+
+
+class Div(Function):
+    numpy = (_div_forward, _div_backward)
+
+
+def add(a, b):
+    return Add.apply(*_tensors("add", a, b))
+
+
+def sub(a, b):
+    return Sub.apply(*_tensors("sub", a, b))
+
+
+def mul(a, b):
+    return Mul.apply(*_tensors("mul", a, b))
+
+
+def div(a, b):
+    return Div.apply(*_tensors("div", a, b))
+
+
+# ----- elementwise, one operand -----
+
+class Neg(Function):
+    numpy = (lambda x: (-x, None),
+             lambda dy, cache: (-dy,))
+
+
+class Pow(Function):
+    numpy = (lambda x, p: (x ** p, (x, p)),
+             lambda dy, cache: (dy * cache[1] * cache[0] ** (cache[1] - 1),))  # d(x^p)/dx = p x^(p-1)
+
+
+def _exp_forward(x):
+    y = backend.xp_of(x).exp(x)
+    return y, y
+
+
+class Exp(Function):
+    numpy = (_exp_forward,
+             lambda dy, y: (dy * y,))  # d(e^x)/dx = e^x
+
+
+class Log(Function):
+    numpy = (lambda x: (backend.xp_of(x).log(x), x),
+             lambda dy, x: (dy / x,))  # d(log x)/dx = 1/x
+
+
+def neg(x):
+    return Neg.apply(x)
+
+
+def pow(x, exponent):
+    if isinstance(exponent, Tensor) or not np.isscalar(exponent):
+        raise TypeError(f"pow: exponent expected a constant number, got {type(exponent).__name__}")
+    return Pow.apply(x, p=exponent)
+
+
+def exp(x):
+    return Exp.apply(x)
+
+
+def log(x):
+    return Log.apply(x)
+
+
+# ----- reductions and shape -----
+
+def _normalise_axis(op, axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if np.isscalar(axis) else tuple(axis)
+    for a in axes:
+        if not -ndim <= int(a) < ndim:
+            raise ValueError(f"{op}: axis expected values in [{-ndim}, {ndim}), got {axis!r}")
+    return tuple(sorted(int(a) % ndim for a in axes))
+
+
+def _sum_forward(x, axes, keepdims):
+    return x.sum(axis=axes, keepdims=keepdims), (x.shape, axes)
+
+
+def _sum_backward(dy, cache):
+    x_shape, axes = cache
+    kept = [1 if i in axes else n for i, n in enumerate(x_shape)]  # dy with the summed axes as 1
+    xp = backend.xp_of(dy)
+    return (xp.broadcast_to(dy.reshape(kept), x_shape).copy(),)  # each x element fed the sum once
+
+
+class Sum(Function):
+    numpy = (_sum_forward, _sum_backward)
+
+
+def sum(x, axis=None, keepdims=False):
+    return Sum.apply(x, axes=_normalise_axis("sum", axis, x.ndim), keepdims=keepdims)
+
+
+def mean(x, axis=None, keepdims=False):
+    axes = _normalise_axis("mean", axis, x.ndim)
+    count = int(np.prod([x.shape[a] for a in axes])) if axes else 1
+    return mul(sum(x, axes, keepdims), 1.0 / count)
+
+
+class Reshape(Function):
+    numpy = (lambda x, shape: (x.reshape(shape), x.shape),
+             lambda dy, x_shape: (dy.reshape(x_shape),))
+
+
+def reshape(x, shape):
+    shape = tuple(int(n) for n in shape)
+    known = int(np.prod([n for n in shape if n != -1]))
+    if shape.count(-1) > 1 or (-1 in shape and (known == 0 or x.size % known)) or \
+            (-1 not in shape and known != x.size):
+        raise ValueError(f"reshape: shape expected to hold {x.size} elements (from {x.shape}), "
+                         f"got {shape}")
+    return Reshape.apply(x, shape=shape)
+
+
+def flatten(x):
+    """(N, ...) -> (N, -1): the bridge from conv feature maps to fully connected layers."""
+    if x.ndim < 2:
+        raise ValueError(f"flatten: x expected at least 2 dimensions (N, ...), got shape {x.shape}")
+    return reshape(x, (x.shape[0], -1))
+
+
+class Transpose(Function):
+    numpy = (lambda x, axes: (x.transpose(axes), axes),
+             lambda dy, axes: (dy.transpose(np.argsort(axes)),))  # the inverse permutation
+
+
+def transpose(x, axes=None):
+    axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(int(a) % x.ndim for a in axes)
+    if sorted(axes) != list(range(x.ndim)):
+        raise ValueError(f"transpose: axes expected a permutation of 0..{x.ndim - 1}, got {axes}")
+    return Transpose.apply(x, axes=axes)
+
+
+def _matmul_forward(a, b):
+    return a @ b, (a, b)
+
+
+def _matmul_backward(dy, cache):
+    a, b = cache  # y = a @ b: dA = dY @ B^T, dB = A^T @ dY (summed over broadcast batch axes)
+    return (_unbroadcast(dy @ b.swapaxes(-1, -2), a.shape),
+            _unbroadcast(a.swapaxes(-1, -2) @ dy, b.shape))
+
+
+class MatMul(Function):
+    numpy = (_matmul_forward, _matmul_backward)
+
+
+def matmul(a, b):
+    a, b = _tensors("matmul", a, b)
+    if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"matmul: operands expected shapes (..., M, K) and (..., K, N), "
+                         f"got {a.shape} and {b.shape}")
+    return MatMul.apply(a, b)
+
+
+def _getitem_forward(x, index):
+    return x[index], (x.shape, index)
+
+
+def _getitem_backward(dy, cache):
+    x_shape, index = cache
+    dx = backend.xp_of(dy).zeros(x_shape, dtype=dy.dtype)
+    backend.scatter_add(dx, index, dy)  # an element picked twice gets both gradients
+    return (dx,)
+
+
+class GetItem(Function):
+    numpy = (_getitem_forward, _getitem_backward)
+
+
+def getitem(x, index):
+    def plain(i):
+        return i.data if isinstance(i, Tensor) else i
+    index = tuple(plain(i) for i in index) if isinstance(index, tuple) else plain(index)
+    return GetItem.apply(x, index=index)

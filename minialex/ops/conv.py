@@ -1,0 +1,121 @@
+"""2-D convolution (cross-correlation, as in every framework), NCHW.
+
+Shapes:  x (N, C, H, W)   w (O, C/G, KH, KW)   b (O,)   y (N, O, OH, OW)
+         OH = (H + 2*PH - KH) // SH + 1   (floor, as the seed table: 227 -> 55 with 11x11 stride 4)
+         G groups: input channels and filters split into G independent convolutions
+         (the paper's two GPU "towers" are groups=2 in conv2, conv4, conv5).
+
+Forward as one matrix product per group (im2col):
+    cols[n, (c, i, j), (oh, ow)] = xpad[n, c, oh*SH + i, ow*SW + j]        (N, C*KH*KW, OH*OW)
+    y[n, o, :] = w[o, :] @ cols[n, group(o)] + b[o]
+
+Backward (each line inverts the forward line above it):
+    db[o]  = sum over n, oh, ow of dy[n, o, oh, ow]                   b was added to every pixel
+    dw     = sum over n of dy[n] @ cols[n]^T                          y = w @ cols, so dL/dw = dy cols^T
+    dcols  = w^T @ dy[n]                                              and dL/dcols = w^T dy
+    dx     = col2im(dcols): each column entry is added back to the pixel it was copied from;
+             overlapping windows (stride < kernel) add several entries into one pixel.
+
+Paper: section 3.5 (the architecture), 11x11 stride 4 in conv1.
+CUDA path: kernels/conv.cu (im2col, col2im as a gather), kernels/gemm.cu.
+"""
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from ..errors import fail, pair
+from ..function import Function
+
+
+def conv_outsize(size, kernel, stride, padding):
+    """Output length along one axis (floor division, like Caffe, PyTorch and the seed table)."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _pad(x, ph, pw, value=0.0):
+    if ph == 0 and pw == 0:
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+
+def im2col(x, kh, kw, stride, padding):
+    """(N, C, H, W) -> cols (N, C*KH*KW, OH*OW), rows ordered (c, i, j) like w.reshape(O, -1)."""
+    (sh, sw), (ph, pw) = stride, padding
+    n, c, h, w = x.shape
+    oh, ow = conv_outsize(h, kh, sh, ph), conv_outsize(w, kw, sw, pw)
+    xp = _pad(x, ph, pw)                                  # (N, C, H+2PH, W+2PW)
+    s_n, s_c, s_h, s_w = xp.strides
+    # A strided view, no copy: windows[n, c, i, j, oh, ow] = xp[n, c, oh*SH + i, ow*SW + j]
+    windows = as_strided(xp, (n, c, kh, kw, oh, ow), (s_n, s_c, s_h, s_w, s_h * sh, s_w * sw))
+    return windows.reshape(n, c * kh * kw, oh * ow)       # the one copy: (N, C*KH*KW, OH*OW)
+
+
+def col2im(dcols, x_shape, kh, kw, stride, padding):
+    """The adjoint of im2col: (N, C*KH*KW, OH*OW) -> (N, C, H, W), overlapping entries added."""
+    (sh, sw), (ph, pw) = stride, padding
+    n, c, h, w = x_shape
+    oh, ow = conv_outsize(h, kh, sh, ph), conv_outsize(w, kw, sw, pw)
+    dcols = dcols.reshape(n, c, kh, kw, oh, ow)
+    dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dcols.dtype)
+    for i in range(kh):  # one slice-add per kernel offset: pixels (oh*SH + i, ow*SW + j)
+        for j in range(kw):
+            dxp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += dcols[:, :, i, j]
+    return dxp[:, :, ph:ph + h, pw:pw + w]
+
+
+def conv2d_forward(x, w, b, stride, padding, groups, need_dx=True):
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    g = groups
+    oh, ow = conv_outsize(h, kh, stride[0], padding[0]), conv_outsize(wd, kw, stride[1], padding[1])
+    cols = im2col(x, kh, kw, stride, padding).reshape(n, g, cg * kh * kw, oh * ow)  # (N, G, Cg*KH*KW, L)
+    wg = w.reshape(g, o // g, cg * kh * kw)                                         # (G, O/G, Cg*KH*KW)
+    y = np.matmul(wg, cols).reshape(n, o, oh, ow)                                   # (N, O, OH, OW)
+    if b is not None:
+        y += b.reshape(1, o, 1, 1)
+    return y, (cols, w, x.shape, b is not None, stride, padding, need_dx)
+
+
+def conv2d_backward(dy, cache):
+    cols, w, x_shape, has_b, stride, padding, need_dx = cache
+    n, g, k, l = cols.shape
+    o, cg, kh, kw = w.shape
+    dyg = dy.reshape(n, g, o // g, l)                                               # (N, G, O/G, L)
+    db = dy.sum(axis=(0, 2, 3)) if has_b else None                                  # (O,)
+    dw = np.matmul(dyg, cols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(w.shape)    # (O, Cg, KH, KW)
+    dx = None
+    if need_dx:
+        wg = w.reshape(g, o // g, k)
+        dcols = np.matmul(wg.transpose(0, 2, 1), dyg)                               # (N, G, Cg*KH*KW, L)
+        dx = col2im(dcols, x_shape, kh, kw, stride, padding)                        # (N, C, H, W)
+    return dx, dw, db
+
+
+class Conv2d(Function):
+    numpy = (conv2d_forward, conv2d_backward)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1):
+    """y = conv(x, weight) + bias, NCHW; weight (O, C/groups, KH, KW). See the module docstring."""
+    op = "conv2d"
+    if x.ndim != 4:
+        fail(op, "x", "4 dimensions (N, C, H, W)", f"shape {x.shape}")
+    if weight.ndim != 4:
+        fail(op, "weight", "4 dimensions (O, C/groups, KH, KW)", f"shape {weight.shape}")
+    stride, padding = pair(op, "stride", stride), pair(op, "padding", padding, minimum=0)
+    groups = pair(op, "groups", groups)[0]
+    n, c, h, w = x.shape
+    o, cg, kh, kw = weight.shape
+    if c % groups:
+        fail(op, "groups", f"a divisor of the {c} input channels", groups)
+    if o % groups:
+        fail(op, "groups", f"a divisor of the {o} filters (weight.shape[0])", groups)
+    if cg * groups != c:
+        fail(op, "weight", f"shape[1] = C/groups = {c}/{groups} = {c // groups} (x has {c} channels)",
+             f"shape {weight.shape}")
+    if bias is not None and bias.shape != (o,):
+        fail(op, "bias", f"shape ({o},), one per filter", f"shape {bias.shape}")
+    if kh > h + 2 * padding[0] or kw > w + 2 * padding[1]:
+        fail(op, "weight", f"a kernel no larger than the padded input "
+             f"{h + 2 * padding[0]}x{w + 2 * padding[1]}", f"kernel {kh}x{kw}")
+    return Conv2d.apply(x, weight, bias, stride=stride, padding=padding, groups=groups,
+                        need_dx=x.requires_grad)

@@ -1,0 +1,48 @@
+"""Fully connected layer: y = x W^T + b.
+
+Shapes:  x (N, in)   w (out, in)   b (out,)   y (N, out)   (leading axes beyond N are allowed)
+
+Backward (y = x W^T + b):
+    dx = dy W          (N, in)
+    dw = dy^T x        (out, in)    summed over the batch, as the loss is
+    db = sum_n dy      (out,)
+
+Paper: fc6, fc7 (4096 units) and fc8 (1000-way, into the softmax), section 3.5.
+CUDA path: kernels/gemm.cu (or cuBLAS), kernels/bias.cu for db.
+"""
+from ..errors import fail
+from ..function import Function
+
+
+def linear_forward(x, w, b):
+    x2 = x.reshape(-1, x.shape[-1])                  # (N, in)
+    y = x2 @ w.T                                     # (N, out)
+    if b is not None:
+        y += b
+    return y.reshape(*x.shape[:-1], w.shape[0]), (x2, w, x.shape, b is not None)
+
+
+def linear_backward(dy, cache):
+    x2, w, x_shape, has_b = cache
+    dy2 = dy.reshape(-1, w.shape[0])                 # (N, out)
+    dx = (dy2 @ w).reshape(x_shape)                  # (N, in)
+    dw = dy2.T @ x2                                  # (out, in)
+    db = dy2.sum(axis=0) if has_b else None          # (out,)
+    return dx, dw, db
+
+
+class Linear(Function):
+    numpy = (linear_forward, linear_backward)
+
+
+def linear(x, weight, bias=None):
+    """y = x @ weight.T + bias; weight (out_features, in_features)."""
+    op = "linear"
+    if weight.ndim != 2:
+        fail(op, "weight", "2 dimensions (out_features, in_features)", f"shape {weight.shape}")
+    if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
+        fail(op, "x", f"last dimension {weight.shape[1]} (= weight.shape[1], in_features)",
+             f"shape {x.shape}")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        fail(op, "bias", f"shape ({weight.shape[0]},)", f"shape {bias.shape}")
+    return Linear.apply(x, weight, bias)

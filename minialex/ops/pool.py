@@ -1,0 +1,68 @@
+"""Max pooling, NCHW, with overlapping windows (paper section 3.4: 3x3 windows, stride 2).
+
+    y[n, c, oh, ow] = max over i < KH, j < KW of xpad[n, c, oh*SH + i, ow*SW + j]
+    OH = (H + 2*PH - KH) // SH + 1       (floor, as the seed table: 55 -> 27 -> 13 -> 6)
+    padding is -inf, so it never wins.
+
+Forward keeps `argmax` = i*KW + j of the winning offset; ties go to the first maximum in
+row-major window order (as PyTorch and cuDNN do).
+Backward: each dy goes to the input pixel that won its window; where windows overlap
+(stride < kernel) a pixel that won several windows receives the sum of their gradients.
+
+CUDA path: kernels/pool.cu (forward writes the argmax; backward gathers per input pixel).
+"""
+import numpy as np
+
+from ..errors import fail, pair
+from ..function import Function
+from .conv import _pad, conv_outsize
+
+
+def max_pool2d_forward(x, kernel, stride, padding):
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    n, c, h, w = x.shape
+    oh, ow = conv_outsize(h, kh, sh, ph), conv_outsize(w, kw, sw, pw)
+    xp = _pad(x, ph, pw, value=-np.inf)                    # (N, C, H+2PH, W+2PW)
+    y = argmax = None
+    for i in range(kh):  # loop over the KH*KW window offsets, all windows at once
+        for j in range(kw):
+            cand = xp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]   # (N, C, OH, OW) view
+            if y is None:
+                y, argmax = cand.copy(), np.zeros(cand.shape, dtype=np.int32)
+                continue
+            better = cand > y                              # strict: the first maximum keeps a tie
+            np.copyto(y, cand, where=better)
+            argmax[better] = i * kw + j
+    return y, (argmax, x.shape, kernel, stride, padding)
+
+
+def max_pool2d_backward(dy, cache):
+    argmax, x_shape, (kh, kw), (sh, sw), (ph, pw) = cache
+    n, c, h, w = x_shape
+    oh, ow = dy.shape[2:]
+    dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dy.dtype)
+    for i in range(kh):
+        for j in range(kw):  # windows whose winner sat at offset (i, j) send dy to that pixel
+            dxp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += dy * (argmax == i * kw + j)
+    return (dxp[:, :, ph:ph + h, pw:pw + w],)
+
+
+class MaxPool2d(Function):
+    numpy = (max_pool2d_forward, max_pool2d_backward)
+
+
+def max_pool2d(x, kernel_size=3, stride=2, padding=0):
+    """Max over KHxKW windows every `stride` pixels (overlapping when stride < kernel_size)."""
+    op = "max_pool2d"
+    if x.ndim != 4:
+        fail(op, "x", "4 dimensions (N, C, H, W)", f"shape {x.shape}")
+    kernel = pair(op, "kernel_size", kernel_size)
+    stride = pair(op, "stride", stride)
+    padding = pair(op, "padding", padding, minimum=0)
+    if padding[0] * 2 > kernel[0] or padding[1] * 2 > kernel[1]:
+        fail(op, "padding", f"at most half the kernel {kernel}", padding)
+    h, w = x.shape[2:]
+    if kernel[0] > h + 2 * padding[0] or kernel[1] > w + 2 * padding[1]:
+        fail(op, "kernel_size", f"no larger than the padded input {h + 2 * padding[0]}x{w + 2 * padding[1]}",
+             kernel)
+    return MaxPool2d.apply(x, kernel=kernel, stride=stride, padding=padding)

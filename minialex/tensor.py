@@ -1,0 +1,162 @@
+"""Tensor: an array, the device it lives on, and (optionally) the op that made it.
+
+    x = Tensor(array, requires_grad=False, device="cpu")
+    x.data    the array (numpy.ndarray, or cupy.ndarray on "cuda")
+    x.grad    an array of x.shape once a backward pass has reached x, else None
+    x._ctx    the Function that computed x, or None for a leaf (an input or a Parameter)
+
+Floating arrays are float32 by default; float64 is kept (gradient checks run in float64).
+Integer and bool arrays are kept as they are and cannot require a gradient (labels, indices);
+Python numbers and lists become float32.
+The arithmetic operators record basic ops (minialex/ops/basic.py), so a loss can be written by hand.
+"""
+import numpy as np
+
+from . import backend
+
+
+def _as_array(data, device):
+    """The array behind a Tensor: float32, except that float64 arrays and integer or bool arrays
+    keep their dtype (Python numbers and lists always become float32)."""
+    if isinstance(data, Tensor):
+        data = data.data
+    dtype = getattr(data, "dtype", None)
+    if dtype is not None and (dtype == np.float64 or dtype.kind in "iub"):
+        return backend.to_device(data, device)
+    return backend.to_device(data, device, dtype=np.float32)
+
+
+class Tensor:
+    __array_priority__ = 1000  # numpy_scalar * tensor calls Tensor.__rmul__, not numpy's broadcast
+
+    def __init__(self, data, requires_grad=False, device="cpu"):
+        self.device = backend.check_device(device)
+        self.data = _as_array(data, self.device)
+        if requires_grad and self.data.dtype.kind != "f":
+            raise TypeError(f"Tensor: requires_grad expected a floating dtype, got {self.data.dtype}")
+        self.requires_grad = bool(requires_grad)
+        self.grad = None
+        self._ctx = None
+
+    # ----- array facts -----
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def size(self):
+        return int(self.data.size)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor(shape={self.shape}, dtype={self.dtype}, device={self.device!r}{grad})"
+
+    # ----- moving and reading -----
+    def to(self, device):
+        """A leaf copy of this tensor on `device` (same requires_grad)."""
+        device = backend.check_device(device)
+        if device == self.device:
+            return self
+        return Tensor(backend.to_device(self.data, device), self.requires_grad, device)
+
+    def numpy(self):
+        """The values as a NumPy array (a host copy when the tensor lives on a GPU)."""
+        return backend.to_numpy(self.data)
+
+    def item(self):
+        """The value of a one-element tensor as a Python number."""
+        if self.size != 1:
+            raise ValueError(f"item: expected a tensor with one element, got shape {self.shape}")
+        return self.numpy().reshape(()).item()
+
+    def detach(self):
+        """The same array, cut from the graph."""
+        out = Tensor.__new__(Tensor)
+        out.device, out.data, out.requires_grad, out.grad, out._ctx = self.device, self.data, False, None, None
+        return out
+
+    def zero_grad(self):
+        self.grad = None
+
+    # ----- autograd -----
+    def backward(self, grad=None):
+        """Accumulate d(self)/d(leaf) * grad into every leaf's .grad (grad defaults to 1 for a scalar)."""
+        _function.backward(self, grad)
+
+    # ----- basic differentiable ops (minialex/ops/basic.py) -----
+    def __add__(self, other):
+        return _basic.add(self, other)
+
+    def __radd__(self, other):
+        return _basic.add(other, self)
+
+    def __sub__(self, other):
+        return _basic.sub(self, other)
+
+    def __rsub__(self, other):
+        return _basic.sub(other, self)
+
+    def __mul__(self, other):
+        return _basic.mul(self, other)
+
+    def __rmul__(self, other):
+        return _basic.mul(other, self)
+
+    def __truediv__(self, other):
+        return _basic.div(self, other)
+
+    def __rtruediv__(self, other):
+        return _basic.div(other, self)
+
+    def __neg__(self):
+        return _basic.neg(self)
+
+    def __pow__(self, exponent):
+        return _basic.pow(self, exponent)
+
+    def __matmul__(self, other):
+        return _basic.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _basic.matmul(other, self)
+
+    def __getitem__(self, index):
+        return _basic.getitem(self, index)
+
+    def sum(self, axis=None, keepdims=False):
+        return _basic.sum(self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return _basic.mean(self, axis, keepdims)
+
+    def reshape(self, *shape):
+        return _basic.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+
+    def transpose(self, *axes):
+        return _basic.transpose(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes or None)
+
+    @property
+    def T(self):
+        return _basic.transpose(self, None)
+
+    def exp(self):
+        return _basic.exp(self)
+
+    def log(self):
+        return _basic.log(self)
+
+
+# Imported last: both modules use Tensor, which is defined above.
+from . import function as _function  # noqa: E402
+from .ops import basic as _basic  # noqa: E402

@@ -1,0 +1,20 @@
+from setuptools import setup
+
+setup(
+    name="minialex",
+    version="0.1.0",
+    description="A from-scratch deep-learning library that teaches backprop op by op and trains AlexNet",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=["minialex", "minialex.ops", "minialex.kernels"],
+    # kernels/ sits at the top of the repository (nvcc and editors see plain .cu files) and is
+    # installed as the package-data folder minialex/kernels.
+    package_dir={"minialex.kernels": "kernels"},
+    package_data={"minialex.kernels": ["*.cu", "*.h", "README.md"]},
+    install_requires=["numpy>=1.24", "pillow>=9.0"],
+    extras_require={
+        "gpu": ["cupy-cuda12x>=13"],
+        "test": ["pytest>=7"],
+    },
+)

@@ -1,0 +1,127 @@
+"""The autograd engine: graph recording, accumulation, no_grad, deep graphs, broadcasting."""
+import numpy as np
+import pytest
+
+import minialex as ma
+from minialex.function import Function
+
+
+def T(a, grad=True):
+    return ma.Tensor(np.asarray(a, dtype=np.float64), requires_grad=grad)
+
+
+def test_shared_subexpression_accumulates():
+    x = T([1.5, -2.0])
+    y = x * x + x * 3.0          # x feeds three ops: dy/dx = 2x + 3
+    z = y * y                    # y feeds twice:     dz/dx = 2y (2x + 3)
+    z.sum().backward()
+    xv = np.array([1.5, -2.0])
+    np.testing.assert_allclose(x.grad, 2 * (xv * xv + 3 * xv) * (2 * xv + 3))
+
+
+def test_repeated_backward_accumulates_and_zero_grad_resets():
+    x = T([2.0, 3.0])
+    y = (x ** 3).sum()
+    y.backward()
+    y.backward()
+    np.testing.assert_allclose(x.grad, 2 * 3 * np.array([4.0, 9.0]))
+    x.zero_grad()
+    (x * 2.0).sum().backward()
+    np.testing.assert_allclose(x.grad, [2.0, 2.0])
+
+
+def test_no_grad_records_nothing():
+    x = T([1.0])
+    with ma.no_grad():
+        y = x * 2.0
+        assert not ma.is_grad_enabled()
+    assert ma.is_grad_enabled()
+    assert not y.requires_grad and y._ctx is None
+    with pytest.raises(RuntimeError, match="does not require a gradient"):
+        y.backward()
+    c = T([1.0], grad=False) * 2.0  # no input wants a gradient: no graph either
+    assert c._ctx is None
+
+
+def test_ten_thousand_deep_chain():
+    x = T([1.0])
+    y = x
+    for _ in range(10_000):
+        y = y * 1.0001
+    y.backward(np.ones(1))
+    np.testing.assert_allclose(x.grad, [1.0001 ** 10_000], rtol=1e-9)
+
+
+def test_broadcasting_gradients_sum_over_broadcast_axes():
+    a, b = T(np.arange(3.0).reshape(3, 1)), T(np.arange(4.0) + 1)
+    ((a * b) + a - b / 2.0).sum().backward()
+    np.testing.assert_allclose(a.grad, np.full((3, 1), (np.arange(4.0) + 1).sum() + 4))
+    np.testing.assert_allclose(b.grad, np.full(4, np.arange(3.0).sum() - 1.5))
+
+
+CASES = {  # one line per basic op, each gradient-checked in float64 (tinygrad's style)
+    "add": (lambda a, b: a + b, [(3, 4), (4,)]),
+    "sub": (lambda a, b: a - b, [(3, 1), (3, 4)]),
+    "mul": (lambda a, b: a * b, [(2, 3), (2, 3)]),
+    "div": (lambda a, b: a / b, [(2, 3), (3,)]),
+    "neg": (lambda a: -a, [(5,)]),
+    "rsub_scalar": (lambda a: 2.0 - a * 3.0, [(4,)]),
+    "rdiv_scalar": (lambda a: 1.0 / a, [(4,)]),
+    "pow": (lambda a: a ** 3, [(2, 3)]),
+    "exp_log": (lambda a: (a * a + 1.0).log() + a.exp(), [(2, 3)]),
+    "sum_axis": (lambda a: a.sum(axis=1), [(3, 4, 2)]),
+    "sum_keepdims": (lambda a: a.sum(axis=(0, 2), keepdims=True), [(3, 4, 2)]),
+    "mean": (lambda a: a.mean(axis=0) * a.mean(), [(3, 4)]),
+    "reshape": (lambda a: a.reshape(4, 6) * 2.0, [(2, 3, 4)]),
+    "transpose": (lambda a: a.transpose(2, 0, 1) * 2.0, [(2, 3, 4)]),
+    "matmul": (lambda a, b: a @ b, [(3, 4), (4, 2)]),
+    "matmul_batched": (lambda a, b: a @ b, [(2, 3, 4), (4, 5)]),
+    "getitem_slice": (lambda a: a[1:, ::2] * 2.0, [(3, 5)]),
+    "getitem_fancy": (lambda a: a[np.array([0, 2, 0])], [(3, 4)]),  # row 0 picked twice
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_basic_op_gradcheck(name):
+    fn, shapes = CASES[name]
+    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    inputs = [T(rng.uniform(0.5, 2.0, s) * rng.choice([-1, 1], s)) for s in shapes]
+    assert ma.gradcheck(fn, inputs)
+
+
+def test_basic_op_values():
+    a = T([[1.0, 2.0], [3.0, 4.0]])
+    np.testing.assert_array_equal((a @ a).data, [[7.0, 10.0], [15.0, 22.0]])
+    np.testing.assert_array_equal(a.mean(axis=1).data, [1.5, 3.5])
+    np.testing.assert_array_equal((2.0 / a).data, 2.0 / a.data)
+    np.testing.assert_array_equal(a.T.data, [[1.0, 3.0], [2.0, 4.0]])
+
+
+def test_engine_names_an_op_whose_gradient_has_the_wrong_shape():
+    class Broken(Function):
+        numpy = (lambda x: (x * 2, None), lambda dy, cache: (dy[:1],))
+    x = T(np.ones(3))
+    with pytest.raises(AssertionError, match=r"Broken backward: gradient of input 0 has shape \(1,\)"):
+        Broken.apply(x).sum().backward()
+
+
+def test_gradcheck_catches_a_wrong_backward():
+    class WrongSquare(Function):  # d(x^2)/dx is 2x, not x
+        numpy = (lambda x: (x * x, x), lambda dy, x: (dy * x,))
+    with pytest.raises(ma.GradcheckError, match="input 0 element"):
+        ma.gradcheck(WrongSquare.apply, [T([1.0, 2.0])])
+
+
+def test_tensor_basics():
+    x = ma.Tensor([[1, 2], [3, 4]])
+    assert x.dtype == np.float32 and x.shape == (2, 2) and x.device == "cpu"
+    assert ma.Tensor(np.zeros(2)).dtype == np.float64
+    assert ma.Tensor(np.array([1, 2])).dtype.kind == "i"
+    assert (x * 2).dtype == np.float32  # a Python scalar does not upcast
+    assert ma.Tensor([3.5]).item() == 3.5
+    with pytest.raises(ValueError, match="device"):
+        ma.Tensor([1.0], device="gpu")
+    with pytest.raises(TypeError, match="requires_grad expected a floating dtype"):
+        ma.Tensor(np.array([1, 2]), requires_grad=True)
+    y = x.to("cuda-emu")
+    assert y.device == "cuda-emu" and y is not x and np.array_equal(y.numpy(), x.numpy())

@@ -1,0 +1,172 @@
+"""AlexNet as the seed table gives it, nn modules, SGD, save/load."""
+import numpy as np
+import pytest
+
+import minialex as ma
+from minialex import functional as F
+
+
+def test_alexnet_shapes_follow_the_seed_table():
+    model = ma.models.AlexNet()
+    x = ma.Tensor(np.random.default_rng(0).standard_normal((1, 3, 227, 227)).astype(np.float32))
+    expected = {"conv1": (96, 55, 55), "pool1": (96, 27, 27), "norm1": (96, 27, 27),
+                "conv2": (256, 27, 27), "pool2": (256, 13, 13), "conv3": (384, 13, 13),
+                "conv4": (384, 13, 13), "conv5": (256, 13, 13), "pool5": (256, 6, 6),
+                "flatten": (9216,), "fc6": (4096,), "fc7": (4096,), "fc8": (1000,)}
+    with ma.no_grad():
+        for name in model.layer_order:
+            x = getattr(model, name)(x)
+            if name in expected:
+                assert x.shape[1:] == expected[name], name
+
+
+def test_alexnet_parameter_count_and_names():
+    model = ma.models.AlexNet()
+    assert sum(p.size for p in model.parameters()) == 62_378_344
+    names = [f"{layer}.{kind}" for layer in ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+             for kind in ["weight", "bias"]]
+    assert list(model.state_dict()) == names
+    assert all(p.dtype == np.float32 for p in model.parameters())
+
+
+def test_alexnet_two_towers_and_lrn_first():
+    towers = ma.models.AlexNet(groups=2)
+    assert towers.conv2.weight.shape == (256, 48, 5, 5) and towers.conv4.weight.shape == (384, 192, 3, 3)
+    first = ma.models.AlexNet.mini(lrn_before_pool=True)
+    assert first.layer_order[2:4] == ["norm1", "pool1"]
+    assert first(ma.Tensor(np.zeros((2, 3, 64, 64), np.float32))).shape == (2, 10)
+
+
+@pytest.mark.parametrize("init", ["he", "paper", "xavier"])
+def test_alexnet_initial_loss_is_near_ln_classes(init):
+    ma.manual_seed(0)
+    model = ma.models.AlexNet(num_classes=1000, init=init)
+    x = ma.Tensor(np.random.default_rng(1).standard_normal((4, 3, 227, 227)).astype(np.float32))
+    with ma.no_grad():
+        loss = F.cross_entropy(model(x), np.array([0, 1, 2, 3])).item()
+    if init == "paper":  # biases of 1 in fc6/fc7 make fc8's inputs large: logits spread out more
+        assert np.log(1000) < loss < np.log(1000) + 1.5
+        assert np.all(model.conv2.bias.data == 1) and np.all(model.conv3.bias.data == 0)
+        assert abs(model.fc6.weight.data.std() - 0.01) < 1e-4
+    else:
+        assert abs(loss - np.log(1000)) < 0.1
+
+
+def test_alexnet_float64_gradients_of_every_layer():
+    ma.manual_seed(1)
+    model = ma.models.AlexNet(num_classes=10).double()
+    x = ma.Tensor(np.random.default_rng(2).standard_normal((1, 3, 227, 227)))
+    target = np.array([3])
+    params = model.parameters()
+
+    def loss(*_):
+        ma.manual_seed(5)  # the same dropout masks in every evaluation
+        return F.cross_entropy(model(x), target)
+
+    assert ma.gradcheck(loss, params, atol=1e-9, rtol=1e-4, samples=2)
+    loss().backward()
+    for name, p in model.named_parameters():  # the check above compared real, non-zero gradients
+        assert np.abs(p.grad).max() > 1e-6, name
+
+
+def test_small_alexnet_overfits_a_fixed_batch():
+    ma.manual_seed(0)
+    model = ma.models.AlexNet.mini(num_classes=4).eval()  # dropout off: it exists to stop memorising
+    rng = np.random.default_rng(3)
+    x = ma.Tensor(rng.standard_normal((16, 3, 64, 64)).astype(np.float32))
+    y = rng.integers(0, 4, 16)
+    opt = ma.optim.SGD(model.parameters(), lr=0.003, momentum=0.9)
+    losses = []
+    for _ in range(50):
+        loss = F.cross_entropy(model(x), y)
+        model.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0], losses
+
+
+def test_sgd_two_steps_by_hand():
+    w = ma.nn.Parameter(np.array([1.0, -2.0]))
+    opt = ma.optim.SGD([w], lr=0.1, momentum=0.9, weight_decay=0.01)
+    for _ in range(2):
+        w.grad = np.array([0.5, 0.25])
+        opt.step()
+    # v1 = -0.01*0.1*w0 - 0.1*g = [-0.051, -0.023];            w1 = [0.949, -2.023]
+    # v2 = 0.9*v1 - 0.001*w1 - 0.1*g = [-0.096849, -0.043677]; w2 = w1 + v2
+    np.testing.assert_allclose(w.data, [0.852151, -2.066677], rtol=1e-12)
+    np.testing.assert_allclose(opt.velocity[0], [-0.096849, -0.043677], rtol=1e-12)
+    other = ma.optim.SGD([ma.nn.Parameter(np.array([0.0, 0.0]))], lr=1.0)
+    other.load_state_dict(opt.state_dict())
+    assert other.lr == 0.1 and other.momentum == 0.9
+    np.testing.assert_array_equal(other.velocity[0], opt.velocity[0])
+    with pytest.raises(ValueError, match="SGD: lr expected a number >= 0"):
+        ma.optim.SGD([w], lr=-1)
+
+
+def test_sgd_skips_parameters_without_gradient():
+    a, b = ma.nn.Parameter(np.ones(2)), ma.nn.Parameter(np.ones(2))
+    a.grad = np.ones(2)
+    ma.optim.SGD([a, b], lr=0.5).step()
+    np.testing.assert_array_equal(a.data, [0.5, 0.5])
+    np.testing.assert_array_equal(b.data, [1.0, 1.0])
+
+
+def test_save_load_round_trip_and_strict_loading(tmp_path):
+    ma.manual_seed(0)
+    model = ma.models.AlexNet.mini()
+    path = tmp_path / "w.npz"
+    ma.save(model.state_dict(), path)
+    ma.manual_seed(1)
+    other = ma.models.AlexNet.mini()
+    assert not np.array_equal(other.conv1.weight.data, model.conv1.weight.data)
+    other.load_state_dict(ma.load(path))
+    for (n, a), (_, b) in zip(model.named_parameters(), other.named_parameters()):
+        np.testing.assert_array_equal(a.data, b.data, err_msg=n)
+    sd = ma.load(path)
+    del sd["fc7.bias"]
+    with pytest.raises(KeyError, match=r"missing \['fc7.bias'\]"):
+        other.load_state_dict(sd)
+    sd = ma.load(path)
+    sd["extra"] = np.zeros(1)
+    with pytest.raises(KeyError, match=r"unexpected \['extra'\]"):
+        other.load_state_dict(sd)
+    sd = ma.load(path)
+    sd["conv1.weight"] = np.zeros((1, 2))
+    with pytest.raises(ValueError, match=r"conv1.weight expected shape \(32, 3, 5, 5\)"):
+        other.load_state_dict(sd)
+
+
+def test_load_refuses_pickled_arrays(tmp_path):
+    path = tmp_path / "evil.npz"
+    np.savez(path, x=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match="allow_pickle"):
+        ma.load(path)
+    with pytest.raises(TypeError, match="save: x expected a numeric or string array"):
+        ma.save({"x": np.array([{"a": 1}], dtype=object)}, tmp_path / "y.npz")
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.npz"
+    ma.save({"w": np.arange(3.0)}, path)
+
+    def crash(f, **arrays):
+        f.write(b"half a file")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ma.save({"w": np.zeros(3)}, path)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(ma.load(path)["w"], np.arange(3.0))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.npz"]  # no temporary file left behind
+
+
+def test_module_modes_and_to():
+    model = ma.nn.Sequential(ma.nn.Linear(3, 2), ma.nn.Dropout(0.5))
+    assert [n for n, _ in model.named_parameters()] == ["0.weight", "0.bias"]
+    model.eval()
+    assert not model._modules["1"].training
+    x = ma.Tensor(np.ones((1, 3), np.float32))
+    np.testing.assert_array_equal(model(x).data, model(x).data)  # eval: no dropout
+    model.to("cuda-emu")
+    assert model.device == "cuda-emu" and model.parameters()[0].device == "cuda-emu"
