@@ -15,6 +15,6 @@ setup(
     install_requires=["numpy>=1.24", "pillow>=9.0"],
     extras_require={
         "gpu": ["cupy-cuda12x>=13"],
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "cupy-cuda12x>=13", "nvidia-cuda-nvrtc-cu12"],  # NVRTC: compile-check the kernels in CI
     },
 )

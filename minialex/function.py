@@ -77,13 +77,23 @@ class Function:
             raise TypeError(f"{cls.name()}: the CUDA kernels expected float32 on device {device!r}, "
                             f"got {dtype}; use device='cpu' for float64")
         forward, backward = pair
-        y, cache = forward(*[None if t is None else t.data for t in inputs], **hyper)
+        arrays = [None if t is None else t.data for t in inputs]
+        if pair is cls.cuda:  # kernels index flat memory: give them C-contiguous arrays
+            arrays = [None if a is None else backend.xp_of(a).ascontiguousarray(a) for a in arrays]
+            backward = _contiguous_dy(backward)
+        y, cache = forward(*arrays, **hyper)
         needs_grad = _grad_enabled and any(t.requires_grad for t in tensors)
         out = Tensor.__new__(Tensor)
         out.device, out.data, out.requires_grad, out.grad, out._ctx = device, y, needs_grad, None, None
         if needs_grad:
             out._ctx = cls(backward, cache, inputs)
         return out
+
+
+def _contiguous_dy(backward):
+    def wrapped(dy, cache):
+        return backward(backend.xp_of(dy).ascontiguousarray(dy), cache)
+    return wrapped
 
 
 def _topological_order(root):

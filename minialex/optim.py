@@ -10,6 +10,9 @@ with the same momentum and weight_decay; the two differ only in when an lr chang
 import numpy as np
 
 from . import backend
+from .function import no_grad
+from .ops.sgd import SGDUpdate
+from .tensor import Tensor
 
 
 class SGD:
@@ -30,13 +33,12 @@ class SGD:
         for i, p in enumerate(self.params):
             if p.grad is None:
                 continue
-            v = self.velocity[i]
-            if v is None:
-                v = self.velocity[i] = backend.xp_of(p.data).zeros_like(p.data)
-            v *= self.momentum                          # momentum * v
-            v -= (self.weight_decay * self.lr) * p.data  # - weight_decay * lr * w
-            v -= self.lr * p.grad                        # - lr * dL/dw
-            p.data += v                                  # w <- w + v
+            if self.velocity[i] is None:
+                self.velocity[i] = backend.xp_of(p.data).zeros_like(p.data)
+            with no_grad():  # updates p.data and the velocity in place (minialex/ops/sgd.py)
+                SGDUpdate.apply(p.detach(), Tensor(self.velocity[i], device=p.device),
+                                Tensor(p.grad, device=p.device),
+                                lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
     def state_dict(self):
         """{"lr", "momentum", "weight_decay", "velocity.<i>"} as NumPy arrays (for ma.save)."""

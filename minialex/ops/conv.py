@@ -22,6 +22,7 @@ CUDA path: kernels/conv.cu (im2col, col2im as a gather), kernels/gemm.cu.
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .. import backend, cuda
 from ..errors import fail, pair
 from ..function import Function
 
@@ -90,8 +91,62 @@ def conv2d_backward(dy, cache):
     return dx, dw, db
 
 
+def _geometry(x_shape, w_shape, stride, padding):
+    """The int32 size arguments of conv_im2col / conv_col2im: N C H W KH KW SH SW PH PW OH OW."""
+    n, c, h, w = x_shape
+    kh, kw = w_shape[2:]
+    oh, ow = conv_outsize(h, kh, stride[0], padding[0]), conv_outsize(w, kw, stride[1], padding[1])
+    return [np.int32(v) for v in (n, c, h, w, kh, kw, *stride, *padding, oh, ow)]
+
+
+def conv2d_forward_cuda(x, w, b, stride, padding, groups, need_dx=True):
+    xp = backend.xp_of(x)
+    n, c, oh, ow = x.shape[0], x.shape[1], *_geometry(x.shape, w.shape, stride, padding)[-2:]
+    o, cg, kh, kw = w.shape
+    g, og, k, l = groups, o // groups, cg * kh * kw, int(oh) * int(ow)
+    geometry = _geometry(x.shape, w.shape, stride, padding)
+    cols = xp.empty((n, c * kh * kw, l), dtype=np.float32)                       # (N, C*KH*KW, L)
+    cuda.launch("conv", "conv_im2col", *cuda.blocks(cols.size), cols, x, *geometry)
+    y = xp.empty((n, o, int(oh), int(ow)), dtype=np.float32)
+    # y[n, group] = w[group] @ cols[n, group], for every (n, group)
+    cuda.gemm(y, w, cols, og, l, k, a_mk=(k, 1), b_kn=(l, 1), batch=(n, g),
+              a_batch=(0, og * k), b_batch=(c * kh * kw * l, k * l), c_batch=(o * l, og * l))
+    if b is not None:
+        cuda.launch("bias", "bias_forward", *cuda.blocks(y.size), y, b, np.int32(n), np.int32(o), np.int32(l))
+    return y, (cols, w, x.shape, b is not None, stride, padding, need_dx)
+
+
+def conv2d_backward_cuda(dy, cache):
+    cols, w, x_shape, has_b, stride, padding, need_dx = cache
+    xp = backend.xp_of(dy)
+    n, o, oh, ow = dy.shape
+    _, cg, kh, kw = w.shape
+    c = x_shape[1]
+    g, og, k, l = c // cg, o // (c // cg), cg * kh * kw, oh * ow
+    db = None
+    if has_b:
+        db = xp.empty((o,), dtype=np.float32)
+        cuda.launch("bias", "bias_backward", (o,), (256,), db, dy, np.int32(n), np.int32(o), np.int32(l))
+    dw = xp.empty(w.shape, dtype=np.float32)
+    # dw[group] = sum over n of dy[n, group] @ cols[n, group]^T   (cols^T: swapped strides)
+    cuda.gemm(dw, dy, cols, og, k, l, a_mk=(l, 1), b_kn=(1, l), batch=(n, g),
+              a_batch=(o * l, og * l), b_batch=(c * kh * kw * l, k * l), c_batch=(0, og * k),
+              reduce_outer=True)
+    dx = None
+    if need_dx:
+        dcols = xp.empty(cols.shape, dtype=np.float32)
+        # dcols[n, group] = w[group]^T @ dy[n, group]
+        cuda.gemm(dcols, w, dy, k, l, og, a_mk=(1, k), b_kn=(l, 1), batch=(n, g),
+                  a_batch=(0, og * k), b_batch=(o * l, og * l), c_batch=(c * kh * kw * l, k * l))
+        dx = xp.empty(x_shape, dtype=np.float32)
+        cuda.launch("conv", "conv_col2im", *cuda.blocks(dx.size), dx, dcols,
+                    *_geometry(x_shape, w.shape, stride, padding))
+    return dx, dw, db
+
+
 class Conv2d(Function):
     numpy = (conv2d_forward, conv2d_backward)
+    cuda = (conv2d_forward_cuda, conv2d_backward_cuda)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1):

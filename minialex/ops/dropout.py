@@ -14,7 +14,7 @@ kernels/dropout.cu computes the same hash (one thread per element).
 """
 import numpy as np
 
-from .. import random
+from .. import backend, cuda, random
 from ..errors import fail
 from ..function import Function
 
@@ -52,8 +52,22 @@ def dropout_backward(dy, scale):
     return (dy * scale,)
 
 
+def dropout_forward_cuda(x, p, seed):
+    y = backend.xp_of(x).empty_like(x)
+    args = (np.uint32(seed), np.uint32(keep_threshold(p)), np.float32(1.0 / (1.0 - p)))
+    cuda.launch("dropout", "dropout_forward", *cuda.blocks(x.size), y, x, np.int32(x.size), *args)
+    return y, args                     # the mask is recomputed from the seed, not stored
+
+
+def dropout_backward_cuda(dy, args):
+    dx = backend.xp_of(dy).empty_like(dy)
+    cuda.launch("dropout", "dropout_backward", *cuda.blocks(dy.size), dx, dy, np.int32(dy.size), *args)
+    return (dx,)
+
+
 class Dropout(Function):
     numpy = (dropout_forward, dropout_backward)
+    cuda = (dropout_forward_cuda, dropout_backward_cuda)
 
 
 def dropout(x, p=0.5, training=True, seed=None):

@@ -10,6 +10,9 @@ Backward (y = x W^T + b):
 Paper: fc6, fc7 (4096 units) and fc8 (1000-way, into the softmax), section 3.5.
 CUDA path: kernels/gemm.cu (or cuBLAS), kernels/bias.cu for db.
 """
+import numpy as np
+
+from .. import backend, cuda
 from ..errors import fail
 from ..function import Function
 
@@ -31,8 +34,35 @@ def linear_backward(dy, cache):
     return dx, dw, db
 
 
+def linear_forward_cuda(x, w, b):
+    xp = backend.xp_of(x)
+    x2 = x.reshape(-1, x.shape[-1])                                   # (N, in)
+    n, (out_f, in_f) = x2.shape[0], w.shape
+    y = xp.empty((n, out_f), dtype=np.float32)
+    cuda.gemm(y, x2, w, n, out_f, in_f, a_mk=(in_f, 1), b_kn=(1, in_f))  # x @ W^T: W read transposed
+    if b is not None:
+        cuda.launch("bias", "bias_forward", *cuda.blocks(y.size), y, b, np.int32(n), np.int32(out_f), np.int32(1))
+    return y.reshape(*x.shape[:-1], out_f), (x2, w, x.shape, b is not None)
+
+
+def linear_backward_cuda(dy, cache):
+    x2, w, x_shape, has_b = cache
+    xp = backend.xp_of(dy)
+    n, (out_f, in_f) = x2.shape[0], w.shape
+    dx = xp.empty((n, in_f), dtype=np.float32)
+    cuda.gemm(dx, dy, w, n, in_f, out_f, a_mk=(out_f, 1), b_kn=(in_f, 1))    # dy @ W
+    dw = xp.empty(w.shape, dtype=np.float32)
+    cuda.gemm(dw, dy, x2, out_f, in_f, n, a_mk=(1, out_f), b_kn=(in_f, 1))   # dy^T @ x
+    db = None
+    if has_b:
+        db = xp.empty((out_f,), dtype=np.float32)
+        cuda.launch("bias", "bias_backward", (out_f,), (256,), db, dy, np.int32(n), np.int32(out_f), np.int32(1))
+    return dx.reshape(x_shape), dw, db
+
+
 class Linear(Function):
     numpy = (linear_forward, linear_backward)
+    cuda = (linear_forward_cuda, linear_backward_cuda)
 
 
 def linear(x, weight, bias=None):

@@ -13,7 +13,7 @@ CUDA path: kernels/softmax.cu (one block per row).
 """
 import numpy as np
 
-from .. import backend
+from .. import backend, cuda
 from ..errors import fail
 from ..function import Function
 from ..tensor import Tensor
@@ -36,8 +36,26 @@ def cross_entropy_backward(dloss, cache):
     return (dz * (dloss / n),)
 
 
+def cross_entropy_forward_cuda(z, target):
+    xp = backend.xp_of(z)
+    n, k = z.shape
+    row_loss, probs = xp.empty((n,), dtype=np.float32), xp.empty_like(z)
+    cuda.launch("softmax", "softmax_forward", (n,), (256,), row_loss, probs, z, target, np.int32(n), np.int32(k))
+    return row_loss.sum(), (probs, target)                 # the mean: each row holds -log p / N
+
+
+def cross_entropy_backward_cuda(dloss, cache):
+    probs, target = cache
+    n, k = probs.shape
+    dz = backend.xp_of(probs).empty_like(probs)
+    cuda.launch("softmax", "softmax_backward", *cuda.blocks(dz.size), dz, probs, target, dloss,
+                np.int32(n), np.int32(k))
+    return (dz,)
+
+
 class CrossEntropy(Function):
     numpy = (cross_entropy_forward, cross_entropy_backward)
+    cuda = (cross_entropy_forward_cuda, cross_entropy_backward_cuda)
 
 
 def cross_entropy(logits, target):
@@ -55,4 +73,4 @@ def cross_entropy(logits, target):
     if n and (t.min() < 0 or t.max() >= k):
         bad = t[(t < 0) | (t >= k)][0]
         fail(op, "target", f"labels in [0, {k})", f"label {bad}")
-    return CrossEntropy.apply(logits, target=backend.to_device(t.astype(np.int64), logits.device))
+    return CrossEntropy.apply(logits, target=backend.to_device(t.astype(np.int32), logits.device))

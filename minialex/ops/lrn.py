@@ -16,6 +16,7 @@ CUDA path: kernels/lrn.cu.
 """
 import numpy as np
 
+from .. import backend, cuda
 from ..errors import check_positive_int, fail
 from ..function import Function
 
@@ -48,8 +49,30 @@ def lrn_backward(dy, cache):
     return (dx,)
 
 
+def _sizes(x):
+    n, c = x.shape[:2]
+    return np.int32(n), np.int32(c), np.int32(x.size // (n * c))         # N, C, H*W
+
+
+def lrn_forward_cuda(x, size, alpha, beta, k):
+    xp = backend.xp_of(x)
+    y, scale = xp.empty_like(x), xp.empty_like(x)
+    cuda.launch("lrn", "lrn_forward", *cuda.blocks(x.size), y, scale, x, *_sizes(x),
+                np.int32(size), np.float32(alpha), np.float32(beta), np.float32(k))
+    return y, (x, y, scale, size, alpha, beta)
+
+
+def lrn_backward_cuda(dy, cache):
+    x, y, scale, size, alpha, beta = cache
+    dx = backend.xp_of(dy).empty_like(dy)
+    cuda.launch("lrn", "lrn_backward", *cuda.blocks(x.size), dx, dy, x, y, scale, *_sizes(x),
+                np.int32(size), np.float32(alpha), np.float32(beta))
+    return (dx,)
+
+
 class LocalResponseNorm(Function):
     numpy = (lrn_forward, lrn_backward)
+    cuda = (lrn_forward_cuda, lrn_backward_cuda)
 
 
 def local_response_norm(x, size=5, alpha=1e-4, beta=0.75, k=2.0):

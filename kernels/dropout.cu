@@ -1,0 +1,38 @@
+/* dropout.cu: inverted dropout with a counter-based mask; math in minialex/ops/dropout.py.
+ * Element i is kept when (fmix32(i * 0x9E3779B9 + fmix32(seed)) >> 8) >= threshold, the same hash
+ * as the NumPy path, so one seed gives one mask on every device. Nothing is stored between
+ * forward and backward: the backward recomputes the mask from the seed.
+ * Flat, C-contiguous float32; one thread per element.
+ */
+__device__ __forceinline__ unsigned int fmix32(unsigned int h)   /* MurmurHash3's finalizer */
+{
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16;
+    return h;
+}
+
+__device__ __forceinline__ bool dropout_keep(unsigned int i, unsigned int seed, unsigned int threshold)
+{
+    return (fmix32(i * 0x9E3779B9u + fmix32(seed)) >> 8) >= threshold;
+}
+
+/* y = x / (1 - p) where kept, 0 elsewhere; inv_keep = 1 / (1 - p) */
+extern "C" __global__ void dropout_forward(float* __restrict__ y, const float* __restrict__ x, int n,
+                                           unsigned int seed, unsigned int threshold, float inv_keep)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    y[i] = dropout_keep(i, seed, threshold) ? x[i] * inv_keep : 0.0f;
+}
+
+/* dx = dy / (1 - p) where kept, 0 elsewhere */
+extern "C" __global__ void dropout_backward(float* __restrict__ dx, const float* __restrict__ dy, int n,
+                                            unsigned int seed, unsigned int threshold, float inv_keep)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    dx[i] = dropout_keep(i, seed, threshold) ? dy[i] * inv_keep : 0.0f;
+}

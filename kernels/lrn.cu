@@ -1,0 +1,47 @@
+/* lrn.cu: local response normalization across channels (the paper's formula, alpha not divided
+ * by size); math and backward derivation in minialex/ops/lrn.py.
+ * x, y, scale, dy, dx: N x C x HW (NCHW), C-contiguous float32. One thread per element.
+ * The window of channel c is c - size/2 .. c + (size-1)/2, clipped to 0 .. C-1.
+ */
+
+/* scale = k + alpha * sum_{j in window(c)} x[j]^2;  y = x * scale^-beta (scale kept for backward) */
+extern "C" __global__ void lrn_forward(float* __restrict__ y, float* __restrict__ scale,
+                                       const float* __restrict__ x, int N, int C, int HW,
+                                       int size, float alpha, float beta, float k)
+{
+    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (long long)N * C * HW) return;
+    int p = idx % HW;
+    int c = (idx / HW) % C;
+    long long n = idx / ((long long)HW * C);
+    int lo = max(0, c - size / 2), hi = min(C - 1, c + (size - 1) / 2);
+    float sum = 0.0f;
+    for (int j = lo; j <= hi; ++j) {
+        float a = x[(n * C + j) * HW + p];
+        sum += a * a;
+    }
+    float s = k + alpha * sum;
+    scale[idx] = s;
+    y[idx] = x[idx] * powf(s, -beta);
+}
+
+/* dx[m] = dy[m] * s[m]^-beta - 2 alpha beta x[m] * sum_{c : m in window(c)} dy[c] y[c] / s[c]
+ * The channels c whose window holds m are m - (size-1)/2 .. m + size/2 (the mirrored window). */
+extern "C" __global__ void lrn_backward(float* __restrict__ dx, const float* __restrict__ dy,
+                                        const float* __restrict__ x, const float* __restrict__ y,
+                                        const float* __restrict__ scale, int N, int C, int HW,
+                                        int size, float alpha, float beta)
+{
+    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (long long)N * C * HW) return;
+    int p = idx % HW;
+    int m = (idx / HW) % C;
+    long long n = idx / ((long long)HW * C);
+    int lo = max(0, m - (size - 1) / 2), hi = min(C - 1, m + size / 2);
+    float sum = 0.0f;
+    for (int c = lo; c <= hi; ++c) {
+        long long e = (n * C + c) * HW + p;
+        sum += dy[e] * y[e] / scale[e];
+    }
+    dx[idx] = dy[idx] * powf(scale[idx], -beta) - 2.0f * alpha * beta * x[idx] * sum;
+}

@@ -1,0 +1,53 @@
+/* pool.cu: max pooling with overlapping windows; math in minialex/ops/pool.py.
+ * x, dx: N x C x H x W; y, dy, argmax: N x C x OH x OW (NCHW), C-contiguous; float32, argmax int32.
+ */
+
+/* y = max over the KH x KW window; argmax = i*KW + j of the first maximum (padding never wins).
+ * One thread per output element. */
+extern "C" __global__ void pool_forward(float* __restrict__ y, int* __restrict__ argmax,
+                                        const float* __restrict__ x, int N, int C, int H, int W,
+                                        int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW)
+{
+    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (long long)N * C * OH * OW) return;
+    int ow = idx % OW;
+    int oh = (idx / OW) % OH;
+    long long nc = idx / ((long long)OW * OH);   // n * C + c
+    float best = __int_as_float(0xff800000);   // -infinity (NVRTC has no INFINITY macro)
+    int best_at = 0;
+    for (int i = 0; i < KH; ++i) {
+        int h = oh * SH - PH + i;
+        if (h < 0 || h >= H) continue;
+        for (int j = 0; j < KW; ++j) {
+            int w = ow * SW - PW + j;
+            if (w < 0 || w >= W) continue;
+            float v = x[(nc * H + h) * W + w];
+            if (v > best) { best = v; best_at = i * KW + j; }   // strict: ties keep the first
+        }
+    }
+    y[idx] = best;
+    argmax[idx] = best_at;
+}
+
+/* dx[n, c, h, w] = sum of dy over the windows whose winner was this pixel (a gather: one thread
+ * per input pixel, no atomics). Window oh covers rows oh*SH - PH .. oh*SH - PH + KH - 1. */
+extern "C" __global__ void pool_backward(float* __restrict__ dx, const float* __restrict__ dy,
+                                         const int* __restrict__ argmax, int N, int C, int H, int W,
+                                         int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW)
+{
+    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (long long)N * C * H * W) return;
+    int w = idx % W;
+    int h = (idx / W) % H;
+    long long nc = idx / ((long long)W * H);
+    int hp = h + PH, wp = w + PW;                 // position in the padded image
+    int oh_lo = hp - KH + 1 > 0 ? (hp - KH + 1 + SH - 1) / SH : 0, oh_hi = min(OH - 1, hp / SH);
+    int ow_lo = wp - KW + 1 > 0 ? (wp - KW + 1 + SW - 1) / SW : 0, ow_hi = min(OW - 1, wp / SW);
+    float sum = 0.0f;
+    for (int oh = oh_lo; oh <= oh_hi; ++oh)
+        for (int ow = ow_lo; ow <= ow_hi; ++ow) {
+            long long o = (nc * OH + oh) * OW + ow;
+            if (argmax[o] == (hp - oh * SH) * KW + (wp - ow * SW)) sum += dy[o];
+        }
+    dx[idx] = sum;
+}

@@ -1,0 +1,235 @@
+"""The CUDA path: every kernel on the CPU emulator ("cuda-emu") against the NumPy path, the
+emulator's own behaviour, and (marker `gpu`) the same parity on a real GPU."""
+import numpy as np
+import pytest
+
+import minialex as ma
+from minialex import cuda
+from minialex import functional as F
+
+
+def _gpu_available():
+    try:
+        import cupy
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+DEVICES = ["cuda-emu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not _gpu_available(), reason="no CUDA GPU")])]
+
+
+def assert_close(got, want, rtol=1e-5, what=""):
+    """Relative to the largest magnitude of the reference: float32 kernels vs float32 NumPy."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape, what
+    scale = max(np.abs(want).max(), 1e-30)
+    err = np.abs(got - want).max() / scale
+    assert err <= rtol, f"{what}: relative error {err:.3g} > {rtol}"
+
+
+def run_both(device, fn, arrays, seed=0):
+    """fn(*tensors) on "cpu" and on `device` from the same float32 arrays and the same random dy:
+    returns ((y_cpu, grads_cpu), (y_dev, grads_dev))."""
+    results = []
+    dy = None
+    for dev in ("cpu", device):
+        ts = [ma.Tensor(a.astype(np.float32), requires_grad=True, device=dev) for a in arrays]
+        y = fn(*ts)
+        if dy is None:
+            dy = np.random.default_rng(seed).standard_normal(y.shape).astype(np.float32)
+        y.backward(ma.Tensor(dy, device=dev))
+        results.append((y.numpy(), [t.numpy() if t.grad is None else ma.Tensor(t.grad, device=dev).numpy()
+                                    for t in ts]))
+    return results
+
+
+def check_parity(device, fn, arrays, what):
+    (y0, g0), (y1, g1) = run_both(device, fn, arrays)
+    assert_close(y1, y0, what=f"{what} forward")
+    for i, (a, b) in enumerate(zip(g1, g0)):
+        assert_close(a, b, what=f"{what} d(input {i})")
+
+
+CONV_CASES = [  # N, C, H, W, O, K, stride, padding, groups: odd sizes, not multiples of 256 or 16
+    (2, 3, 13, 11, 5, 3, 1, 1, 1),
+    (3, 4, 17, 17, 6, 5, 2, 2, 2),
+    (1, 3, 31, 29, 7, 11, 4, 0, 1),
+    (2, 6, 9, 9, 4, 3, 1, 1, 2),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv2d_parity(device, case):
+    n, c, h, w, o, k, s, p, g = case
+    r = np.random.default_rng(1)
+    arrays = [r.standard_normal((n, c, h, w)), r.standard_normal((o, c // g, k, k)), r.standard_normal(o)]
+    check_parity(device, lambda x, wt, b: F.conv2d(x, wt, b, s, p, g), arrays, f"conv2d {case}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_relu_lrn_pool_linear_parity(device):
+    r = np.random.default_rng(2)
+    x = r.standard_normal((3, 7, 9, 11))
+    x[np.abs(x) < 0.05] = 0.5
+    check_parity(device, F.relu, [x], "relu")
+    check_parity(device, lambda x: F.local_response_norm(x, 5, 0.5, 0.75, 2.0), [x], "lrn size 5")
+    check_parity(device, lambda x: F.local_response_norm(x, 4, 0.3, 0.6, 1.0), [r.standard_normal((2, 3, 5, 5))],
+                 "lrn size 4, C < size")
+    distinct = r.permutation(3 * 7 * 13 * 11).reshape(3, 7, 13, 11) / 100.0  # no ties
+    check_parity(device, lambda x: F.max_pool2d(x, 3, 2), [distinct], "pool 3/2 overlapping")
+    check_parity(device, lambda x: F.max_pool2d(x, 3, 2, 1), [distinct], "pool 3/2 padded")
+    check_parity(device, lambda x: F.max_pool2d(x, 2, 3), [distinct], "pool 2/3 gaps")
+    check_parity(device, F.linear, [r.standard_normal((37, 29)), r.standard_normal((19, 29)), r.standard_normal(19)],
+                 "linear")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_cross_entropy_parity(device):
+    r = np.random.default_rng(3)
+    z = r.standard_normal((300, 1000)) * 4  # 1000 classes: several elements per thread
+    t = r.integers(0, 1000, 300)
+    check_parity(device, lambda z: F.cross_entropy(z, t), [z], "cross_entropy")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_dropout_mask_identical_to_cpu(device):
+    x = np.random.default_rng(4).standard_normal((5, 3001)).astype(np.float32) + 3.0  # no zeros
+    for seed in (0, 12345, 2**31 - 2):
+        y_cpu = F.dropout(ma.Tensor(x), 0.5, seed=seed).numpy()
+        y_dev = F.dropout(ma.Tensor(x, device=device), 0.5, seed=seed).numpy()
+        np.testing.assert_array_equal(y_dev == 0, y_cpu == 0)
+        assert_close(y_dev, y_cpu, what="dropout values")
+    check_parity(device, lambda x: F.dropout(x, 0.3, seed=9), [x], "dropout")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(37, 53, 29), (1, 17, 1), (64, 16, 48), (5, 300, 3)])
+def test_tiled_gemm_against_numpy(device, shape):
+    m, k, n = shape
+    r = np.random.default_rng(5)
+    xp = np if device == "cuda-emu" else __import__("cupy")
+    a, b = r.standard_normal((m, k)).astype(np.float32), r.standard_normal((k, n)).astype(np.float32)
+    previous = cuda.get_gemm()
+    cuda.set_gemm("tiled")
+    try:
+        c = xp.zeros((m, n), np.float32)
+        cuda.gemm(c, xp.asarray(a), xp.asarray(b), m, n, k, (k, 1), (n, 1))
+        assert_close(ma.Tensor(c).numpy(), a.astype(np.float64) @ b, what="A @ B")
+        ct = xp.zeros((n, m), np.float32)  # (A @ B)^T = B^T A^T, read through swapped strides
+        cuda.gemm(ct, xp.asarray(b), xp.asarray(a), n, m, k, (1, n), (1, k))
+        assert_close(ma.Tensor(ct).numpy(), (a.astype(np.float64) @ b).T, what="B^T @ A^T")
+        batch_a = r.standard_normal((3, m, k)).astype(np.float32)  # sum over a batch of products
+        cr = xp.zeros((m, n), np.float32)
+        cuda.gemm(cr, xp.asarray(batch_a), xp.asarray(b), m, n, k, (k, 1), (n, 1), batch=(3, 1),
+                  a_batch=(m * k, 0), reduce_outer=True)
+        assert_close(ma.Tensor(cr).numpy(), (batch_a.astype(np.float64) @ b).sum(0), what="reduced")
+    finally:
+        cuda.set_gemm(previous)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_conv_and_linear_through_the_tiled_gemm(device):
+    r = np.random.default_rng(6)
+    previous = cuda.get_gemm()
+    cuda.set_gemm("tiled")
+    try:
+        check_parity(device, lambda x, w, b: F.conv2d(x, w, b, 2, 1, 2),
+                     [r.standard_normal((2, 4, 9, 7)), r.standard_normal((6, 2, 3, 3)), r.standard_normal(6)],
+                     "conv2d, tiled gemm")
+        check_parity(device, F.linear, [r.standard_normal((9, 21)), r.standard_normal((5, 21)), r.standard_normal(5)],
+                     "linear, tiled gemm")
+    finally:
+        cuda.set_gemm(previous)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_alexnet_train_step_equals_cpu(device):
+    ma.manual_seed(0)
+    cpu_model = ma.models.AlexNet.mini(num_classes=10)
+    dev_model = ma.models.AlexNet.mini(num_classes=10)
+    dev_model.load_state_dict(cpu_model.state_dict())
+    dev_model.to(device)
+    r = np.random.default_rng(7)
+    x = r.standard_normal((3, 3, 64, 64)).astype(np.float32)
+    y = r.integers(0, 10, 3)
+    losses = []
+    for model, dev in ((cpu_model, "cpu"), (dev_model, device)):
+        opt = ma.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+        for step in range(2):
+            ma.manual_seed(100 + step)  # the same dropout seeds on both devices
+            loss = F.cross_entropy(model(ma.Tensor(x, device=dev)), y)
+            model.zero_grad()
+            loss.backward()
+            opt.step()
+        losses.append(loss.item())
+    assert abs(losses[0] - losses[1]) <= 1e-5 * abs(losses[0])
+    for (name, a), (_, b) in zip(cpu_model.named_parameters(), dev_model.named_parameters()):
+        assert_close(b.numpy(), a.numpy(), rtol=2e-5, what=name)
+
+
+# ----- the emulator itself -----
+
+def test_emulator_shared_memory_reduction_with_barriers():
+    r = np.random.default_rng(8)
+    dy = r.standard_normal((7, 5, 123)).astype(np.float32)  # 7*123 = 861 elements per channel
+    db = np.zeros(5, np.float32)
+    cuda.launch("bias", "bias_backward", (5,), (256,), db, dy, np.int32(7), np.int32(5), np.int32(123))
+    np.testing.assert_allclose(db, dy.astype(np.float64).sum(axis=(0, 2)), rtol=1e-5)
+
+
+def test_emulator_rejects_wrong_arguments():
+    x = np.zeros(10, np.float32)
+    y = np.zeros(10, np.float32)
+    with pytest.raises(TypeError, match=r"relu_forward: parameter n \(int\) expected np.int32, got int"):
+        cuda.launch("relu", "relu_forward", (1,), (32,), y, x, 10)
+    with pytest.raises(TypeError, match=r"relu_forward: parameter n \(int\) expected np.int32, got numpy.int64"):
+        cuda.launch("relu", "relu_forward", (1,), (32,), y, x, np.int64(10))
+    with pytest.raises(TypeError, match=r"relu_forward: parameter x \(float\*\) expected a C-contiguous array"):
+        cuda.launch("relu", "relu_forward", (1,), (32,), y[:5], np.zeros(20, np.float32)[::2], np.int32(5))
+    with pytest.raises(TypeError, match=r"relu_forward: parameter x \(float\*\) expected a float32 array, got float64"):
+        cuda.launch("relu", "relu_forward", (1,), (32,), y, np.zeros(10), np.int32(10))
+    with pytest.raises(TypeError, match=r"relu_forward: expected 3 arguments \(y, x, n\), got 2"):
+        cuda.launch("relu", "relu_forward", (1,), (32,), y, x)
+
+
+def test_emulator_runs_your_own_kernel_and_catches_a_divergent_barrier(tmp_path):
+    kernel = tmp_path / "mine.cu"
+    kernel.write_text('''
+extern "C" __global__ void mine_reverse(float* __restrict__ y, const float* __restrict__ x, int n)
+{
+    __shared__ float tile[64];
+    int t = threadIdx.x;
+    tile[t] = x[blockIdx.x * 64 + t];
+    __syncthreads();                      /* without it, tile[63 - t] may not be written yet */
+    y[blockIdx.x * 64 + t] = tile[63 - t];
+}
+
+extern "C" __global__ void mine_divergent(float* __restrict__ y, int n)
+{
+    if (threadIdx.x < 16) return;
+    __syncthreads();
+    y[threadIdx.x] = 1.0f;
+}
+''')
+    x = np.arange(128, dtype=np.float32)
+    y = np.zeros_like(x)
+    cuda.launch(str(kernel), "mine_reverse", (2,), (64,), y, x, np.int32(128))
+    np.testing.assert_array_equal(y, np.concatenate([x[:64][::-1], x[64:][::-1]]))
+    with pytest.raises(RuntimeError, match="__syncthreads"):
+        cuda.launch(str(kernel), "mine_divergent", (1,), (32,), y, np.int32(32))
+
+
+def test_float64_on_the_kernel_path_is_refused():
+    x = ma.Tensor(np.zeros((1, 1, 3, 3)), device="cuda-emu")
+    with pytest.raises(TypeError, match="ReLU: the CUDA kernels expected float32"):
+        F.relu(x)
+
+
+def test_cuda_device_without_gpu_says_what_to_do():
+    if _gpu_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match="cuda-emu"):
+        ma.Tensor([1.0], device="cuda")
