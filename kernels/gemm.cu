@@ -1,46 +1,40 @@
 /* gemm.cu: C = A @ B in float32, the classic tiled shared-memory SGEMM.
  *
- * Math and the layouts it serves: minialex/cuda.py `gemm` (conv2d and linear, forward and backward).
+ * The layouts it serves are in minialex/cuda.py `gemm` (conv2d and linear, forward and backward).
  * A is M x K, B is K x N, C is M x N row-major; A and B are read through strides (in elements), so a
- * transposed operand is just swapped strides. Batches: blockIdx.z = zo * batch_inner + zi, each with
- * its own offsets; with reduce_count > 1 the products of zo = 0 .. reduce_count-1 are summed into C[zi].
+ * transposed operand is just swapped strides. blockIdx.z picks a batch (conv2d's groups), each
+ * with its own offsets a_sz, b_sz, c_sz.
  *
  * Thread mapping: a 16x16 block computes one 16x16 tile of C, one thread per element. The K axis is
  * walked in 16-wide steps: the block copies a 16x16 tile of A and of B into shared memory (one element
- * per thread), waits (__syncthreads), multiplies the tiles, waits again before overwriting them.
+ * per thread), waits (__syncthreads), multiplies the tiles, and waits again before overwriting them.
  * Each element of A and B is thus read from global memory N/16 and M/16 times instead of N and M.
  */
 #define TILE 16
 
 extern "C" __global__ void gemm_tiled(float* __restrict__ c, const float* __restrict__ a,
                                       const float* __restrict__ b, int M, int N, int K,
-                                      int batch_inner, int reduce_count,
                                       int a_sm, int a_sk, int b_sk, int b_sn,
-                                      int a_so, int a_si, int b_so, int b_si, int c_so, int c_si)
+                                      int a_sz, int b_sz, int c_sz)
 {
     __shared__ float a_tile[TILE][TILE];
     __shared__ float b_tile[TILE][TILE];
     int tx = threadIdx.x, ty = threadIdx.y;
     int col = blockIdx.x * TILE + tx;            // n
     int row = blockIdx.y * TILE + ty;            // m
-    int zi = blockIdx.z % batch_inner;
-    int zo_first = blockIdx.z / batch_inner;     // 0 when reducing over zo
+    const float* A = a + (long long)blockIdx.z * a_sz;
+    const float* B = b + (long long)blockIdx.z * b_sz;
 
     float acc = 0.0f;
-    for (int r = 0; r < reduce_count; ++r) {
-        long long zo = zo_first + r;
-        const float* A = a + zo * a_so + (long long)zi * a_si;
-        const float* B = b + zo * b_so + (long long)zi * b_si;
-        for (int k0 = 0; k0 < K; k0 += TILE) {
-            int ka = k0 + tx, kb = k0 + ty;      // this thread loads A(row, ka) and B(kb, col)
-            a_tile[ty][tx] = (row < M && ka < K) ? A[(long long)row * a_sm + (long long)ka * a_sk] : 0.0f;
-            b_tile[ty][tx] = (kb < K && col < N) ? B[(long long)kb * b_sk + (long long)col * b_sn] : 0.0f;
-            __syncthreads();                     // both tiles complete
-            for (int kk = 0; kk < TILE; ++kk)
-                acc += a_tile[ty][kk] * b_tile[kk][tx];
-            __syncthreads();                     // everyone done before the next load
-        }
+    for (int k0 = 0; k0 < K; k0 += TILE) {
+        int ka = k0 + tx, kb = k0 + ty;          // this thread loads A(row, ka) and B(kb, col)
+        a_tile[ty][tx] = (row < M && ka < K) ? A[(long long)row * a_sm + (long long)ka * a_sk] : 0.0f;
+        b_tile[ty][tx] = (kb < K && col < N) ? B[(long long)kb * b_sk + (long long)col * b_sn] : 0.0f;
+        __syncthreads();                         // both tiles complete
+        for (int kk = 0; kk < TILE; ++kk)
+            acc += a_tile[ty][kk] * b_tile[kk][tx];
+        __syncthreads();                         // everyone done before the next load
     }
     if (row < M && col < N)
-        c[(long long)zo_first * c_so + (long long)zi * c_si + (long long)row * N + col] = acc;
+        c[(long long)blockIdx.z * c_sz + (long long)row * N + col] = acc;
 }

@@ -3,7 +3,7 @@
     import minialex as ma
     from minialex import functional as F
 """
-from . import functional, models, nn, optim
+from . import cuda, functional, models, nn, optim
 from .function import is_grad_enabled, no_grad
 from .gradcheck import GradcheckError, gradcheck
 from .io import load, save
@@ -12,5 +12,5 @@ from .tensor import Tensor
 
 __version__ = "0.1.0"
 
-__all__ = ["Tensor", "no_grad", "is_grad_enabled", "functional", "nn", "optim", "models",
+__all__ = ["cuda", "Tensor", "no_grad", "is_grad_enabled", "functional", "nn", "optim", "models",
            "gradcheck", "GradcheckError", "save", "load", "manual_seed"]

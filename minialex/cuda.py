@@ -262,32 +262,23 @@ def _strided(xp, array, shape, element_strides):
     return as_strided(array, shape, tuple(s * item for s in element_strides))
 
 
-def gemm(c, a, b, m, n, k, a_mk, b_kn, batch=(1, 1), a_batch=(0, 0), b_batch=(0, 0),
-         c_batch=(0, 0), reduce_outer=False):
-    """Batched matrix product on flat float32 arrays, strides in elements.
+def gemm(c, a, b, m, n, k, a_mk, b_kn, batch=1, a_batch=0, b_batch=0, c_batch=0):
+    """Matrix product on flat float32 arrays, strides in elements; `batch` independent products.
 
-    For each batch (zo, zi) < batch:
-        A(m, k) = a[zo*a_batch[0] + zi*a_batch[1] + m*a_mk[0] + k*a_mk[1]]      (M x K)
-        B(k, n) = b[zo*b_batch[0] + zi*b_batch[1] + k*b_kn[0] + n*b_kn[1]]      (K x N)
-        C(m, n) = c[zo*c_batch[0] + zi*c_batch[1] + m*N + n] = A @ B            (M x N, row-major)
-    reduce_outer=True sums the products over zo into C[zi] (a weight gradient summed over a batch).
-    Transposes are only strides, so no operand is ever copied to transpose it.
+    For z < batch:
+        A(m, k) = a[z*a_batch + m*a_mk[0] + k*a_mk[1]]      (M x K)
+        B(k, n) = b[z*b_batch + k*b_kn[0] + n*b_kn[1]]      (K x N)
+        C(m, n) = c[z*c_batch + m*N + n] = A @ B            (M x N, row-major)
+    A transpose is only swapped strides, so no operand is copied to transpose it.
     """
-    zo, zi = batch
     if _gemm_mode == "tiled":
         tile = 16
-        grid = ((n + tile - 1) // tile, (m + tile - 1) // tile, zi if reduce_outer else zo * zi)
         i32 = np.int32
-        launch("gemm", "gemm_tiled", grid, (tile, tile), c, a, b, i32(m), i32(n), i32(k), i32(zi),
-               i32(zo if reduce_outer else 1), i32(a_mk[0]), i32(a_mk[1]), i32(b_kn[0]), i32(b_kn[1]),
-               i32(a_batch[0]), i32(a_batch[1]), i32(b_batch[0]), i32(b_batch[1]),
-               i32(c_batch[0]), i32(c_batch[1]))
+        launch("gemm", "gemm_tiled", ((n + tile - 1) // tile, (m + tile - 1) // tile, batch), (tile, tile),
+               c, a, b, i32(m), i32(n), i32(k), i32(a_mk[0]), i32(a_mk[1]), i32(b_kn[0]), i32(b_kn[1]),
+               i32(a_batch), i32(b_batch), i32(c_batch))
         return
     xp = backend.xp_of(c)
-    a_view = _strided(xp, a, (zo, zi, m, k), (*a_batch, *a_mk))
-    b_view = _strided(xp, b, (zo, zi, k, n), (*b_batch, *b_kn))
-    product = xp.matmul(a_view, b_view)                                   # (ZO, ZI, M, N)
-    if reduce_outer:
-        _strided(xp, c, (zi, m, n), (c_batch[1], n, 1))[...] = product.sum(axis=0)
-    else:
-        _strided(xp, c, (zo, zi, m, n), (*c_batch, n, 1))[...] = product
+    product = xp.matmul(_strided(xp, a, (batch, m, k), (a_batch, *a_mk)),
+                        _strided(xp, b, (batch, k, n), (b_batch, *b_kn)))     # (batch, M, N)
+    _strided(xp, c, (batch, m, n), (c_batch, n, 1))[...] = product

@@ -121,11 +121,11 @@ def test_tiled_gemm_against_numpy(device, shape):
         ct = xp.zeros((n, m), np.float32)  # (A @ B)^T = B^T A^T, read through swapped strides
         cuda.gemm(ct, xp.asarray(b), xp.asarray(a), n, m, k, (1, n), (1, k))
         assert_close(ma.Tensor(ct).numpy(), (a.astype(np.float64) @ b).T, what="B^T @ A^T")
-        batch_a = r.standard_normal((3, m, k)).astype(np.float32)  # sum over a batch of products
-        cr = xp.zeros((m, n), np.float32)
-        cuda.gemm(cr, xp.asarray(batch_a), xp.asarray(b), m, n, k, (k, 1), (n, 1), batch=(3, 1),
-                  a_batch=(m * k, 0), reduce_outer=True)
-        assert_close(ma.Tensor(cr).numpy(), (batch_a.astype(np.float64) @ b).sum(0), what="reduced")
+        batch_a = r.standard_normal((3, m, k)).astype(np.float32)  # three products, B shared
+        cb = xp.zeros((3, m, n), np.float32)
+        cuda.gemm(cb, xp.asarray(batch_a), xp.asarray(b), m, n, k, (k, 1), (n, 1), batch=3,
+                  a_batch=m * k, c_batch=m * n)
+        assert_close(ma.Tensor(cb).numpy(), batch_a.astype(np.float64) @ b, what="batched")
     finally:
         cuda.set_gemm(previous)
 

@@ -5,14 +5,15 @@ Shapes:  x (N, C, H, W)   w (O, C/G, KH, KW)   b (O,)   y (N, O, OH, OW)
          G groups: input channels and filters split into G independent convolutions
          (the paper's two GPU "towers" are groups=2 in conv2, conv4, conv5).
 
-Forward as one matrix product per group (im2col):
-    cols[n, (c, i, j), (oh, ow)] = xpad[n, c, oh*SH + i, ow*SW + j]        (N, C*KH*KW, OH*OW)
-    y[n, o, :] = w[o, :] @ cols[n, group(o)] + b[o]
+Forward as one matrix product per group (im2col), the whole batch at once:
+    cols[(c, i, j), (n, oh, ow)] = xpad[n, c, oh*SH + i, ow*SW + j]        (C*KH*KW, N*OH*OW)
+    y[n, o, oh, ow] = (w[o, :] @ cols[group(o) rows, :])[(n, oh, ow)] + b[o]
+    (one big GEMM per group keeps BLAS / cuBLAS busy; the batch is part of the columns)
 
 Backward (each line inverts the forward line above it):
     db[o]  = sum over n, oh, ow of dy[n, o, oh, ow]                   b was added to every pixel
-    dw     = sum over n of dy[n] @ cols[n]^T                          y = w @ cols, so dL/dw = dy cols^T
-    dcols  = w^T @ dy[n]                                              and dL/dcols = w^T dy
+    dw     = dy_t @ cols^T,   dy_t = dy as (O, N*OH*OW)               y = w @ cols: dL/dw = dy cols^T
+    dcols  = w^T @ dy_t                                               and dL/dcols = w^T dy
     dx     = col2im(dcols): each column entry is added back to the pixel it was copied from;
              overlapping windows (stride < kernel) add several entries into one pixel.
 
@@ -39,55 +40,53 @@ def _pad(x, ph, pw, value=0.0):
 
 
 def im2col(x, kh, kw, stride, padding):
-    """(N, C, H, W) -> cols (N, C*KH*KW, OH*OW), rows ordered (c, i, j) like w.reshape(O, -1)."""
+    """(N, C, H, W) -> cols (C*KH*KW, N*OH*OW): rows (c, i, j) as in w.reshape(O, -1), columns (n, oh, ow)."""
     (sh, sw), (ph, pw) = stride, padding
     n, c, h, w = x.shape
     oh, ow = conv_outsize(h, kh, sh, ph), conv_outsize(w, kw, sw, pw)
     xp = _pad(x, ph, pw)                                  # (N, C, H+2PH, W+2PW)
     s_n, s_c, s_h, s_w = xp.strides
-    # A strided view, no copy: windows[n, c, i, j, oh, ow] = xp[n, c, oh*SH + i, ow*SW + j]
-    windows = as_strided(xp, (n, c, kh, kw, oh, ow), (s_n, s_c, s_h, s_w, s_h * sh, s_w * sw))
-    return windows.reshape(n, c * kh * kw, oh * ow)       # the one copy: (N, C*KH*KW, OH*OW)
+    # A strided view, no copy: windows[c, i, j, n, oh, ow] = xp[n, c, oh*SH + i, ow*SW + j]
+    windows = as_strided(xp, (c, kh, kw, n, oh, ow), (s_c, s_h, s_w, s_n, s_h * sh, s_w * sw))
+    return windows.reshape(c * kh * kw, n * oh * ow)      # the one copy: (C*KH*KW, N*OH*OW)
 
 
 def col2im(dcols, x_shape, kh, kw, stride, padding):
-    """The adjoint of im2col: (N, C*KH*KW, OH*OW) -> (N, C, H, W), overlapping entries added."""
+    """The adjoint of im2col: (C*KH*KW, N*OH*OW) -> (N, C, H, W), overlapping entries added."""
     (sh, sw), (ph, pw) = stride, padding
     n, c, h, w = x_shape
     oh, ow = conv_outsize(h, kh, sh, ph), conv_outsize(w, kw, sw, pw)
-    dcols = dcols.reshape(n, c, kh, kw, oh, ow)
-    dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dcols.dtype)
+    dcols = dcols.reshape(c, kh, kw, n, oh, ow)
+    dxp = np.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=dcols.dtype)  # channel-major, like dcols
     for i in range(kh):  # one slice-add per kernel offset: pixels (oh*SH + i, ow*SW + j)
         for j in range(kw):
-            dxp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += dcols[:, :, i, j]
-    return dxp[:, :, ph:ph + h, pw:pw + w]
+            dxp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += dcols[:, i, j]
+    return dxp[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3).copy()   # (N, C, H, W)
 
 
 def conv2d_forward(x, w, b, stride, padding, groups, need_dx=True):
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
-    g = groups
+    g, k = groups, cg * kh * kw
     oh, ow = conv_outsize(h, kh, stride[0], padding[0]), conv_outsize(wd, kw, stride[1], padding[1])
-    cols = im2col(x, kh, kw, stride, padding).reshape(n, g, cg * kh * kw, oh * ow)  # (N, G, Cg*KH*KW, L)
-    wg = w.reshape(g, o // g, cg * kh * kw)                                         # (G, O/G, Cg*KH*KW)
-    y = np.matmul(wg, cols).reshape(n, o, oh, ow)                                   # (N, O, OH, OW)
-    if b is not None:
-        y += b.reshape(1, o, 1, 1)
+    cols = im2col(x, kh, kw, stride, padding).reshape(g, k, n * oh * ow)    # (G, Cg*KH*KW, N*L)
+    y_t = np.matmul(w.reshape(g, o // g, k), cols)                          # (G, O/G, N*L)
+    y = y_t.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)                     # (N, O, OH, OW) view
+    y = y + b.reshape(1, o, 1, 1) if b is not None else y.copy()            # one pass: layout and bias
     return y, (cols, w, x.shape, b is not None, stride, padding, need_dx)
 
 
 def conv2d_backward(dy, cache):
     cols, w, x_shape, has_b, stride, padding, need_dx = cache
-    n, g, k, l = cols.shape
+    g, k, nl = cols.shape
     o, cg, kh, kw = w.shape
-    dyg = dy.reshape(n, g, o // g, l)                                               # (N, G, O/G, L)
-    db = dy.sum(axis=(0, 2, 3)) if has_b else None                                  # (O,)
-    dw = np.matmul(dyg, cols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(w.shape)    # (O, Cg, KH, KW)
+    db = dy.sum(axis=(0, 2, 3)) if has_b else None                          # (O,)
+    dy_t = dy.transpose(1, 0, 2, 3).reshape(g, o // g, nl)                  # (G, O/G, N*L), a copy
+    dw = np.matmul(dy_t, cols.transpose(0, 2, 1)).reshape(w.shape)          # (O, Cg, KH, KW)
     dx = None
     if need_dx:
-        wg = w.reshape(g, o // g, k)
-        dcols = np.matmul(wg.transpose(0, 2, 1), dyg)                               # (N, G, Cg*KH*KW, L)
-        dx = col2im(dcols, x_shape, kh, kw, stride, padding)                        # (N, C, H, W)
+        dcols = np.matmul(w.reshape(g, o // g, k).transpose(0, 2, 1), dy_t)  # (G, Cg*KH*KW, N*L)
+        dx = col2im(dcols, x_shape, kh, kw, stride, padding)                # (N, C, H, W)
     return dx, dw, db
 
 
@@ -101,18 +100,20 @@ def _geometry(x_shape, w_shape, stride, padding):
 
 def conv2d_forward_cuda(x, w, b, stride, padding, groups, need_dx=True):
     xp = backend.xp_of(x)
-    n, c, oh, ow = x.shape[0], x.shape[1], *_geometry(x.shape, w.shape, stride, padding)[-2:]
-    o, cg, kh, kw = w.shape
-    g, og, k, l = groups, o // groups, cg * kh * kw, int(oh) * int(ow)
     geometry = _geometry(x.shape, w.shape, stride, padding)
-    cols = xp.empty((n, c * kh * kw, l), dtype=np.float32)                       # (N, C*KH*KW, L)
+    n, c, oh, ow = x.shape[0], x.shape[1], int(geometry[-2]), int(geometry[-1])
+    o, cg, kh, kw = w.shape
+    g, og, k, nl = groups, o // groups, cg * kh * kw, n * oh * ow
+    cols = xp.empty((c * kh * kw, nl), dtype=np.float32)                        # (C*KH*KW, N*L)
     cuda.launch("conv", "conv_im2col", *cuda.blocks(cols.size), cols, x, *geometry)
-    y = xp.empty((n, o, int(oh), int(ow)), dtype=np.float32)
-    # y[n, group] = w[group] @ cols[n, group], for every (n, group)
-    cuda.gemm(y, w, cols, og, l, k, a_mk=(k, 1), b_kn=(l, 1), batch=(n, g),
-              a_batch=(0, og * k), b_batch=(c * kh * kw * l, k * l), c_batch=(o * l, og * l))
+    y_t = xp.empty((o, nl), dtype=np.float32)                                   # (O, N*L)
+    # y_t[group] = w[group] @ cols[group], one product per group
+    cuda.gemm(y_t, w, cols, og, nl, k, a_mk=(k, 1), b_kn=(nl, 1), batch=g,
+              a_batch=og * k, b_batch=k * nl, c_batch=og * nl)
+    y = xp.empty((n, o, oh, ow), dtype=np.float32)
+    cuda.launch("conv", "conv_swap01", *cuda.blocks(y.size), y, y_t, np.int32(o), np.int32(n), np.int32(oh * ow))
     if b is not None:
-        cuda.launch("bias", "bias_forward", *cuda.blocks(y.size), y, b, np.int32(n), np.int32(o), np.int32(l))
+        cuda.launch("bias", "bias_forward", *cuda.blocks(y.size), y, b, np.int32(n), np.int32(o), np.int32(oh * ow))
     return y, (cols, w, x.shape, b is not None, stride, padding, need_dx)
 
 
@@ -121,23 +122,25 @@ def conv2d_backward_cuda(dy, cache):
     xp = backend.xp_of(dy)
     n, o, oh, ow = dy.shape
     _, cg, kh, kw = w.shape
-    c = x_shape[1]
-    g, og, k, l = c // cg, o // (c // cg), cg * kh * kw, oh * ow
+    k, nl = cg * kh * kw, n * oh * ow
+    g = x_shape[1] // cg
+    og = o // g
     db = None
     if has_b:
         db = xp.empty((o,), dtype=np.float32)
-        cuda.launch("bias", "bias_backward", (o,), (256,), db, dy, np.int32(n), np.int32(o), np.int32(l))
+        cuda.launch("bias", "bias_backward", (o,), (256,), db, dy, np.int32(n), np.int32(o), np.int32(oh * ow))
+    dy_t = xp.empty((o, nl), dtype=np.float32)                                  # (O, N*L)
+    cuda.launch("conv", "conv_swap01", *cuda.blocks(dy.size), dy_t, dy, np.int32(n), np.int32(o), np.int32(oh * ow))
     dw = xp.empty(w.shape, dtype=np.float32)
-    # dw[group] = sum over n of dy[n, group] @ cols[n, group]^T   (cols^T: swapped strides)
-    cuda.gemm(dw, dy, cols, og, k, l, a_mk=(l, 1), b_kn=(1, l), batch=(n, g),
-              a_batch=(o * l, og * l), b_batch=(c * kh * kw * l, k * l), c_batch=(0, og * k),
-              reduce_outer=True)
+    # dw[group] = dy_t[group] @ cols[group]^T   (cols^T: swapped strides)
+    cuda.gemm(dw, dy_t, cols, og, k, nl, a_mk=(nl, 1), b_kn=(1, nl), batch=g,
+              a_batch=og * nl, b_batch=k * nl, c_batch=og * k)
     dx = None
     if need_dx:
         dcols = xp.empty(cols.shape, dtype=np.float32)
-        # dcols[n, group] = w[group]^T @ dy[n, group]
-        cuda.gemm(dcols, w, dy, k, l, og, a_mk=(1, k), b_kn=(l, 1), batch=(n, g),
-                  a_batch=(0, og * k), b_batch=(o * l, og * l), c_batch=(c * kh * kw * l, k * l))
+        # dcols[group] = w[group]^T @ dy_t[group]
+        cuda.gemm(dcols, w, dy_t, k, nl, og, a_mk=(1, k), b_kn=(nl, 1), batch=g,
+                  a_batch=og * k, b_batch=og * nl, c_batch=k * nl)
         dx = xp.empty(x_shape, dtype=np.float32)
         cuda.launch("conv", "conv_col2im", *cuda.blocks(dx.size), dx, dcols,
                     *_geometry(x_shape, w.shape, stride, padding))

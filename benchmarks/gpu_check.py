@@ -1,0 +1,181 @@
+"""The one-command GPU check: run on a machine with a CUDA GPU, CuPy and PyTorch.
+
+    python benchmarks/gpu_check.py            # prints one table
+    python benchmarks/gpu_check.py --record   # ... and appends it to benchmarks/RESULTS.md
+
+1. runs the `gpu`-marked tests (every kernel against the NumPy path on the real GPU);
+2. times an AlexNet train step (forward, loss, backward, SGD; batch 128, 227x227, float32) in
+   minialex (cuBLAS GEMM, then the hand-written tiled GEMM) and in PyTorch with TF32 off, alternating
+   in one process, and reports images/s and the ratio;
+3. times each layer's forward and backward in both, and the peak GPU memory of a step.
+Finishes in well under 5 minutes on an H100.
+"""
+import argparse
+import datetime
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import minialex as ma  # noqa: E402
+from minialex import cuda, functional as F  # noqa: E402
+
+
+def run_gpu_tests():
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests/"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=240)
+    lines = [line for line in run.stdout.strip().splitlines() if line.strip()]
+    return run.returncode, lines[-1] if lines else run.stderr.strip()[-300:]
+
+
+def torch_alexnet(torch, num_classes):
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(3, 96, 11, 4), nn.ReLU(), nn.MaxPool2d(3, 2), nn.LocalResponseNorm(5, 5 * 1e-4, 0.75, 2.0),
+        nn.Conv2d(96, 256, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2), nn.LocalResponseNorm(5, 5 * 1e-4, 0.75, 2.0),
+        nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(), nn.Conv2d(384, 384, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2), nn.Flatten(),
+        nn.Dropout(0.5), nn.Linear(9216, 4096), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4096, 4096), nn.ReLU(),
+        nn.Linear(4096, num_classes))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
+    parser.add_argument("--skip-tests", action="store_true")
+    args = parser.parse_args()
+    import cupy as cp
+    import torch
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    card = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    out = [f"## {datetime.date.today()} · {card} · batch {args.batch} · AlexNet (seed table), float32, TF32 off", ""]
+
+    if not args.skip_tests:
+        status, summary = run_gpu_tests()
+        out += [f"gpu tests: {'PASS' if status == 0 else 'FAIL'} ({summary})", ""]
+        print(out[-2], flush=True)
+
+    n = args.batch
+    rng = np.random.default_rng(0)
+    x_host = rng.standard_normal((n, 3, 227, 227)).astype(np.float32)
+    y_host = rng.integers(0, 1000, n)
+    sync = cp.cuda.Device().synchronize
+
+    ma.manual_seed(0)
+    model = ma.models.AlexNet(1000).to("cuda")
+    opt = ma.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x_ma = ma.Tensor(x_host, device="cuda")
+
+    def ma_step():
+        loss = F.cross_entropy(model(x_ma), y_host)
+        model.zero_grad()
+        loss.backward()
+        opt.step()
+
+    tmodel = torch_alexnet(torch, 1000).cuda()
+    topt = torch.optim.SGD(tmodel.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x_t, y_t = torch.tensor(x_host, device="cuda"), torch.tensor(y_host, device="cuda")
+
+    def torch_step():
+        loss = torch.nn.functional.cross_entropy(tmodel(x_t), y_t)
+        topt.zero_grad()
+        loss.backward()
+        topt.step()
+
+    def timed(step, repeats):
+        times = []
+        for _ in range(repeats):
+            sync()
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            step()
+            sync()
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        return times
+
+    pool = cp.get_default_memory_pool()
+    for step in (ma_step, torch_step):
+        timed(step, 2)  # warm-up: compile kernels, cuDNN autotune
+    pool.free_all_blocks()
+    torch.cuda.reset_peak_memory_stats()
+    results = {"minialex (cuBLAS)": [], "minialex (tiled GEMM)": [], "PyTorch": []}
+    peak_ma = 0
+    for _ in range(args.steps):  # alternate, so both see the same machine state
+        cuda.set_gemm("blas")
+        results["minialex (cuBLAS)"] += timed(ma_step, 1)
+        peak_ma = max(peak_ma, pool.total_bytes())
+        results["PyTorch"] += timed(torch_step, 1)
+    cuda.set_gemm("tiled")
+    results["minialex (tiled GEMM)"] = timed(ma_step, max(2, args.steps // 2))
+    cuda.set_gemm("blas")
+    peak_torch = torch.cuda.max_memory_allocated()
+
+    torch_median = np.median(results["PyTorch"])
+    out += ["| implementation | median step (ms) | images/s | x PyTorch throughput | peak GPU memory (MiB) |",
+            "|---|---|---|---|---|"]
+    for name, times in results.items():
+        med = np.median(times)
+        mem = peak_torch if name == "PyTorch" else peak_ma
+        out.append(f"| {name} | {med * 1e3:.1f} | {n / med:.0f} | {torch_median / med:.2f} | "
+                   f"{mem / 2**20:.0f} |")
+    out.append("")
+
+    # Per layer: the same input into each layer of both, forward then backward, synchronised.
+    out += ["| layer | minialex fwd (ms) | minialex bwd (ms) | PyTorch fwd (ms) | PyTorch bwd (ms) |",
+            "|---|---|---|---|---|"]
+    h_ma = x_host
+    tlayers = list(tmodel)
+    for name, tlayer in zip(model.layer_order, tlayers):
+        layer = getattr(model, name)
+        row = []
+        for lib in ("ma", "torch"):
+            f_times, b_times = [], []
+            for _ in range(3):
+                if lib == "ma":
+                    inp = ma.Tensor(h_ma, requires_grad=True, device="cuda")
+                    sync()
+                    t0 = time.perf_counter()
+                    o = layer(inp)
+                    sync()
+                    t1 = time.perf_counter()
+                    o.backward(ma.Tensor(cp.ones(o.shape, np.float32), device="cuda"))
+                    sync()
+                else:
+                    inp = torch.tensor(h_ma, device="cuda", requires_grad=True)
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    o = tlayer(inp)
+                    torch.cuda.synchronize()
+                    t1 = time.perf_counter()
+                    o.backward(torch.ones_like(o))
+                    torch.cuda.synchronize()
+                f_times.append(t1 - t0)
+                b_times.append(time.perf_counter() - t1)
+            row += [min(f_times) * 1e3, min(b_times) * 1e3]
+            if lib == "ma":
+                next_h = o.numpy()
+        h_ma = next_h
+        out.append(f"| {name} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+    text = "\n".join(out) + "\n"
+    print(text)
+    if args.record:
+        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
+            f.write("\n" + text)
+    out_dir = os.environ.get("OUT")
+    if out_dir:
+        Path(out_dir, "gpu_check.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
