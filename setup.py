@@ -7,12 +7,13 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=["minialex", "minialex.ops", "minialex.kernels"],
+    packages=["minialex", "minialex.ops", "minialex.data", "minialex.kernels"],
     # kernels/ sits at the top of the repository (nvcc and editors see plain .cu files) and is
     # installed as the package-data folder minialex/kernels.
     package_dir={"minialex.kernels": "kernels"},
     package_data={"minialex.kernels": ["*.cu", "*.h", "README.md"]},
-    install_requires=["numpy>=1.24", "pillow>=9.0"],
+    install_requires=["numpy>=1.24", "pillow>=9.0", "tqdm>=4.60"],
+    entry_points={"console_scripts": ["minialex-train = minialex.train:main"]},
     extras_require={
         "gpu": ["cupy-cuda12x>=13"],
         "test": ["pytest>=7", "cupy-cuda12x>=13", "nvidia-cuda-nvrtc-cu12"],  # NVRTC: compile-check the kernels in CI

@@ -33,7 +33,7 @@ def max_pool2d_forward(x, kernel, stride, padding):
                 continue
             better = cand > y                              # strict: the first maximum keeps a tie
             np.copyto(y, cand, where=better)
-            argmax[better] = i * kw + j
+            np.copyto(argmax, i * kw + j, where=better)   # (a masked copy: much faster than argmax[better] = ...)
     return y, (argmax, x.shape, kernel, stride, padding)
 
 

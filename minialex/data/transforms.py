@@ -1,0 +1,108 @@
+"""Data augmentation as in the paper (section 4.1), and the test-time crops.
+
+Training: resize the shorter side to `resize` (256 for 227x227 inputs; scaled for small inputs),
+take a random `size` x `size` crop and flip it horizontally with probability 1/2 ("translations
+and horizontal reflections"), then add the PCA colour noise:
+    each RGB pixel += [p1 p2 p3] @ (alpha * lambda),  alpha ~ N(0, 0.1^2) per image per component
+where p_i, lambda_i are the eigenvectors and eigenvalues of the 3x3 covariance of RGB pixel
+values over the training set (`dataset_stats`). Then subtract the training set's mean and, unlike
+the paper, divide by its standard deviation (per channel), which keeps a He-initialised network's
+activations near unit scale.
+Validation: the centre crop. Test ("--ten-crop"): the four corner crops and the centre crop, each
+also flipped; the network's softmax outputs are averaged over the ten.
+Arrays here are HWC float32 in [0, 1] until `to_chw`.
+"""
+import numpy as np
+from PIL import Image
+
+
+def resize_for(size):
+    """The shorter-side resize for a `size` crop: 256 for 227 as in the paper, scaled alike."""
+    return int(round(size * 256 / 227))
+
+
+def resize_shorter(img, shorter):
+    w, h = img.size
+    scale = shorter / min(w, h)
+    return img.resize((max(shorter, round(w * scale)), max(shorter, round(h * scale))), Image.BILINEAR)
+
+
+def to_array(img):
+    return np.asarray(img, dtype=np.float32) / 255.0             # (H, W, 3) in [0, 1]
+
+
+def random_crop(a, size, rng):
+    h, w = a.shape[:2]
+    top, left = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
+    return a[top:top + size, left:left + size]
+
+
+def center_crop(a, size):
+    h, w = a.shape[:2]
+    top, left = (h - size) // 2, (w - size) // 2
+    return a[top:top + size, left:left + size]
+
+
+def hflip(a):
+    return a[:, ::-1]
+
+
+def pca_lighting(a, eigvals, eigvecs, rng, std=0.1):
+    """Add eigvecs @ (alpha * eigvals) to every pixel (one alpha per image), the paper's colour noise."""
+    alpha = rng.normal(0.0, std, size=3)
+    return a + (eigvecs @ (alpha * eigvals)).astype(np.float32)   # broadcast over (H, W, 3)
+
+
+def ten_crops(a, size):
+    """(10, size, size, 3): top-left, top-right, bottom-left, bottom-right, centre, then each flipped."""
+    h, w = a.shape[:2]
+    crops = [a[:size, :size], a[:size, w - size:], a[h - size:, :size], a[h - size:, w - size:],
+             center_crop(a, size)]
+    return np.stack(crops + [hflip(c) for c in crops])
+
+
+def to_chw(a, mean, std):
+    """Normalise per channel and reorder (..., H, W, 3) -> (..., 3, H, W), float32."""
+    a = (a - mean) / std
+    return np.ascontiguousarray(np.moveaxis(a, -1, -3), dtype=np.float32)
+
+
+class Transform:
+    """The per-image pipeline for one mode: "train", "val" or "ten_crop"."""
+
+    def __init__(self, size, stats, mode="train"):
+        if mode not in ("train", "val", "ten_crop"):
+            raise ValueError(f"Transform: mode expected 'train', 'val' or 'ten_crop', got {mode!r}")
+        self.size, self.stats, self.mode = size, stats, mode
+        self.resize = resize_for(size)
+
+    def __call__(self, img, rng):
+        a = to_array(resize_shorter(img, self.resize))
+        if self.mode == "train":
+            a = random_crop(a, self.size, rng)
+            if rng.random() < 0.5:
+                a = hflip(a)
+            a = pca_lighting(a, self.stats["eigvals"], self.stats["eigvecs"], rng)
+        elif self.mode == "val":
+            a = center_crop(a, self.size)
+        else:
+            a = ten_crops(a, self.size)
+        return to_chw(a, self.stats["mean"], self.stats["std"])
+
+
+def dataset_stats(folder, max_images=1000, side=64, seed=0):
+    """Per-channel mean and std, and the PCA of RGB pixel values (eigenvalues ascending, eigenvectors
+    as columns), from up to `max_images` training images resized to side x side, in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    picks = rng.permutation(len(folder))[:max_images]
+    pixels = []
+    for i in picks:
+        img, _ = folder.load(int(i))
+        if img is not None:
+            pixels.append(to_array(img.resize((side, side), Image.BILINEAR)).reshape(-1, 3))
+    if not pixels:
+        raise ValueError(f"dataset_stats: no readable images in {folder.root}")
+    p = np.concatenate(pixels).astype(np.float64)                    # (pixels, 3)
+    eigvals, eigvecs = np.linalg.eigh(np.cov(p, rowvar=False))       # 3x3 covariance of RGB
+    return {"mean": p.mean(0).astype(np.float32), "std": np.maximum(p.std(0), 1e-3).astype(np.float32),
+            "eigvals": np.maximum(eigvals, 0).astype(np.float32), "eigvecs": eigvecs.astype(np.float32)}

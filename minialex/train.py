@@ -1,0 +1,399 @@
+"""minialex-train: train AlexNet on an ImageNet-style folder, or on the built-in dataset.
+
+    minialex-train                                   # built-in data, CPU, alexnet-mini
+    minialex-train --data ~/imagenette2 --arch alexnet --device cuda --epochs 30
+    minialex-train --resume runs/x/last.npz          # continue exactly where it stopped
+    minialex-train --resume runs/x/best.npz --eval-only --ten-crop
+
+--data DIR must hold DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg. The run writes to --out:
+metrics.jsonl (one JSON object per epoch), last.npz and best.npz (atomic checkpoints), and the
+pictures filters.png (conv1's filters), curves.png and predictions.png.
+"""
+import argparse
+import hashlib
+import json
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from . import functional as F
+from . import io, random
+from .data import DataLoader, ImageFolder, Transform, dataset_stats, make_synthetic
+from .data.transforms import center_crop, resize_shorter, to_array
+from .function import no_grad
+from .models import AlexNet
+from .optim import SGD
+from .pictures import filter_grid, prediction_grid, training_curves
+from .tensor import Tensor
+
+ARCHS = {"alexnet": AlexNet, "alexnet-mini": AlexNet.mini}
+# Per-architecture defaults: the paper's for alexnet; tuned to the built-in data for alexnet-mini.
+DEFAULTS = {"alexnet": dict(epochs=90, batch_size=128, lr=0.01, lr_step=30),
+            "alexnet-mini": dict(epochs=10, batch_size=64, lr=0.02, lr_step=7)}
+FORMAT = 1
+
+
+class TrainError(Exception):
+    """A problem found before training starts (bad data folder, mismatched checkpoint)."""
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="minialex-train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--data", help="folder with train/ and val/ class folders (default: the built-in dataset)")
+    p.add_argument("--arch", choices=sorted(ARCHS), default=None,
+                   help="alexnet: the seed table at 227x227; alexnet-mini: the same layers, narrower, 64x64 "
+                        "(default: alexnet-mini, or the checkpoint's with --resume)")
+    p.add_argument("--epochs", type=int, help="total epochs (alexnet 90, alexnet-mini 10)")
+    p.add_argument("--batch-size", type=int, help="alexnet 128 (the paper), alexnet-mini 64")
+    p.add_argument("--lr", type=float, help="initial learning rate (alexnet 0.01, alexnet-mini 0.02)")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--lr-schedule", choices=["step", "plateau", "constant"], default="step",
+                   help="step: divide by 10 every --lr-step epochs; plateau: divide by 10 when the "
+                        "validation loss stops improving (the paper's rule)")
+    p.add_argument("--lr-step", type=int, help="epochs between divisions with --lr-schedule step")
+    p.add_argument("--patience", type=int, default=1, help="epochs without improvement before a plateau division")
+    p.add_argument("--init", choices=["he", "paper", "xavier"], default="he")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or cuda-emu")
+    p.add_argument("--workers", type=int, default=2, help="threads decoding and augmenting images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output folder (default: runs/<arch>-<date>-<time>)")
+    p.add_argument("--resume", help="a checkpoint (.npz) to continue from")
+    p.add_argument("--eval-only", action="store_true", help="evaluate the --resume checkpoint and stop")
+    p.add_argument("--ten-crop", action="store_true", help="also evaluate with the paper's 10 crops")
+    p.add_argument("--stall-steps", type=int, default=300,
+                   help="warn when the loss is still at ln(classes) after this many steps")
+    return p.parse_args(argv)
+
+
+# ----- data -----
+
+def _stats_for(folder):
+    """Mean, std and RGB PCA of a training folder, cached by its path and contents' sizes."""
+    sizes = sum(p.stat().st_size for p, _ in folder.samples)
+    key = hashlib.sha1(f"{folder.root.resolve()}|{len(folder)}|{sizes}".encode()).hexdigest()[:16]
+    cache = Path(random_cache_dir()) / "stats" / f"{key}.npz"
+    if cache.is_file():
+        return {k: v for k, v in io.load(cache).items()}
+    stats = dataset_stats(folder)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    io.save(stats, cache)
+    return stats
+
+
+def random_cache_dir():
+    from .cuda import cache_dir  # the same cache root as the emulator: ~/.cache/minialex
+    return cache_dir().parent
+
+
+def open_data(data):
+    """(train folder, val folder) for --data, or the built-in dataset."""
+    root = Path(data) if data else make_synthetic()
+    if not root.is_dir():
+        raise TrainError(f"--data: expected a folder with train/ and val/ inside, got {root} (no such folder)")
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise TrainError(f"--data: expected {root / split}/<class>/<images> (ImageNet layout), "
+                             f"but {root / split} does not exist")
+    try:
+        train = ImageFolder(root / "train")
+        val = ImageFolder(root / "val", classes=train.classes)
+    except (FileNotFoundError, ValueError) as e:
+        raise TrainError(str(e)) from None
+    return train, val
+
+
+# ----- reporting -----
+
+def summary(model, batch_size, device):
+    """Per layer: output shape, parameters, forward FLOPs per image, activation memory of a batch."""
+    size = model.input_size
+    x = Tensor(np.zeros((1, 3, size, size), np.float32), device=device)
+    rows, total_params, total_flops, total_bytes = [], 0, 0, 0
+    model.eval()  # no dropout: the summary must not draw from the random generator (exact resume)
+    with no_grad():
+        for name in model.layer_order:
+            layer = getattr(model, name)
+            x_in, x = x, layer(x)
+            out = x.size
+            params = sum(p.size for p in layer.parameters())
+            if name.startswith("conv"):
+                flops = 2 * int(np.prod(layer.weight.shape[1:])) * out      # multiply-adds per output
+            elif name.startswith("fc"):
+                flops = 2 * layer.weight.shape[1] * out
+            elif name.startswith("pool"):
+                flops = 9 * out
+            elif name.startswith("norm"):
+                flops = (layer.size + 4) * out
+            elif name == "flatten":
+                flops = 0
+            else:
+                flops = x_in.size
+            act = out * 4 * batch_size
+            rows.append((name, " x ".join(str(d) for d in x.shape[1:]), params, flops, act))
+            total_params, total_flops, total_bytes = total_params + params, total_flops + flops, total_bytes + act
+    model.train()
+    lines = [f"{'layer':8} {'output':>16} {'params':>12} {'MFLOPs/img':>11} {'activations':>12}"]
+    for name, shape, params, flops, act in rows:
+        lines.append(f"{name:8} {shape:>16} {params:>12,} {flops / 1e6:>11.1f} {act / 2**20:>9.1f} MiB")
+    lines.append(f"{'total':8} {'':>16} {total_params:>12,} {total_flops / 1e6:>11.1f} {total_bytes / 2**20:>9.1f} MiB"
+                 f"   (batch {batch_size}; a train step is about 3x the forward FLOPs)")
+    return "\n".join(lines)
+
+
+# ----- checkpoints -----
+
+def save_checkpoint(path, model, opt, state):
+    """Weights, optimizer momentum and the run's state in one .npz, written atomically (ma.save)."""
+    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    arrays.update({f"optim/{k}": v for k, v in opt.state_dict().items()})
+    arrays.update({f"meta/{k}": np.asarray(v) for k, v in state.items()})
+    io.save(arrays, path)
+
+
+def load_checkpoint(path):
+    raw = io.load(path)
+    if raw.get("meta/format") is None:
+        raise TrainError(f"--resume: {path} is not a minialex-train checkpoint (no meta/format)")
+    model = {k[6:]: v for k, v in raw.items() if k.startswith("model/")}
+    optim = {k[6:]: v for k, v in raw.items() if k.startswith("optim/")}
+    meta = {k[5:]: v for k, v in raw.items() if k.startswith("meta/")}
+    return model, optim, meta
+
+
+# ----- evaluation -----
+
+def evaluate(model, loader, device, ten_crop=False):
+    """(mean loss, top-1, top-5) on the loader; with ten_crop the softmax is averaged over 10 crops."""
+    model.eval()
+    total, loss_sum, top1, top5 = 0, 0.0, 0, 0
+    with no_grad():
+        for x, y in loader:
+            if ten_crop:  # x: (B, 10, 3, S, S)
+                b = x.shape[0]
+                logits = model(Tensor(x.reshape(b * 10, *x.shape[2:]), device=device)).numpy().astype(np.float64)
+                logits = logits.reshape(b, 10, -1)
+                p = np.exp(logits - logits.max(-1, keepdims=True))
+                probs = (p / p.sum(-1, keepdims=True)).mean(1)
+                loss_sum += float(-np.log(np.maximum(probs[np.arange(b), y], 1e-12)).sum())
+                scores = probs
+            else:
+                out = model(Tensor(x, device=device))
+                loss_sum += F.cross_entropy(out, y).item() * len(y)
+                scores = out.numpy()
+            k = min(5, scores.shape[1])
+            best = np.argsort(-scores, axis=1)[:, :k]
+            top1 += int((best[:, 0] == y).sum())
+            top5 += int((best == y[:, None]).any(axis=1).sum())
+            total += len(y)
+    model.train()
+    return loss_sum / max(total, 1), top1 / max(total, 1), top5 / max(total, 1)
+
+
+def _pictures(out, model, history, val, stats, size, device):
+    filter_grid(model.conv1.weight.numpy(), out / "filters.png")
+    training_curves(history, out / "curves.png")
+    picks = np.linspace(0, len(val) - 1, num=min(18, len(val))).astype(int)
+    shown, truth = [], []
+    for i in picks:
+        img, label = val.load(int(i))
+        if img is not None:
+            shown.append(center_crop(to_array(resize_shorter(img, Transform(size, stats).resize)), size))
+            truth.append(label)
+    if not shown:
+        return
+    a = np.stack(shown)
+    x = np.ascontiguousarray(((a - stats["mean"]) / stats["std"]).transpose(0, 3, 1, 2), dtype=np.float32)
+    model.eval()
+    with no_grad():
+        pred = model(Tensor(x, device=device)).numpy().argmax(1)
+    model.train()
+    prediction_grid((a * 255).clip(0, 255).astype(np.uint8), pred, truth, val.classes, out / "predictions.png")
+
+
+# ----- the run -----
+
+def _lr_for(args, epoch, plateau):
+    if args.lr_schedule == "step":
+        return args.lr * 0.1 ** ((epoch - 1) // args.lr_step)
+    if args.lr_schedule == "plateau":
+        return plateau["lr"]
+    return args.lr
+
+
+def run(args):
+    """Train (or evaluate) as the arguments say; returns the list of per-epoch metrics."""
+    resume = load_checkpoint(args.resume) if args.resume else None
+    if resume and args.arch and args.arch != str(resume[2]["arch"]):
+        raise TrainError(f"--resume: the checkpoint holds arch {str(resume[2]['arch'])!r}, but --arch is "
+                         f"{args.arch!r}")
+    args.arch = args.arch or (str(resume[2]["arch"]) if resume else "alexnet-mini")
+    for key, value in DEFAULTS[args.arch].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.eval_only and not resume:
+        raise TrainError("--eval-only needs --resume CHECKPOINT")
+
+    train_set, val_set = open_data(args.data)
+    if resume:
+        model_sd, optim_sd, meta = resume
+        classes = [str(c) for c in meta["classes"]]
+        if classes != train_set.classes:
+            raise TrainError(f"--resume: the checkpoint was trained on classes {classes[:5]}..., the data has "
+                             f"{train_set.classes[:5]}... ({len(classes)} vs {len(train_set.classes)})")
+        stats = {k: meta[k] for k in ("mean", "std", "eigvals", "eigvecs")}
+    else:
+        stats = _stats_for(train_set)
+
+    random.manual_seed(args.seed)
+    model = ARCHS[args.arch](num_classes=len(train_set.classes), init=args.init)
+    size = model.input_size
+    opt = SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    start_epoch, history, best = 1, [], {"val_loss": math.inf, "val_top1": -1.0}
+    plateau = {"lr": args.lr, "best": math.inf, "bad": 0}
+    if resume:
+        try:
+            model.load_state_dict(model_sd)
+        except (KeyError, ValueError) as e:
+            raise TrainError(f"--resume: the checkpoint does not fit {args.arch}: {e}") from None
+        opt.load_state_dict(optim_sd)
+        random.set_state(str(meta["rng_state"]))
+        start_epoch = int(meta["epoch"]) + 1
+        history = json.loads(str(meta["history"]))
+        best = json.loads(str(meta["best"]))
+        plateau = json.loads(str(meta["plateau"]))
+    model.to(args.device)
+
+    val_loader = DataLoader(val_set, Transform(size, stats, "val"), args.batch_size, workers=args.workers)
+    if args.eval_only:
+        loss, top1, top5 = evaluate(model, val_loader, args.device)
+        print(f"val (centre crop): loss {loss:.4f}  top-1 {top1:.2%}  top-5 {top5:.2%}")
+        if args.ten_crop:
+            _ten_crop_report(model, val_set, stats, size, args)
+        return history
+
+    out = Path(args.out or f"runs/{args.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out.mkdir(parents=True, exist_ok=True)
+    train_loader = DataLoader(train_set, Transform(size, stats, "train"), args.batch_size, shuffle=True,
+                              drop_last=True, workers=args.workers, seed=args.seed)
+    if len(train_loader) == 0:
+        raise TrainError(f"--batch-size {args.batch_size} is larger than the {len(train_set)} training images")
+    print(f"data: {len(train_set)} training and {len(val_set)} validation images, {len(train_set.classes)} "
+          f"classes ({train_set.root.parent})")
+    print(f"model: {args.arch} on {args.device}, init {args.init}\n{summary(model, args.batch_size, args.device)}")
+    print(f"training epochs {start_epoch}..{args.epochs} into {out}", flush=True)
+
+    def state(epoch):
+        return {"format": FORMAT, "arch": args.arch, "epoch": epoch, "rng_state": random.get_state(),
+                "classes": np.array(train_set.classes), "history": json.dumps(history),
+                "best": json.dumps(best), "plateau": json.dumps(plateau), **stats}
+
+    ln_classes, recent, step, warned = math.log(len(train_set.classes)), [], 0, False
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, args.epochs + 1):
+            opt.lr = _lr_for(args, epoch, plateau)
+            train_loader.set_epoch(epoch)
+            t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+            bar = _progress(len(train_loader), f"epoch {epoch}/{args.epochs}")
+            for x, y in train_loader:
+                logits = model(Tensor(x, device=args.device))
+                loss = F.cross_entropy(logits, y)
+                value = loss.item()
+                if not math.isfinite(value):
+                    bar.close()
+                    raise FloatingPointError(
+                        f"the loss became {value} at epoch {epoch}, step {step + 1}: stopping. The learning "
+                        f"rate is probably too high (it is {opt.lr:g}; try --lr {opt.lr / 10:g}). The last "
+                        f"good checkpoint is {out / 'last.npz'}" + (" (none yet)" if not (out / "last.npz").exists() else ""))
+                model.zero_grad()
+                loss.backward()
+                opt.step()
+                correct += int((logits.numpy().argmax(1) == y).sum())
+                del loss, logits  # free this step's graph before the next forward
+                seen, loss_sum, step = seen + len(y), loss_sum + value * len(y), step + 1
+                recent = (recent + [value])[-50:]
+                if not warned and step >= args.stall_steps and np.mean(recent) > 0.98 * ln_classes:
+                    warned = True
+                    warnings.warn(f"after {step} steps the loss is still {np.mean(recent):.3f}, about ln({len(train_set.classes)}) "
+                                  f"= {ln_classes:.3f}: the network predicts chance. Likely causes: the learning rate is "
+                                  f"too low or so high that ReLUs died (it is {opt.lr:g}), labels that do not match "
+                                  f"the images, or images that all look alike", stacklevel=1)
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.3f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+            bar.close()
+            seconds = time.perf_counter() - t0
+            val_loss, val_top1, val_top5 = evaluate(model, val_loader, args.device)
+            record = {"epoch": epoch, "train_loss": loss_sum / seen, "train_top1": correct / seen,
+                      "val_loss": val_loss, "val_top1": val_top1, "val_top5": val_top5, "lr": opt.lr,
+                      "images_per_s": seen / seconds, "seconds": time.perf_counter() - t0}
+            history.append(record)
+            if args.lr_schedule == "plateau":
+                if val_loss < plateau["best"] * (1 - 1e-3):
+                    plateau["best"], plateau["bad"] = val_loss, 0
+                else:
+                    plateau["bad"] += 1
+                    if plateau["bad"] >= args.patience:
+                        plateau["lr"], plateau["bad"] = plateau["lr"] / 10, 0
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            skipped = f"  ({train_loader.skipped + val_loader.skipped} unreadable images skipped)" \
+                if train_loader.skipped + val_loader.skipped else ""
+            print(f"epoch {epoch:3d}/{args.epochs}  train loss {record['train_loss']:.4f} top-1 {record['train_top1']:6.2%}"
+                  f"  |  val loss {val_loss:.4f} top-1 {val_top1:6.2%} top-5 {val_top5:6.2%}  |  lr {opt.lr:.2g}"
+                  f"  {record['images_per_s']:.0f} img/s  {record['seconds']:.1f}s{skipped}", flush=True)
+            is_best = val_top1 > best["val_top1"]
+            if is_best:
+                best = {"val_loss": val_loss, "val_top1": val_top1, "epoch": epoch}
+            save_checkpoint(out / "last.npz", model, opt, state(epoch))
+            if is_best:
+                save_checkpoint(out / "best.npz", model, opt, state(epoch))
+            _pictures(out, model, history, val_set, stats, size, args.device)
+    except KeyboardInterrupt:
+        path = out / "interrupted.npz"
+        save_checkpoint(path, model, opt, state(epoch - 1))
+        print(f"\ninterrupted during epoch {epoch}: saved {path} (weights as they were; --resume {path} "
+              f"repeats epoch {epoch}); {out / 'last.npz'} holds the end of epoch {epoch - 1}", file=sys.stderr)
+        raise
+    if args.ten_crop:
+        _ten_crop_report(model, val_set, stats, size, args)
+    print(f"done: best val top-1 {best['val_top1']:.2%} (epoch {best.get('epoch')}); {out}/best.npz, "
+          f"metrics.jsonl, filters.png, curves.png, predictions.png")
+    return history
+
+
+def _ten_crop_report(model, val_set, stats, size, args):
+    loader = DataLoader(val_set, Transform(size, stats, "ten_crop"), max(1, args.batch_size // 10),
+                        workers=args.workers)
+    loss, top1, top5 = evaluate(model, loader, args.device, ten_crop=True)
+    print(f"val (10 crops): loss {loss:.4f}  top-1 {top1:.2%}  top-5 {top5:.2%}")
+
+
+def _progress(total, desc):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True, mininterval=0.5)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        run(args)
+    except TrainError as e:
+        print(f"minialex-train: error: {e}", file=sys.stderr)
+        return 2
+    except FloatingPointError as e:
+        print(f"minialex-train: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""The data pipeline: ImageFolder on every odd case, the paper's transforms, the threaded loader."""
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from minialex.data import DataLoader, ImageFolder, Transform, dataset_stats
+from minialex.data import transforms as T
+
+
+def _image(rng, mode="RGB", size=(40, 30)):
+    a = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(a).convert(mode)
+
+
+@pytest.fixture
+def odd_tree(tmp_path):
+    """train/a and train/b with every format and colour mode, a text file, a corrupt and a truncated image."""
+    rng = np.random.default_rng(0)
+    a, b = tmp_path / "train" / "a", tmp_path / "train" / "b"
+    a.mkdir(parents=True)
+    b.mkdir(parents=True)
+    _image(rng).save(a / "rgb.jpg")
+    _image(rng, "L").save(a / "GRAY.JPEG")
+    _image(rng, "P").save(a / "palette.png")
+    _image(rng, "RGBA").save(a / "alpha.PNG")
+    _image(rng, "CMYK").save(b / "cmyk.jpg")
+    _image(rng).save(b / "w.webp")
+    _image(rng).save(b / "m.Bmp")
+    (b / "notes.txt").write_text("not an image")
+    (b / "corrupt.jpg").write_bytes(b"\xff\xd8 this is no jpeg")
+    _image(rng, size=(200, 200)).save(b / "full.jpg")
+    data = (b / "full.jpg").read_bytes()
+    (b / "truncated.jpg").write_bytes(data[:len(data) // 2])
+    (tmp_path / "train" / ".hidden").mkdir()
+    return tmp_path / "train"
+
+
+def test_image_folder_reads_every_format_and_skips_bad_files(odd_tree):
+    folder = ImageFolder(odd_tree)
+    assert folder.classes == ["a", "b"]
+    names = sorted(p.name for p, _ in folder.samples)
+    assert names == sorted(["rgb.jpg", "GRAY.JPEG", "palette.png", "alpha.PNG", "cmyk.jpg", "w.webp", "m.Bmp",
+                            "corrupt.jpg", "full.jpg", "truncated.jpg"])
+    loaded, bad = {}, []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i, (path, label) in enumerate(folder.samples):
+            img, got_label = folder.load(i)
+            assert got_label == label == (0 if path.parent.name == "a" else 1)
+            if img is None:
+                bad.append(path.name)
+            else:
+                loaded[path.name] = img
+    assert sorted(bad) == ["corrupt.jpg", "truncated.jpg"]
+    assert all(img.mode == "RGB" for img in loaded.values())
+    messages = " ".join(str(w.message) for w in caught)
+    assert "corrupt.jpg" in messages and "truncated.jpg" in messages
+
+
+def test_loader_reports_skipped_images(odd_tree):
+    folder = ImageFolder(odd_tree)
+    stats = {"mean": np.zeros(3, np.float32), "std": np.ones(3, np.float32),
+             "eigvals": np.zeros(3, np.float32), "eigvecs": np.eye(3, dtype=np.float32)}
+    loader = DataLoader(folder, Transform(16, stats, "val"), batch_size=4, workers=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        batches = list(loader)
+    assert sum(len(y) for _, y in batches) == 8 and loader.skipped == 2
+    assert all(x.shape[1:] == (3, 16, 16) and x.dtype == np.float32 for x, _ in batches)
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        ImageFolder(tmp_path / "missing")
+    (tmp_path / "empty" / "cls").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no images"):
+        ImageFolder(tmp_path / "empty")
+    (tmp_path / "val" / "zebra").mkdir(parents=True)
+    _image(np.random.default_rng(0)).save(tmp_path / "val" / "zebra" / "z.jpg")
+    with pytest.raises(ValueError, match=r"classes that the training set lacks: \['zebra'\]"):
+        ImageFolder(tmp_path / "val", classes=["cat", "dog"])
+
+
+def test_random_crop_stays_inside_and_flip_mirrors():
+    h, w, size = 9, 12, 5
+    a = (np.arange(h * w, dtype=np.float32).reshape(h, w, 1) * np.ones(3, np.float32))  # value = row*w + col
+    rng = np.random.default_rng(1)
+    tops, lefts = set(), set()
+    for _ in range(200):
+        c = T.random_crop(a, size, rng)
+        top, left = divmod(int(c[0, 0, 0]), w)
+        assert 0 <= top <= h - size and 0 <= left <= w - size
+        np.testing.assert_array_equal(c, a[top:top + size, left:left + size])
+        tops.add(top)
+        lefts.add(left)
+    assert tops == set(range(h - size + 1)) and lefts == set(range(w - size + 1))  # every offset reachable
+    np.testing.assert_array_equal(T.hflip(a)[:, 0], a[:, -1])
+    centre = T.center_crop(a, size)
+    assert int(centre[0, 0, 0]) == 2 * w + 3
+
+
+def test_pca_lighting_adds_eigvecs_times_scaled_alpha():
+    eigvecs = np.linalg.qr(np.random.default_rng(2).standard_normal((3, 3)))[0].astype(np.float32)
+    eigvals = np.array([0.5, 1.0, 2.0], np.float32)
+    a = np.zeros((4, 4, 3), np.float32)
+    out = T.pca_lighting(a, eigvals, eigvecs, np.random.default_rng(3))
+    alpha = np.random.default_rng(3).normal(0.0, 0.1, size=3)
+    np.testing.assert_allclose(out, np.broadcast_to(eigvecs @ (alpha * eigvals), a.shape), rtol=1e-6)
+
+
+def test_dataset_stats_find_the_colour_axis(tmp_path):
+    rng = np.random.default_rng(4)
+    direction = np.array([0.8, 0.5, 0.33])
+    direction /= np.linalg.norm(direction)
+    for i in range(6):  # pixels vary (almost) only along `direction`
+        t = rng.uniform(0, 200, (32, 32, 1))
+        a = np.clip(20 + t * direction + rng.normal(0, 1, (32, 32, 3)), 0, 255).astype(np.uint8)
+        (tmp_path / "c").mkdir(exist_ok=True)
+        Image.fromarray(a).save(tmp_path / "c" / f"{i}.png")
+    stats = dataset_stats(ImageFolder(tmp_path))
+    top = stats["eigvecs"][:, -1]  # eigh: ascending eigenvalues, eigenvectors as columns
+    assert abs(abs(top @ direction) - 1) < 1e-3
+    assert stats["eigvals"][-1] > 100 * stats["eigvals"][1]
+
+
+def test_ten_crops_and_transform_shapes():
+    a = np.random.default_rng(5).random((10, 12, 3)).astype(np.float32)
+    crops = T.ten_crops(a, 6)
+    assert crops.shape == (10, 6, 6, 3)
+    np.testing.assert_array_equal(crops[0], a[:6, :6])        # top-left
+    np.testing.assert_array_equal(crops[3], a[4:, 6:])        # bottom-right
+    np.testing.assert_array_equal(crops[4], a[2:8, 3:9])      # centre
+    np.testing.assert_array_equal(crops[5], crops[0][:, ::-1])  # the flipped top-left
+    stats = {"mean": np.full(3, 0.5, np.float32), "std": np.full(3, 0.25, np.float32),
+             "eigvals": np.ones(3, np.float32), "eigvecs": np.eye(3, dtype=np.float32)}
+    img = Image.fromarray((a * 255).astype(np.uint8))
+    rng = np.random.default_rng(0)
+    assert Transform(8, stats, "train")(img, rng).shape == (3, 8, 8)
+    assert Transform(8, stats, "ten_crop")(img, rng).shape == (10, 3, 8, 8)
+    v = Transform(8, stats, "val")(img, rng)
+    assert v.dtype == np.float32 and abs(float(v.mean()) - (np.asarray(img.resize((10, 9))).mean() / 255 - 0.5) / 0.25) < 1.0
+
+
+def test_loader_is_deterministic_per_seed_and_epoch(odd_tree):
+    folder = ImageFolder(odd_tree)
+    folder.samples = [s for s in folder.samples if "corrupt" not in s[0].name and "trunc" not in s[0].name]
+    stats = {"mean": np.zeros(3, np.float32), "std": np.ones(3, np.float32),
+             "eigvals": np.full(3, 0.1, np.float32), "eigvecs": np.eye(3, dtype=np.float32)}
+
+    def batches(workers, epoch, seed=0):
+        loader = DataLoader(folder, Transform(16, stats, "train"), batch_size=3, shuffle=True, drop_last=True,
+                            workers=workers, seed=seed)
+        loader.set_epoch(epoch)
+        assert len(loader) == 2
+        return list(loader)
+    first, again = batches(0, 1), batches(2, 1)
+    assert len(first) == 2 and all(len(y) == 3 for _, y in first)
+    for (x0, y0), (x1, y1) in zip(first, again):
+        np.testing.assert_array_equal(x0, x1)
+        np.testing.assert_array_equal(y0, y1)
+    other = batches(2, 2)
+    assert not all(np.array_equal(a[0], b[0]) for a, b in zip(first, other))
