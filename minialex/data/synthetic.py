@@ -79,13 +79,17 @@ def _texture(name, side, fg, rng):
     return patch
 
 
+NOISE = 12.0       # std of the pixel noise, in 0..255 units
+CLUTTER = (2, 5)   # how many distractor lines and blobs (low, high exclusive)
+
+
 def render(name, rng, size=80):
     """One image of class `name` as a PIL RGB image."""
     bg = _colour(rng)
     fg = _colour(rng, away_from=bg)
     img = Image.new("RGB", (size, size), bg)
     d = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(2, 5))):  # clutter: thin lines and small blobs in a third colour
+    for _ in range(int(rng.integers(*CLUTTER))):  # clutter: thin lines and small blobs in a third colour
         c = _colour(rng)
         x0, y0, x1, y1 = (float(v) for v in rng.uniform(0, size, 4))
         if rng.random() < 0.5:
@@ -108,7 +112,7 @@ def render(name, rng, size=80):
         patch = _texture(name, side * 2, fg, rng).rotate(math.degrees(angle), resample=Image.NEAREST)
         patch = patch.crop((side // 2, side // 2, side // 2 + side, side // 2 + side))
         img.paste(patch, (int(cx - side / 2), int(cy - side / 2)), patch)
-    a = np.asarray(img, dtype=np.float32) + rng.normal(0, 12, (size, size, 3))  # sensor noise
+    a = np.asarray(img, dtype=np.float32) + rng.normal(0, NOISE, (size, size, 3))  # sensor noise
     return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
 
 

@@ -48,7 +48,9 @@ def im2col(x, kh, kw, stride, padding):
     s_n, s_c, s_h, s_w = xp.strides
     # A strided view, no copy: windows[c, i, j, n, oh, ow] = xp[n, c, oh*SH + i, ow*SW + j]
     windows = as_strided(xp, (c, kh, kw, n, oh, ow), (s_c, s_h, s_w, s_n, s_h * sh, s_w * sw))
-    return windows.reshape(c * kh * kw, n * oh * ow)      # the one copy: (C*KH*KW, N*OH*OW)
+    cols = backend.scratch((c * kh * kw, n * oh * ow), x.dtype)  # reused between steps: no page faults
+    np.copyto(cols.reshape(c, kh, kw, n, oh, ow), windows)     # the one copy: (C*KH*KW, N*OH*OW)
+    return cols
 
 
 def col2im(dcols, x_shape, kh, kw, stride, padding):
@@ -57,11 +59,14 @@ def col2im(dcols, x_shape, kh, kw, stride, padding):
     n, c, h, w = x_shape
     oh, ow = conv_outsize(h, kh, sh, ph), conv_outsize(w, kw, sw, pw)
     dcols = dcols.reshape(c, kh, kw, n, oh, ow)
-    dxp = np.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=dcols.dtype)  # channel-major, like dcols
+    dxp = backend.scratch((c, n, h + 2 * ph, w + 2 * pw), dcols.dtype)  # channel-major, like dcols
+    dxp.fill(0)
     for i in range(kh):  # one slice-add per kernel offset: pixels (oh*SH + i, ow*SW + j)
         for j in range(kw):
             dxp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += dcols[:, i, j]
-    return dxp[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3).copy()   # (N, C, H, W)
+    dx = backend.scratch((n, c, h, w), dcols.dtype)
+    np.copyto(dx, dxp[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3))  # (N, C, H, W)
+    return dx
 
 
 def conv2d_forward(x, w, b, stride, padding, groups, need_dx=True):
@@ -70,9 +75,13 @@ def conv2d_forward(x, w, b, stride, padding, groups, need_dx=True):
     g, k = groups, cg * kh * kw
     oh, ow = conv_outsize(h, kh, stride[0], padding[0]), conv_outsize(wd, kw, stride[1], padding[1])
     cols = im2col(x, kh, kw, stride, padding).reshape(g, k, n * oh * ow)    # (G, Cg*KH*KW, N*L)
-    y_t = np.matmul(w.reshape(g, o // g, k), cols)                          # (G, O/G, N*L)
-    y = y_t.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)                     # (N, O, OH, OW) view
-    y = y + b.reshape(1, o, 1, 1) if b is not None else y.copy()            # one pass: layout and bias
+    y_t = np.matmul(w.reshape(g, o // g, k), cols, out=backend.scratch((g, o // g, n * oh * ow), x.dtype))
+    y = backend.scratch((n, o, oh, ow), x.dtype)                            # (N, O, OH, OW)
+    y_view = y_t.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)                # the GEMM's (O, N, ...) order
+    if b is not None:
+        np.add(y_view, b.reshape(1, o, 1, 1), out=y)                        # one pass: layout and bias
+    else:
+        np.copyto(y, y_view)
     return y, (cols, w, x.shape, b is not None, stride, padding, need_dx)
 
 
@@ -81,11 +90,14 @@ def conv2d_backward(dy, cache):
     g, k, nl = cols.shape
     o, cg, kh, kw = w.shape
     db = dy.sum(axis=(0, 2, 3)) if has_b else None                          # (O,)
-    dy_t = dy.transpose(1, 0, 2, 3).reshape(g, o // g, nl)                  # (G, O/G, N*L), a copy
+    dy_t = backend.scratch((o, dy.shape[0], dy.shape[2], dy.shape[3]), dy.dtype)
+    np.copyto(dy_t, dy.transpose(1, 0, 2, 3))                               # (O, N, OH, OW)
+    dy_t = dy_t.reshape(g, o // g, nl)                                      # (G, O/G, N*L)
     dw = np.matmul(dy_t, cols.transpose(0, 2, 1)).reshape(w.shape)          # (O, Cg, KH, KW)
     dx = None
     if need_dx:
-        dcols = np.matmul(w.reshape(g, o // g, k).transpose(0, 2, 1), dy_t)  # (G, Cg*KH*KW, N*L)
+        dcols = np.matmul(w.reshape(g, o // g, k).transpose(0, 2, 1), dy_t,
+                          out=backend.scratch((g, k, nl), dy.dtype))        # (G, Cg*KH*KW, N*L)
         dx = col2im(dcols, x_shape, kh, kw, stride, padding)                # (N, C, H, W)
     return dx, dw, db
 

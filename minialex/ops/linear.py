@@ -29,7 +29,7 @@ def linear_backward(dy, cache):
     x2, w, x_shape, has_b = cache
     dy2 = dy.reshape(-1, w.shape[0])                 # (N, out)
     dx = (dy2 @ w).reshape(x_shape)                  # (N, in)
-    dw = dy2.T @ x2                                  # (out, in)
+    dw = np.matmul(dy2.T, x2, out=backend.scratch(w.shape, w.dtype))  # (out, in); fc6's is 151 MB: reuse it
     db = dy2.sum(axis=0) if has_b else None          # (out,)
     return dx, dw, db
 

@@ -1,0 +1,191 @@
+"""CPU benchmark: one AlexNet train step (forward, loss, backward, SGD) in minialex and PyTorch.
+
+    python benchmarks/cpu.py                 # alexnet at batch 16 and alexnet-mini at batch 64
+    python benchmarks/cpu.py --reps 7 --skip-mini
+
+In ONE process, alternating minialex and PyTorch step by step (so both see the same machine state),
+after a warm-up: the min and median step time of each, the ratio minialex / PyTorch per repetition
+(its median is the headline), a per-layer forward/backward breakdown for minialex with the share of
+the step spent in matrix products (GEMM) versus everything else, and the peak memory (RSS) of each
+library's steps, measured in a fresh child process so one does not inherit the other's peak.
+PyTorch is skipped with a message if it is not installed.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import minialex as ma  # noqa: E402
+from minialex import functional as F  # noqa: E402
+
+CONFIGS = {"alexnet": 16, "alexnet-mini": 64}
+
+
+def make_minialex(arch, batch):
+    ma.manual_seed(0)
+    model = ma.models.AlexNet(1000) if arch == "alexnet" else ma.models.AlexNet.mini(10)
+    opt = ma.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
+    rng = np.random.default_rng(0)
+    x = ma.Tensor(rng.standard_normal((batch, 3, model.input_size, model.input_size)).astype(np.float32))
+    y = rng.integers(0, model.num_classes, batch)
+
+    def step():
+        loss = F.cross_entropy(model(x), y)
+        model.zero_grad()
+        loss.backward()
+        opt.step()
+    return model, step
+
+
+def make_torch(arch, batch):
+    import torch
+    nn = torch.nn
+    torch.manual_seed(0)
+    if arch == "alexnet":
+        c, k, fc, classes, size = [96, 256, 384, 384, 256], [(11, 4, 0), (5, 1, 2)], [9216, 4096, 4096], 1000, 227
+    else:
+        c, k, fc, classes, size = [32, 64, 96, 96, 64], [(5, 2, 2), (5, 1, 2)], [576, 512, 512], 10, 64
+    model = nn.Sequential(
+        nn.Conv2d(3, c[0], k[0][0], k[0][1], k[0][2]), nn.ReLU(), nn.MaxPool2d(3, 2), nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0),
+        nn.Conv2d(c[0], c[1], k[1][0], k[1][1], k[1][2]), nn.ReLU(), nn.MaxPool2d(3, 2), nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0),
+        nn.Conv2d(c[1], c[2], 3, 1, 1), nn.ReLU(), nn.Conv2d(c[2], c[3], 3, 1, 1), nn.ReLU(),
+        nn.Conv2d(c[3], c[4], 3, 1, 1), nn.ReLU(), nn.MaxPool2d(3, 2), nn.Flatten(),
+        nn.Dropout(0.5), nn.Linear(fc[0], fc[1]), nn.ReLU(), nn.Dropout(0.5), nn.Linear(fc[1], fc[2]), nn.ReLU(),
+        nn.Linear(fc[2], classes))
+    opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.standard_normal((batch, 3, size, size)).astype(np.float32))
+    y = torch.tensor(rng.integers(0, classes, batch))
+
+    def step():
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model, step
+
+
+def timed(step):
+    t0 = time.perf_counter()
+    step()
+    return time.perf_counter() - t0
+
+
+def breakdown(model, batch):
+    """Per layer of minialex: forward and backward seconds, and the GEMM seconds inside conv/fc layers."""
+    rng = np.random.default_rng(1)
+    h = rng.standard_normal((batch, 3, model.input_size, model.input_size)).astype(np.float32)
+    rows = []
+    for name in model.layer_order:
+        layer = getattr(model, name)
+        fwd, bwd = [], []
+        for _ in range(3):
+            x = ma.Tensor(h, requires_grad=name != "conv1")
+            t0 = time.perf_counter()
+            out = layer(x)
+            t1 = time.perf_counter()
+            out.backward(np.ones(out.shape, np.float32))
+            fwd.append(t1 - t0)
+            bwd.append(time.perf_counter() - t1)
+        gemm = gemm_seconds(layer, h.shape, out.shape, need_dx=name != "conv1") if name[:2] in ("co", "fc") else 0.0
+        rows.append((name, min(fwd), min(bwd), gemm))
+        h = out.numpy()
+    return rows
+
+
+def gemm_seconds(layer, x_shape, y_shape, need_dx):
+    """The time of the same matrix products as the layer's forward + backward, alone."""
+    w = layer.weight.data
+    if w.ndim == 4:
+        o, cg, kh, kw = w.shape
+        g = layer.groups
+        k, nl = cg * kh * kw, y_shape[0] * y_shape[2] * y_shape[3]
+        a = np.ones((g, o // g, k), np.float32)
+        cols = np.ones((g, k, nl), np.float32)
+        dy = np.ones((g, o // g, nl), np.float32)
+        products = [lambda: np.matmul(a, cols), lambda: np.matmul(dy, cols.transpose(0, 2, 1))]
+        if need_dx:
+            products.append(lambda: np.matmul(a.transpose(0, 2, 1), dy))
+    else:
+        x = np.ones((x_shape[0], w.shape[1]), np.float32)
+        dy = np.ones((x_shape[0], w.shape[0]), np.float32)
+        products = [lambda: x @ w.T, lambda: dy @ w, lambda: dy.T @ x]
+    best = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for p in products:
+            p()
+        best.append(time.perf_counter() - t0)
+    return min(best)
+
+
+def peak_rss(lib, arch, batch):
+    """Peak RSS (MiB) of a child process that builds the model and runs 3 steps."""
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent through fork and exec.
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import cpu; "
+            f"m, s = cpu.make_{lib}({arch!r}, {batch}); [s() for _ in range(3)]; "
+            f"print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        return float("nan")
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--skip-mini", action="store_true")
+    p.add_argument("--no-memory", action="store_true")
+    args = p.parse_args()
+    try:
+        import torch
+        torch.set_num_threads(os.cpu_count())
+    except ImportError:
+        torch = None
+        print("PyTorch is not installed: timing minialex alone (pip install torch to compare)")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}"
+          + (f", torch {torch.__version__}" if torch else "") + f", {time.strftime('%Y-%m-%d')}")
+    for arch, batch in CONFIGS.items():
+        if args.skip_mini and arch == "alexnet-mini":
+            continue
+        model, ma_step = make_minialex(arch, batch)
+        steps = {"minialex": ma_step}
+        if torch:
+            steps["PyTorch"] = make_torch(arch, batch)[1]
+        for s in steps.values():
+            s()  # warm-up
+        times = {k: [] for k in steps}
+        for _ in range(args.reps):
+            for k, s in steps.items():
+                times[k].append(timed(s))
+        print(f"\n## {arch}, batch {batch}: one train step (forward, loss, backward, SGD), {args.reps} reps alternating")
+        print("| library | min (s) | median (s) | images/s (median) | peak RSS (MiB) |\n|---|---|---|---|---|")
+        for k, t in times.items():
+            mem = float("nan") if args.no_memory else peak_rss("minialex" if k == "minialex" else "torch", arch, batch)
+            print(f"| {k} | {min(t):.3f} | {np.median(t):.3f} | {batch / np.median(t):.1f} | {mem:.0f} |")
+        if torch:
+            ratios = [a / b for a, b in zip(times["minialex"], times["PyTorch"])]
+            print(f"\nminialex / PyTorch step time: median {np.median(ratios):.2f} (per rep: "
+                  f"{', '.join(f'{r:.2f}' for r in ratios)})")
+        rows = breakdown(model, batch)
+        total = sum(f + b for _, f, b, _ in rows)
+        gemm = sum(g for *_, g in rows)
+        print("\n| layer | forward (ms) | backward (ms) | of which GEMM (ms) |\n|---|---|---|---|")
+        for name, f, b, g in rows:
+            print(f"| {name} | {f * 1e3:.1f} | {b * 1e3:.1f} | {g * 1e3:.1f} |")
+        print(f"\nlayers total {total * 1e3:.0f} ms; matrix products {gemm * 1e3:.0f} ms; everything else "
+              f"(im2col/col2im, LRN, pooling, ReLU, dropout, layouts) {(total - gemm) * 1e3:.0f} ms = "
+              f"{(total - gemm) / total:.0%} of the layers (loss and SGD are in the step time above)")
+
+
+if __name__ == "__main__":
+    main()
