@@ -79,7 +79,7 @@ def prediction_grid(images, predicted, truth, classes, path, columns=6):
     """images (N, H, W, 3) uint8; each captioned 'pred / true', green when right, red when wrong."""
     font = _font()
     n, h, w = images.shape[:3]
-    scale = max(1, 96 // w)
+    scale = max(1, 128 // w)
     tw, th = w * scale, h * scale + 30
     rows = -(-n // columns)
     img = Image.new("RGB", (columns * (tw + 6) + 6, rows * (th + 6) + 6), (255, 255, 255))

@@ -32,8 +32,8 @@ from .tensor import Tensor
 
 ARCHS = {"alexnet": AlexNet, "alexnet-mini": AlexNet.mini}
 # Per-architecture defaults: the paper's for alexnet; tuned to the built-in data for alexnet-mini.
-DEFAULTS = {"alexnet": dict(epochs=90, batch_size=128, lr=0.01, lr_step=30),
-            "alexnet-mini": dict(epochs=10, batch_size=64, lr=0.02, lr_step=7)}
+DEFAULTS = {"alexnet": dict(epochs=90, batch_size=128, lr=0.01, lr_step=30, dropout=0.5),
+            "alexnet-mini": dict(epochs=10, batch_size=32, lr=0.01, lr_step=8, dropout=0.25)}
 FORMAT = 1
 
 
@@ -50,8 +50,8 @@ def parse_args(argv=None):
                    help="alexnet: the seed table at 227x227; alexnet-mini: the same layers, narrower, 64x64 "
                         "(default: alexnet-mini, or the checkpoint's with --resume)")
     p.add_argument("--epochs", type=int, help="total epochs (alexnet 90, alexnet-mini 10)")
-    p.add_argument("--batch-size", type=int, help="alexnet 128 (the paper), alexnet-mini 64")
-    p.add_argument("--lr", type=float, help="initial learning rate (alexnet 0.01, alexnet-mini 0.02)")
+    p.add_argument("--batch-size", type=int, help="alexnet 128 (the paper), alexnet-mini 32")
+    p.add_argument("--lr", type=float, help="initial learning rate (alexnet 0.01, alexnet-mini 0.01)")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--lr-schedule", choices=["step", "plateau", "constant"], default="step",
@@ -60,6 +60,8 @@ def parse_args(argv=None):
     p.add_argument("--lr-step", type=int, help="epochs between divisions with --lr-schedule step")
     p.add_argument("--patience", type=int, default=1, help="epochs without improvement before a plateau division")
     p.add_argument("--init", choices=["he", "paper", "xavier"], default="he")
+    p.add_argument("--dropout", type=float, help="dropout rate in fc6 and fc7 (alexnet 0.5 as in the paper, "
+                                                  "alexnet-mini 0.25)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or cuda-emu")
     p.add_argument("--workers", type=int, default=2, help="threads decoding and augmenting images")
     p.add_argument("--seed", type=int, default=0)
@@ -252,7 +254,7 @@ def run(args):
         stats = _stats_for(train_set)
 
     random.manual_seed(args.seed)
-    model = ARCHS[args.arch](num_classes=len(train_set.classes), init=args.init)
+    model = ARCHS[args.arch](num_classes=len(train_set.classes), init=args.init, dropout=args.dropout)
     size = model.input_size
     opt = SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     start_epoch, history, best = 1, [], {"val_loss": math.inf, "val_top1": -1.0}

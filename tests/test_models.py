@@ -170,3 +170,51 @@ def test_module_modes_and_to():
     np.testing.assert_array_equal(model(x).data, model(x).data)  # eval: no dropout
     model.to("cuda-emu")
     assert model.device == "cuda-emu" and model.parameters()[0].device == "cuda-emu"
+
+
+def _arrays(obj):
+    """Every ndarray inside a (nested) cache."""
+    if isinstance(obj, np.ndarray):
+        yield obj
+    elif isinstance(obj, (tuple, list)):
+        for item in obj:
+            yield from _arrays(item)
+
+
+def test_float32_model_never_makes_float64_arrays():
+    ma.manual_seed(0)
+    model = ma.models.AlexNet.mini(num_classes=10)
+    x = ma.Tensor(np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32))
+    loss = F.cross_entropy(model(x), np.array([1, 2, 3, 4]))
+    seen, stack, dtypes = set(), [loss], set()
+    while stack:  # walk the graph: every output and every array an op kept for its backward
+        t = stack.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        dtypes.add(t.dtype)
+        if t._ctx is not None:
+            dtypes.update(a.dtype for a in _arrays(t._ctx.cache) if a.dtype.kind == "f")
+            stack.extend(i for i in t._ctx.inputs if i is not None)
+    assert len(seen) > 20 and dtypes == {np.dtype(np.float32)}
+    loss.backward()
+    ma.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4).step()
+    assert {p.grad.dtype for p in model.parameters()} == {np.dtype(np.float32)}
+    assert {p.dtype for p in model.parameters()} == {np.dtype(np.float32)}
+
+
+def test_scratch_pool_reuses_only_unreferenced_arrays():
+    from minialex import backend
+    shape = (3, 1024, 1024)  # 12 MiB: pooled
+    a = backend.scratch(shape)
+    b = backend.scratch(shape)
+    assert a is not b                        # a is still referenced
+    view = b[0]
+    del b
+    c = backend.scratch(shape)
+    assert c is not view.base                # a view keeps its buffer out of reuse
+    del view
+    d = backend.scratch(shape)
+    assert d.shape == shape and d.dtype == np.float32
+    assert backend.scratch((10,)) is not backend.scratch((10,))  # small arrays are never pooled
+    backend.release_pool()

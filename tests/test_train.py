@@ -29,7 +29,7 @@ def test_one_epoch_writes_metrics_checkpoints_and_pictures(tiny, tmp_path, capsy
     assert "conv1" in printed and "MFLOPs" in printed and "epoch   1/1" in printed
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 1 and set(records[0]) == KEYS and records[0]["epoch"] == 1
-    assert 0 <= records[0]["val_top1"] <= records[0]["val_top5"] <= 1 and records[0]["lr"] == 0.02
+    assert 0 <= records[0]["val_top1"] <= records[0]["val_top5"] <= 1 and records[0]["lr"] == 0.01
     for name in ("filters.png", "curves.png", "predictions.png"):
         with Image.open(tmp_path / name) as img:
             assert img.format == "PNG" and img.size[0] > 100 and len(np.unique(np.asarray(img.convert("L")))) > 2

@@ -1,0 +1,63 @@
+"""A tour of minialex's ops: check every backward against numerical derivatives, print a table.
+
+    python examples/gradcheck_tour.py
+
+For each op, in float64 on small odd shapes: the largest difference between the hand-written
+gradient and central differences (f(x+eps) - f(x-eps)) / 2eps, for every input element.
+"""
+import time
+
+import numpy as np
+
+import minialex as ma
+from minialex import functional as F
+
+
+def t(rng, *shape):
+    return ma.Tensor(rng.standard_normal(shape), requires_grad=True)  # float64: kept as given
+
+
+def worst_difference(fn, inputs, eps=1e-6):
+    """max |analytic - numerical| over every element of every input (what ma.gradcheck bounds)."""
+    r = np.random.default_rng(0).standard_normal(fn(*inputs).shape)
+    for x in inputs:
+        x.grad = None
+    fn(*inputs).backward(r)
+    worst = 0.0
+    for x in inputs:
+        for idx in np.ndindex(*x.shape):
+            orig = x.data[idx]
+            x.data[idx] = orig + eps
+            plus = float((fn(*inputs).data * r).sum())
+            x.data[idx] = orig - eps
+            minus = float((fn(*inputs).data * r).sum())
+            x.data[idx] = orig
+            worst = max(worst, abs(x.grad[idx] - (plus - minus) / (2 * eps)))
+    return worst
+
+
+def main():
+    rng = np.random.default_rng(1)
+    distinct = ma.Tensor(rng.permutation(2 * 3 * 7 * 7).reshape(2, 3, 7, 7) / 10.0, requires_grad=True)
+    labels = np.array([1, 0, 3])
+    cases = [
+        ("conv2d stride 2, pad 1", lambda x, w, b: F.conv2d(x, w, b, 2, 1), [t(rng, 2, 3, 7, 7), t(rng, 4, 3, 3, 3), t(rng, 4)]),
+        ("conv2d groups=2", lambda x, w: F.conv2d(x, w, groups=2), [t(rng, 1, 4, 6, 5), t(rng, 6, 2, 3, 3)]),
+        ("relu", F.relu, [t(rng, 3, 5)]),
+        ("local_response_norm, alpha 0.5", lambda x: F.local_response_norm(x, 5, 0.5, 0.75, 2.0), [t(rng, 2, 7, 3, 3)]),
+        ("max_pool2d 3/2 (overlapping)", lambda x: F.max_pool2d(x, 3, 2), [distinct]),
+        ("dropout p=0.5, fixed seed", lambda x: F.dropout(x, 0.5, seed=3), [t(rng, 4, 6)]),
+        ("linear", F.linear, [t(rng, 3, 5), t(rng, 4, 5), t(rng, 4)]),
+        ("cross_entropy", lambda z: F.cross_entropy(z, labels), [t(rng, 3, 4)]),
+    ]
+    print(f"{'op':34} {'elements':>9} {'max |analytic - numerical|':>27} {'ma.gradcheck':>13} {'ms':>7}")
+    for name, fn, inputs in cases:
+        start = time.perf_counter()
+        worst = worst_difference(fn, inputs)
+        ok = ma.gradcheck(fn, inputs)
+        n = sum(x.size for x in inputs)
+        print(f"{name:34} {n:>9} {worst:>27.2e} {'pass' if ok else 'FAIL':>13} {(time.perf_counter() - start) * 1e3:>7.0f}")
+
+
+if __name__ == "__main__":
+    main()
