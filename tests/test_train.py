@@ -68,6 +68,7 @@ def test_errors_before_training(tiny, tmp_path, capsys):
     assert "holds arch 'alexnet-mini'" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's overflow warnings on the way to inf
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, capsys):
     assert _run(tiny, tmp_path, "--epochs", "1") == 0
     before = ma.load(tmp_path / "last.npz")["model/conv1.weight"]
