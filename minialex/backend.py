@@ -17,6 +17,14 @@ import numpy as np
 _cupy = None
 
 
+def cache_root():
+    """Where minialex keeps what it makes once: compiled emulator kernels, the built-in dataset,
+    dataset statistics. $MINIALEX_CACHE, else $XDG_CACHE_HOME/minialex, else ~/.cache/minialex."""
+    from pathlib import Path
+    return Path(os.environ.get("MINIALEX_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "minialex"))
+
+
 def tune_allocator():
     """Keep freed memory in the process for reuse instead of giving it back to the OS (glibc only).
 

@@ -132,9 +132,7 @@ _emu_lock = threading.Lock()  # the emulator's built-ins (threadIdx, ...) are pr
 
 
 def cache_dir():
-    root = os.environ.get("MINIALEX_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "minialex")
-    return Path(root) / "emu"
+    return backend.cache_root() / "emu"
 
 
 def _compiler():

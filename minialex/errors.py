@@ -8,7 +8,7 @@ def fail(op, arg, expected, got, kind=ValueError):
 
 def check_positive_int(op, arg, value):
     """An int >= 1 (stride, kernel size, LRN size, groups)."""
-    if isinstance(value, bool) or not isinstance(value, (int,)) and not hasattr(value, "__index__"):
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
         fail(op, arg, "an integer >= 1", repr(value), TypeError)
     if int(value) < 1:
         fail(op, arg, "an integer >= 1", repr(value))

@@ -22,6 +22,7 @@ import numpy as np
 
 from . import functional as F
 from . import io, random
+from .backend import cache_root
 from .data import DataLoader, ImageFolder, Transform, dataset_stats, make_synthetic
 from .data.transforms import center_crop, resize_shorter, to_array
 from .function import no_grad
@@ -80,18 +81,13 @@ def _stats_for(folder):
     """Mean, std and RGB PCA of a training folder, cached by its path and contents' sizes."""
     sizes = sum(p.stat().st_size for p, _ in folder.samples)
     key = hashlib.sha1(f"{folder.root.resolve()}|{len(folder)}|{sizes}".encode()).hexdigest()[:16]
-    cache = Path(random_cache_dir()) / "stats" / f"{key}.npz"
+    cache = cache_root() / "stats" / f"{key}.npz"
     if cache.is_file():
         return {k: v for k, v in io.load(cache).items()}
     stats = dataset_stats(folder)
     cache.parent.mkdir(parents=True, exist_ok=True)
     io.save(stats, cache)
     return stats
-
-
-def random_cache_dir():
-    from .cuda import cache_dir  # the same cache root as the emulator: ~/.cache/minialex
-    return cache_dir().parent
 
 
 def open_data(data):

@@ -16,14 +16,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..backend import cache_root
+
 CLASSES = ["checker", "circle", "crescent", "cross", "dots", "ring", "square", "star", "stripes", "triangle"]
 VERSION = 3
 
 
 def default_root():
-    base = os.environ.get("MINIALEX_DATA") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "minialex")
-    return Path(base) / f"synthetic-v{VERSION}"
+    """$MINIALEX_DATA/synthetic-vN if set, else in minialex's cache folder."""
+    base = os.environ.get("MINIALEX_DATA")
+    return (Path(base) if base else cache_root()) / f"synthetic-v{VERSION}"
 
 
 def _colour(rng, away_from=None):

@@ -24,7 +24,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .. import backend, cuda
-from ..errors import fail, pair
+from ..errors import check_positive_int, fail, pair
 from ..function import Function
 
 
@@ -172,7 +172,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1):
     if weight.ndim != 4:
         fail(op, "weight", "4 dimensions (O, C/groups, KH, KW)", f"shape {weight.shape}")
     stride, padding = pair(op, "stride", stride), pair(op, "padding", padding, minimum=0)
-    groups = pair(op, "groups", groups)[0]
+    groups = check_positive_int(op, "groups", groups)
     n, c, h, w = x.shape
     o, cg, kh, kw = weight.shape
     if c % groups:
