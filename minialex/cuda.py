@@ -65,12 +65,15 @@ _POINTEES = {"float": np.float32, "int": np.int32, "unsigned int": np.uint32}
 _KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)')
 
 
-def _parse_param(text):
+def _parse_param(text, kernel):
     """'const float* __restrict__ x' -> ('x', 'float', True)."""
     words = text.replace("*", " * ").split()
     name = words[-1]
     is_pointer = "*" in words
     base = " ".join(w for w in words[:-1] if w not in ("const", "__restrict__", "*"))
+    if base not in _SCALARS:
+        raise ValueError(f"{kernel}: parameter {name} has type {base}{'*' if is_pointer else ''}; minialex.cuda "
+                         f"launches kernels whose parameters are int, unsigned int, float or pointers to them")
     return name, base, is_pointer
 
 
@@ -79,7 +82,7 @@ def signatures(family):
     """{kernel name: [(param name, C base type, is_pointer), ...]} of a kernel file."""
     found = {}
     for name, params in _KERNEL.findall(source(family)):
-        found[name] = [_parse_param(p) for p in params.split(",") if p.strip()]
+        found[name] = [_parse_param(p, name) for p in params.split(",") if p.strip()]
     return found
 
 

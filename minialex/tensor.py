@@ -21,6 +21,9 @@ def _as_array(data, device):
     if isinstance(data, Tensor):
         data = data.data
     dtype = getattr(data, "dtype", None)
+    if dtype is not None and not isinstance(dtype, np.dtype):  # another library's array (torch, ...)
+        data = np.asarray(data)
+        dtype = data.dtype
     if dtype is not None and (dtype == np.float64 or dtype.kind in "iub"):
         return backend.to_device(data, device)
     return backend.to_device(data, device, dtype=np.float32)

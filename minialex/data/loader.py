@@ -38,7 +38,7 @@ class DataLoader:
         return np.random.default_rng([self.seed, self.epoch]).permutation(n)
 
     def _item(self, i):
-        img, label = self.folder.load(i)
+        img, label = self.folder.load(i, getattr(self.transform, "resize", None))
         if img is None:
             return None
         return self.transform(img, np.random.default_rng([self.seed, self.epoch, i])), label
