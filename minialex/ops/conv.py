@@ -58,15 +58,13 @@ def col2im(dcols, x_shape, kh, kw, stride, padding):
     (sh, sw), (ph, pw) = stride, padding
     n, c, h, w = x_shape
     oh, ow = conv_outsize(h, kh, sh, ph), conv_outsize(w, kw, sw, pw)
-    dcols = dcols.reshape(c, kh, kw, n, oh, ow)
-    dxp = backend.scratch((c, n, h + 2 * ph, w + 2 * pw), dcols.dtype)  # channel-major, like dcols
+    dcols = dcols.reshape(c, kh, kw, n, oh, ow).transpose(3, 0, 1, 2, 4, 5)  # (N, C, KH, KW, OH, OW) view
+    dxp = backend.scratch((n, c, h + 2 * ph, w + 2 * pw), dcols.dtype)
     dxp.fill(0)
     for i in range(kh):  # one slice-add per kernel offset: pixels (oh*SH + i, ow*SW + j)
         for j in range(kw):
-            dxp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += dcols[:, i, j]
-    dx = backend.scratch((n, c, h, w), dcols.dtype)
-    np.copyto(dx, dxp[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3))  # (N, C, H, W)
-    return dx
+            dxp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += dcols[:, :, i, j]
+    return dxp[:, :, ph:ph + h, pw:pw + w]                            # (N, C, H, W), a view when padded
 
 
 def conv2d_forward(x, w, b, stride, padding, groups, need_dx=True):
