@@ -1,6 +1,6 @@
 """save / load: {name: array} as .npz, written atomically, read without pickle."""
 import os
-import tempfile
+import secrets
 
 import numpy as np
 
@@ -18,15 +18,19 @@ def save(state_dict, path):
                             "(object arrays would need pickle)")
         arrays[name] = a
     path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".npz")
+    folder, name = os.path.split(os.path.abspath(path))
+    # A fresh name beside the target (same file system, so the rename is atomic); opened with "x"
+    # so it is never someone else's file, and with the usual permissions (umask), unlike mkstemp's 0600.
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)  # atomic on POSIX and Windows
     except BaseException:
-        os.unlink(tmp)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise
 
 

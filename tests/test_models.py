@@ -159,6 +159,8 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
     np.testing.assert_array_equal(ma.load(path)["w"], np.arange(3.0))
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.npz"]  # no temporary file left behind
+    (tmp_path / "plain").write_bytes(b"")
+    assert (tmp_path / "ckpt.npz").stat().st_mode == (tmp_path / "plain").stat().st_mode  # umask, not 0600
 
 
 def test_module_modes_and_to():
