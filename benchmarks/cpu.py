@@ -11,7 +11,6 @@ library's steps, measured in a fresh child process so one does not inherit the o
 PyTorch is skipped with a message if it is not installed.
 """
 import argparse
-import json
 import os
 import platform
 import subprocess

@@ -7,8 +7,6 @@ without the checkpoints, pictures and guard rails).
 import sys
 import time
 
-import numpy as np
-
 import minialex as ma
 from minialex import functional as F
 from minialex.data import DataLoader, ImageFolder, Transform, dataset_stats, make_synthetic

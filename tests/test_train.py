@@ -1,7 +1,6 @@
 """minialex-train end to end on a tiny rendered dataset: metrics, checkpoints, pictures, resume,
 guard rails."""
 import json
-import warnings
 
 import numpy as np
 import pytest
