@@ -97,9 +97,14 @@ def xp_for(device):
     return cupy() if is_gpu(device) else np
 
 
+def is_cupy_array(array):
+    """A CuPy ndarray, recognised without importing CuPy."""
+    return type(array).__module__.startswith("cupy")
+
+
 def xp_of(array):
     """The array module an array belongs to (no CuPy import for NumPy arrays)."""
-    return np if isinstance(array, np.ndarray) or _cupy is None else _cupy.get_array_module(array)
+    return cupy() if is_cupy_array(array) else np
 
 
 def to_device(array, device, dtype=None):
@@ -115,8 +120,8 @@ def to_numpy(array):
     """A NumPy array for any array (device arrays are copied to the host)."""
     if isinstance(array, np.ndarray):
         return array
-    if _cupy is not None and isinstance(array, _cupy.ndarray):
-        return _cupy.asnumpy(array)
+    if is_cupy_array(array):
+        return array.get()
     return np.asarray(array)
 
 

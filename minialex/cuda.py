@@ -55,7 +55,7 @@ def source(family):
 
 def _is_array(value):
     """A NumPy or CuPy ndarray (not a NumPy scalar, which also has .dtype and .flags)."""
-    return isinstance(value, np.ndarray) or type(value).__module__.startswith("cupy")
+    return isinstance(value, np.ndarray) or backend.is_cupy_array(value)
 
 
 # ----- signatures -----
