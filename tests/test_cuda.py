@@ -233,3 +233,10 @@ def test_cuda_device_without_gpu_says_what_to_do():
         pytest.skip("a GPU is present")
     with pytest.raises(RuntimeError, match="cuda-emu"):
         ma.Tensor([1.0], device="cuda")
+
+
+def test_emulator_without_a_compiler_says_what_to_install(monkeypatch):
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(cuda.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="found none .*install g\\+\\+"):
+        cuda._compiler()
