@@ -5,8 +5,9 @@
 
 In ONE process, alternating minialex and PyTorch step by step (so both see the same machine state),
 after a warm-up: the min and median step time of each, the ratio minialex / PyTorch per repetition
-(its median is the headline), a per-layer forward/backward breakdown for minialex with the share of
-the step spent in matrix products (GEMM) versus everything else, and the peak memory (RSS) of each
+(its median is the headline), a per-layer forward/backward breakdown for minialex, the share of
+the step spent in matrix products (every np.matmul call timed inside the real step) versus everything
+else, and the peak memory (RSS) of each
 library's steps, measured in a fresh child process so one does not inherit the other's peak.
 PyTorch is skipped with a message if it is not installed.
 """
@@ -79,52 +80,62 @@ def timed(step):
     return time.perf_counter() - t0
 
 
+class GemmClock:
+    """Times every np.matmul call (all of minialex's matrix products go through it) while active."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self._real = np.matmul
+
+    def _timed(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        out = self._real(*args, **kwargs)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def __enter__(self):
+        self.seconds = 0.0
+        np.matmul = self._timed
+        return self
+
+    def __exit__(self, *exc):
+        np.matmul = self._real
+
+
+def gemm_share(step, reps):
+    """Median over reps of (seconds in matrix products) / (seconds of the whole step), measured
+    inside the real step."""
+    shares = []
+    for _ in range(reps):
+        with GemmClock() as clock:
+            total = timed(step)
+        shares.append(clock.seconds / total)
+    return float(np.median(shares))
+
+
 def breakdown(model, batch):
-    """Per layer of minialex: forward and backward seconds, and the GEMM seconds inside conv/fc layers."""
+    """Per layer of minialex: forward and backward seconds, and the seconds of matrix products in them."""
     rng = np.random.default_rng(1)
     h = rng.standard_normal((batch, 3, model.input_size, model.input_size)).astype(np.float32)
     rows = []
     for name in model.layer_order:
         layer = getattr(model, name)
-        fwd, bwd = [], []
+        fwd, bwd, gemm = [], [], []
         for _ in range(3):
             x = ma.Tensor(h, requires_grad=name != "conv1")
-            t0 = time.perf_counter()
-            out = layer(x)
-            t1 = time.perf_counter()
-            out.backward(np.ones(out.shape, np.float32))
+            with GemmClock() as clock:
+                t0 = time.perf_counter()
+                out = layer(x)
+                t1 = time.perf_counter()
+                out.backward(np.ones(out.shape, np.float32))
+                t2 = time.perf_counter()
             fwd.append(t1 - t0)
-            bwd.append(time.perf_counter() - t1)
-        gemm = gemm_seconds(layer, h.shape, out.shape, need_dx=name != "conv1") if name[:2] in ("co", "fc") else 0.0
-        rows.append((name, min(fwd), min(bwd), gemm))
+            bwd.append(t2 - t1)
+            gemm.append(clock.seconds)
+        best = int(np.argmin(np.add(fwd, bwd)))
+        rows.append((name, fwd[best], bwd[best], gemm[best]))
         h = out.numpy()
     return rows
-
-
-def gemm_seconds(layer, x_shape, y_shape, need_dx):
-    """The time of the same matrix products as the layer's forward + backward, alone."""
-    w = layer.weight.data
-    if w.ndim == 4:
-        o, cg, kh, kw = w.shape
-        g = layer.groups
-        k, nl = cg * kh * kw, y_shape[0] * y_shape[2] * y_shape[3]
-        a = np.ones((g, o // g, k), np.float32)
-        cols = np.ones((g, k, nl), np.float32)
-        dy = np.ones((g, o // g, nl), np.float32)
-        products = [lambda: np.matmul(a, cols), lambda: np.matmul(dy, cols.transpose(0, 2, 1))]
-        if need_dx:
-            products.append(lambda: np.matmul(a.transpose(0, 2, 1), dy))
-    else:
-        x = np.ones((x_shape[0], w.shape[1]), np.float32)
-        dy = np.ones((x_shape[0], w.shape[0]), np.float32)
-        products = [lambda: x @ w.T, lambda: dy @ w, lambda: dy.T @ x]
-    best = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for p in products:
-            p()
-        best.append(time.perf_counter() - t0)
-    return min(best)
 
 
 def peak_rss(lib, arch, batch):
@@ -175,7 +186,7 @@ def main():
             ratios = [a / b for a, b in zip(times["minialex"], times["PyTorch"])]
             print(f"\nminialex / PyTorch step time: median {np.median(ratios):.2f} (per rep: "
                   f"{', '.join(f'{r:.2f}' for r in ratios)})")
-        step = np.median(times["minialex"])
+        share = gemm_share(ma_step, args.reps)
         rows = breakdown(model, batch)
         total = sum(f + b for _, f, b, _ in rows)
         gemm = sum(g for *_, g in rows)
@@ -184,8 +195,8 @@ def main():
             print(f"| {name} | {f * 1e3:.1f} | {b * 1e3:.1f} | {g * 1e3:.1f} |")
         print(f"\nlayers total {total * 1e3:.0f} ms; matrix products {gemm * 1e3:.0f} ms; everything else "
               f"(im2col/col2im, LRN, pooling, ReLU, dropout, layouts) {(total - gemm) * 1e3:.0f} ms = "
-              f"{(total - gemm) / total:.0%} of the layers.\nOf the whole step (median {step * 1e3:.0f} ms, loss "
-              f"and SGD included): matrix products {gemm / step:.0%}, everything else {1 - gemm / step:.0%}")
+              f"{(total - gemm) / total:.0%} of the layers.\nInside the whole train step (loss and SGD included, "
+              f"median of {args.reps}): matrix products {share:.0%}, everything else {1 - share:.0%}")
 
 
 if __name__ == "__main__":

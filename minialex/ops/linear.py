@@ -19,7 +19,7 @@ from ..function import Function
 
 def linear_forward(x, w, b):
     x2 = x.reshape(-1, x.shape[-1])                  # (N, in)
-    y = x2 @ w.T                                     # (N, out)
+    y = np.matmul(x2, w.T)                           # (N, out)
     if b is not None:
         y += b
     return y.reshape(*x.shape[:-1], w.shape[0]), (x2, w, x.shape, b is not None)
@@ -28,7 +28,7 @@ def linear_forward(x, w, b):
 def linear_backward(dy, cache):
     x2, w, x_shape, has_b = cache
     dy2 = dy.reshape(-1, w.shape[0])                 # (N, out)
-    dx = (dy2 @ w).reshape(x_shape)                  # (N, in)
+    dx = np.matmul(dy2, w).reshape(x_shape)          # (N, in)
     dw = np.matmul(dy2.T, x2, out=backend.scratch(w.shape, w.dtype))  # (out, in); fc6's is 151 MB: reuse it
     db = dy2.sum(axis=0) if has_b else None          # (out,)
     return dx, dw, db
