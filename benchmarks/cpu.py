@@ -123,6 +123,7 @@ def breakdown(model, batch):
         fwd, bwd, gemm = [], [], []
         for _ in range(3):
             x = ma.Tensor(h, requires_grad=name != "conv1")
+            layer.zero_grad()  # as in a train step: no accumulation into last rep's gradients
             with GemmClock() as clock:
                 t0 = time.perf_counter()
                 out = layer(x)
