@@ -11,6 +11,7 @@ import ctypes
 import os
 import platform
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -20,7 +21,6 @@ _cupy = None
 def cache_root():
     """Where minialex keeps what it makes once: compiled emulator kernels, the built-in dataset,
     dataset statistics. $MINIALEX_CACHE, else $XDG_CACHE_HOME/minialex, else ~/.cache/minialex."""
-    from pathlib import Path
     return Path(os.environ.get("MINIALEX_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "minialex"))
 

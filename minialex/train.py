@@ -23,8 +23,8 @@ import numpy as np
 from . import functional as F
 from . import io, random
 from .backend import cache_root
-from .data import DataLoader, ImageFolder, Transform, dataset_stats, make_synthetic
-from .data.transforms import center_crop, resize_shorter, to_array
+from .data import DataLoader, ImageFolder, Transform, dataset_stats, make_synthetic, resize_for
+from .data.transforms import center_crop, resize_shorter, to_array, to_chw
 from .function import no_grad
 from .models import AlexNet
 from .optim import SGD
@@ -202,12 +202,12 @@ def _pictures(out, model, history, val, stats, size, device):
     for i in picks:
         img, label = val.load(int(i))
         if img is not None:
-            shown.append(center_crop(to_array(resize_shorter(img, Transform(size, stats).resize)), size))
+            shown.append(center_crop(to_array(resize_shorter(img, resize_for(size))), size))
             truth.append(label)
     if not shown:
         return
     a = np.stack(shown)
-    x = np.ascontiguousarray(((a - stats["mean"]) / stats["std"]).transpose(0, 3, 1, 2), dtype=np.float32)
+    x = to_chw(a, stats["mean"], stats["std"])                   # the validation transform's last step
     model.eval()
     with no_grad():
         pred = model(Tensor(x, device=device)).numpy().argmax(1)

@@ -100,17 +100,18 @@ def conv2d_backward(dy, cache):
     return dx, dw, db
 
 
-def _geometry(x_shape, w_shape, stride, padding):
-    """The int32 size arguments of conv_im2col / conv_col2im: N C H W KH KW SH SW PH PW OH OW."""
+def window_geometry(x_shape, kernel, stride, padding):
+    """The int32 size arguments shared by the windowed kernels (conv_im2col, conv_col2im,
+    pool_forward, pool_backward): N C H W KH KW SH SW PH PW OH OW."""
     n, c, h, w = x_shape
-    kh, kw = w_shape[2:]
+    kh, kw = kernel
     oh, ow = conv_outsize(h, kh, stride[0], padding[0]), conv_outsize(w, kw, stride[1], padding[1])
     return [np.int32(v) for v in (n, c, h, w, kh, kw, *stride, *padding, oh, ow)]
 
 
 def conv2d_forward_cuda(x, w, b, stride, padding, groups, need_dx=True):
     xp = backend.xp_of(x)
-    geometry = _geometry(x.shape, w.shape, stride, padding)
+    geometry = window_geometry(x.shape, w.shape[2:], stride, padding)
     n, c, oh, ow = x.shape[0], x.shape[1], int(geometry[-2]), int(geometry[-1])
     o, cg, kh, kw = w.shape
     g, og, k, nl = groups, o // groups, cg * kh * kw, n * oh * ow
@@ -153,7 +154,7 @@ def conv2d_backward_cuda(dy, cache):
                   a_batch=og * k, b_batch=og * nl, c_batch=k * nl)
         dx = xp.empty(x_shape, dtype=np.float32)
         cuda.launch("conv", "conv_col2im", *cuda.blocks(dx.size), dx, dcols,
-                    *_geometry(x_shape, w.shape, stride, padding))
+                    *window_geometry(x_shape, w.shape[2:], stride, padding))
     return dx, dw, db
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from .. import backend, cuda
 from ..errors import fail, pair
 from ..function import Function
-from .conv import _pad, conv_outsize
+from .conv import _pad, conv_outsize, window_geometry
 
 
 def max_pool2d_forward(x, kernel, stride, padding):
@@ -51,16 +51,9 @@ def max_pool2d_backward(dy, cache):
     return (dxp[:, :, ph:ph + h, pw:pw + w],)
 
 
-def _geometry(x_shape, kernel, stride, padding):
-    """The int32 size arguments of pool_forward / pool_backward: N C H W KH KW SH SW PH PW OH OW."""
-    n, c, h, w = x_shape
-    oh, ow = conv_outsize(h, kernel[0], stride[0], padding[0]), conv_outsize(w, kernel[1], stride[1], padding[1])
-    return [np.int32(v) for v in (n, c, h, w, *kernel, *stride, *padding, oh, ow)]
-
-
 def max_pool2d_forward_cuda(x, kernel, stride, padding):
     xp = backend.xp_of(x)
-    geometry = _geometry(x.shape, kernel, stride, padding)
+    geometry = window_geometry(x.shape, kernel, stride, padding)
     shape = (*x.shape[:2], int(geometry[-2]), int(geometry[-1]))
     y, argmax = xp.empty(shape, dtype=np.float32), xp.empty(shape, dtype=np.int32)
     cuda.launch("pool", "pool_forward", *cuda.blocks(y.size), y, argmax, x, *geometry)
@@ -71,7 +64,7 @@ def max_pool2d_backward_cuda(dy, cache):
     argmax, x_shape, kernel, stride, padding = cache
     dx = backend.xp_of(dy).empty(x_shape, dtype=np.float32)
     cuda.launch("pool", "pool_backward", *cuda.blocks(dx.size), dx, dy, argmax,
-                *_geometry(x_shape, kernel, stride, padding))
+                *window_geometry(x_shape, kernel, stride, padding))
     return (dx,)
 
 
