@@ -7,7 +7,8 @@
 2. times an AlexNet train step (forward, loss, backward, SGD; batch 128, 227x227, float32) in
    minialex (cuBLAS GEMM, then the hand-written tiled GEMM) and in PyTorch with TF32 off, alternating
    in one process, and reports images/s and the ratio;
-3. times each layer's forward and backward in both, and the peak GPU memory of a step.
+3. times each layer's forward and backward in both, and the GPU memory each allocator holds (CuPy's
+   pool total, PyTorch's peak reserved).
 Finishes in well under 5 minutes on an H100.
 """
 import argparse
@@ -16,6 +17,7 @@ import os
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +29,20 @@ import minialex as ma  # noqa: E402
 from minialex import cuda, functional as F  # noqa: E402
 
 
+def save(name, text):
+    """Also keep `text` as $OUT/name when $OUT is set (a remote machine's files come back from there)."""
+    out_dir = os.environ.get("OUT")
+    if out_dir:
+        Path(out_dir, name).write_text(text)
+
+
 def run_gpu_tests():
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests/"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=240)
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfE", "--tb=short", "-m", "gpu", "tests/"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=240)
+    save("gpu_tests.log", run.stdout + run.stderr)
     lines = [line for line in run.stdout.strip().splitlines() if line.strip()]
+    if run.returncode != 0:
+        print(run.stdout[-6000:], run.stderr[-2000:], flush=True)
     return run.returncode, lines[-1] if lines else run.stderr.strip()[-300:]
 
 
@@ -45,26 +57,8 @@ def torch_alexnet(torch, num_classes):
         nn.Linear(4096, num_classes))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
-    parser.add_argument("--skip-tests", action="store_true")
-    args = parser.parse_args()
-    import cupy as cp
-    import torch
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cudnn.benchmark = True
-    card = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
-    out = [f"## {datetime.date.today()} · {card} · batch {args.batch} · AlexNet (seed table), float32, TF32 off", ""]
-
-    if not args.skip_tests:
-        status, summary = run_gpu_tests()
-        out += [f"gpu tests: {'PASS' if status == 0 else 'FAIL'} ({summary})", ""]
-        print(out[-2], flush=True)
-
+def time_steps(args, cp, torch, out):
+    """Train-step times and peak memory: minialex (cuBLAS, tiled GEMM) against PyTorch."""
     n = args.batch
     rng = np.random.default_rng(0)
     x_host = rng.standard_normal((n, 3, 227, 227)).astype(np.float32)
@@ -119,24 +113,46 @@ def main():
     cuda.set_gemm("tiled")
     results["minialex (tiled GEMM)"] = timed(ma_step, max(2, args.steps // 2))
     cuda.set_gemm("blas")
-    peak_torch = torch.cuda.max_memory_allocated()
+    peak_torch = torch.cuda.max_memory_reserved()  # held by the allocator, as CuPy's pool total
 
     torch_median = np.median(results["PyTorch"])
-    out += ["| implementation | median step (ms) | images/s | x PyTorch throughput | peak GPU memory (MiB) |",
-            "|---|---|---|---|---|"]
+    out += ["| implementation | median step (ms) | images/s | x PyTorch throughput | "
+            "GPU memory held by the allocator, peak (MiB) |", "|---|---|---|---|---|"]
     for name, times in results.items():
         med = np.median(times)
         mem = peak_torch if name == "PyTorch" else peak_ma
         out.append(f"| {name} | {med * 1e3:.1f} | {n / med:.0f} | {torch_median / med:.2f} | "
                    f"{mem / 2**20:.0f} |")
     out.append("")
+    return model, tmodel, x_host, ma_step
 
-    # Per layer: the same input into each layer of both, forward then backward, synchronised.
+
+def profile_step(torch, ma_step, out):
+    """Which GPU kernels a minialex step spends its time in (CUPTI, through PyTorch's profiler,
+    sees every kernel of the process, CuPy's and cuBLAS's included)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        ma_step()
+        torch.cuda.synchronize()
+    events = prof.key_averages()
+    key = "self_device_time_total" if hasattr(events[0], "self_device_time_total") else "self_cuda_time_total"
+    rows = sorted(events, key=lambda e: -getattr(e, key))
+    total = sum(getattr(e, key) for e in rows)
+    out += [f"GPU kernel time of one minialex step: {total / 1e3:.1f} ms", "",
+            "| kernel | calls | ms | share |", "|---|---|---|---|"]
+    for e in rows[:20]:
+        t = getattr(e, key)
+        out.append(f"| {e.key[:70]} | {e.count} | {t / 1e3:.2f} | {t / total:.0%} |")
+    out.append("")
+
+
+def time_layers(cp, torch, model, tmodel, x_host, out):
+    """Per layer: the same input into each layer of both, forward then backward, synchronised."""
+    sync = cp.cuda.Device().synchronize
     out += ["| layer | minialex fwd (ms) | minialex bwd (ms) | PyTorch fwd (ms) | PyTorch bwd (ms) |",
             "|---|---|---|---|---|"]
     h_ma = x_host
-    tlayers = list(tmodel)
-    for name, tlayer in zip(model.layer_order, tlayers):
+    for name, tlayer in zip(model.layer_order, list(tmodel)):
         layer = getattr(model, name)
         row = []
         for lib in ("ma", "torch"):
@@ -167,15 +183,54 @@ def main():
                 next_h = o.numpy()
         h_ma = next_h
         out.append(f"| {name} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+    out.append("")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
+    parser.add_argument("--skip-tests", action="store_true")
+    args = parser.parse_args()
+    import cupy as cp
+    import torch
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    card = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    out = [f"## {datetime.date.today()} · {card} · batch {args.batch} · AlexNet (seed table), float32, TF32 off",
+           "", f"CuPy {cp.__version__}, PyTorch {torch.__version__}, NumPy {np.__version__}", ""]
+    failed = False
+
+    def section(what, fn, *fn_args):
+        """Run one part; a failure is reported in the table and the next part still runs."""
+        nonlocal failed
+        try:
+            return fn(*fn_args)
+        except Exception:
+            failed = True
+            out.extend([f"{what} FAILED:", "```", traceback.format_exc().strip()[-3000:], "```", ""])
+        finally:
+            save("gpu_check.md", "\n".join(out) + "\n")  # what is done so far survives a kill
+
+    if not args.skip_tests:
+        status, summary = section("gpu tests", run_gpu_tests) or (1, "did not run")
+        failed |= status != 0
+        out += [f"gpu tests: {'PASS' if status == 0 else 'FAIL'} ({summary})", ""]
+    timed = section("train step", time_steps, args, cp, torch, out)
+    if timed is not None:
+        model, tmodel, x_host, ma_step = timed
+        section("kernel profile", profile_step, torch, ma_step, out)
+        section("per-layer times", time_layers, cp, torch, model, tmodel, x_host, out)
     text = "\n".join(out) + "\n"
+    save("gpu_check.md", text)
     print(text)
     if args.record:
         with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
             f.write("\n" + text)
-    out_dir = os.environ.get("OUT")
-    if out_dir:
-        Path(out_dir, "gpu_check.md").write_text(text)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

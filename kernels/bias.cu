@@ -3,19 +3,16 @@
  * NCHW (or N x C), C-contiguous float32.
  */
 
-/* y[n, c, p] += b[c]; one thread per element of y */
+/* y[n, c, p] += b[c]; one thread per element of y (N*C*HW < 2^31: 32-bit index arithmetic, which
+ * a GPU divides several times faster than 64-bit) */
 extern "C" __global__ void bias_forward(float* __restrict__ y, const float* __restrict__ b,
                                         int N, int C, int HW)
 {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long long)N * C * HW) return;
-    int c = (i / HW) % C;
-    y[i] += b[c];
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= N * C * HW) return;
+    y[i] += b[(i / HW) % C];
 }
 
-/* db[c] = sum over n, p of dy[n, c, p]; one block of 256 threads per channel.
- * Each thread sums a strided share of the N*HW elements, then the block halves the partial sums
- * in shared memory (a tree: 256 -> 128 -> ... -> 1), waiting at each level. */
 #define BIAS_THREADS 256
 
 extern "C" __global__ void bias_backward(float* __restrict__ db, const float* __restrict__ dy,
@@ -25,9 +22,10 @@ extern "C" __global__ void bias_backward(float* __restrict__ db, const float* __
     int c = blockIdx.x;
     int t = threadIdx.x;
     float sum = 0.0f;
-    for (long long j = t; j < (long long)N * HW; j += BIAS_THREADS) {
-        long long n = j / HW, p = j % HW;
-        sum += dy[(n * C + c) * HW + p];
+    // (n, p) walks this channel's N*HW elements BIAS_THREADS apart, carrying p's overflow into n
+    for (int n = t / HW, p = t % HW; n < N; n += p / HW, p %= HW) {
+        sum += dy[((long long)n * C + c) * HW + p];
+        p += BIAS_THREADS;
     }
     partial[t] = sum;
     __syncthreads();

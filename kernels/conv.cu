@@ -6,64 +6,70 @@
  */
 
 /* cols[(c, i, j), (n, oh, ow)] = x[n, c, oh*SH - PH + i, ow*SW - PW + j], 0 outside the image.
- * One thread per element of cols. */
+ * Grid: x gives each thread one column (n, oh, ow); y strides over the C*KH*KW rows. A thread
+ * decodes its column once and then fills it row after row: no 64-bit division per element (those
+ * cost more than the copy on a GPU), and neighbouring threads write neighbouring addresses. */
 extern "C" __global__ void conv_im2col(float* __restrict__ cols, const float* __restrict__ x,
                                        int N, int C, int H, int W, int KH, int KW,
                                        int SH, int SW, int PH, int PW, int OH, int OW)
 {
-    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (long long)C * KH * KW * N * OH * OW) return;
-    int ow = idx % OW;
-    int oh = (idx / OW) % OH;
-    int n = (idx / ((long long)OW * OH)) % N;
-    int j = (idx / ((long long)OW * OH * N)) % KW;
-    int i = (idx / ((long long)OW * OH * N * KW)) % KH;
-    int c = idx / ((long long)OW * OH * N * KW * KH);
-    int h = oh * SH - PH + i;
-    int w = ow * SW - PW + j;
-    cols[idx] = (h >= 0 && h < H && w >= 0 && w < W) ? x[(((long long)n * C + c) * H + h) * W + w] : 0.0f;
+    int columns = N * OH * OW;
+    int col = blockIdx.x * blockDim.x + threadIdx.x;
+    if (col >= columns) return;
+    int ow = col % OW;
+    int oh = (col / OW) % OH;
+    int n = col / (OW * OH);
+    const float* image = x + (long long)n * C * H * W;
+    for (int row = blockIdx.y; row < C * KH * KW; row += gridDim.y) {
+        int j = row % KW;
+        int i = (row / KW) % KH;
+        int c = row / (KW * KH);
+        int h = oh * SH - PH + i;
+        int w = ow * SW - PW + j;
+        cols[(long long)row * columns + col] =
+            (h >= 0 && h < H && w >= 0 && w < W) ? image[((long long)c * H + h) * W + w] : 0.0f;
+    }
 }
 
 /* The adjoint, as a gather: dx[n, c, h, w] = sum of dcols[(c, i, j), (n, oh, ow)] over every
  * window (oh, ow) and offset (i, j) that copied this pixel: oh*SH - PH + i == h, ow*SW - PW + j == w.
- * One thread per input pixel; it writes only its own element, so no atomics and the order of the
- * sum is fixed (deterministic). */
+ * Grid: x gives each thread one pixel (h, w) of an image plane; y strides over the N*C planes.
+ * The windows holding the pixel are oh in [oh_lo, oh_hi] (then i = h + PH - oh*SH), likewise ow:
+ * found once, with no division per offset. Each thread writes only its own element, so no atomics,
+ * and the sum runs over i, then j, ascending: a fixed order (deterministic). */
 extern "C" __global__ void conv_col2im(float* __restrict__ dx, const float* __restrict__ dcols,
                                        int N, int C, int H, int W, int KH, int KW,
                                        int SH, int SW, int PH, int PW, int OH, int OW)
 {
-    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (long long)N * C * H * W) return;
-    int w = idx % W;
-    int h = (idx / W) % H;
-    int c = (idx / ((long long)W * H)) % C;
-    int n = idx / ((long long)W * H * C);
+    int pixel = blockIdx.x * blockDim.x + threadIdx.x;
+    if (pixel >= H * W) return;
+    int hp = pixel / W + PH, wp = pixel % W + PW;      // position in the padded image
+    int oh_lo = hp - KH + 1 > 0 ? (hp - KH + 1 + SH - 1) / SH : 0, oh_hi = min(OH - 1, hp / SH);
+    int ow_lo = wp - KW + 1 > 0 ? (wp - KW + 1 + SW - 1) / SW : 0, ow_hi = min(OW - 1, wp / SW);
     long long columns = (long long)N * OH * OW;
-    float sum = 0.0f;
-    for (int i = 0; i < KH; ++i) {
-        int hp = h + PH - i;                     // = oh * SH for the window that used offset i
-        if (hp < 0 || hp % SH != 0 || hp / SH >= OH) continue;
-        int oh = hp / SH;
-        for (int j = 0; j < KW; ++j) {
-            int wp = w + PW - j;
-            if (wp < 0 || wp % SW != 0 || wp / SW >= OW) continue;
-            int ow = wp / SW;
-            long long row = ((long long)c * KH + i) * KW + j;
-            sum += dcols[row * columns + ((long long)n * OH + oh) * OW + ow];
+    for (int plane = blockIdx.y; plane < N * C; plane += gridDim.y) {
+        int n = plane / C, c = plane % C;
+        float sum = 0.0f;
+        for (int oh = oh_hi; oh >= oh_lo; --oh) {       // i = hp - oh*SH ascending
+            const float* rows = dcols + ((long long)c * KH + (hp - oh * SH)) * KW * columns
+                                      + ((long long)n * OH + oh) * OW;
+            for (int ow = ow_hi; ow >= ow_lo; --ow)     // j = wp - ow*SW ascending
+                sum += rows[(wp - ow * SW) * columns + ow];
         }
+        dx[(long long)plane * H * W + pixel] = sum;
     }
-    dx[idx] = sum;
 }
 
 /* out[b, a, l] = in[a, b, l]: (A, B, L) -> (B, A, L). The GEMM gives y as (O, N, OH*OW); this
- * makes it NCHW (and turns dy into (O, N, OH*OW) for the backward). One thread per element. */
+ * makes it NCHW (and turns dy into (O, N, OH*OW) for the backward). Grid: x over l, y strides over
+ * the A*B planes of out, so each block copies whole rows (coalesced, one division per row). */
 extern "C" __global__ void conv_swap01(float* __restrict__ out, const float* __restrict__ in,
                                        int A, int B, int L)
 {
-    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (long long)A * B * L) return;
-    int l = idx % L;
-    int a = (idx / L) % A;
-    int b = idx / ((long long)L * A);
-    out[idx] = in[((long long)a * B + b) * L + l];
+    int l = blockIdx.x * blockDim.x + threadIdx.x;
+    if (l >= L) return;
+    for (int plane = blockIdx.y; plane < A * B; plane += gridDim.y) {   // plane = b * A + a
+        int a = plane % A, b = plane / A;
+        out[(long long)plane * L + l] = in[((long long)a * B + b) * L + l];
+    }
 }

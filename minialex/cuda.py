@@ -233,9 +233,28 @@ def launch(family, name, grid, block, *args):
         _emu_launch(family, name, grid, block, args)
 
 
+INT32_LIMIT = 2**31 - 1  # the kernels index with int: a GPU divides 32-bit ints several times faster
+
+
+def _fits(n, what):
+    if n > INT32_LIMIT:
+        raise ValueError(f"cuda: {what} expected at most 2^31 - 1 elements (the kernels' int indices), got {n}")
+
+
 def blocks(n, threads=256):
     """Grid and block for one thread per element of n."""
+    _fits(n, "an array")
     return ((n + threads - 1) // threads,), (threads,)
+
+
+def planes(inner, count, threads=256):
+    """Grid and block for the kernels that give each thread one element of an `inner`-long row
+    (grid x) and loop over `count` such rows (grid y, capped at CUDA's 65535; the kernel strides by
+    gridDim.y). A short row gets a smaller block, so fewer threads sit idle."""
+    _fits(inner, "a row")
+    _fits(count, "the number of rows")
+    threads = min(threads, (inner + 31) // 32 * 32)
+    return ((inner + threads - 1) // threads, min(count, 65535)), (threads,)
 
 
 # ----- matrix products -----
@@ -280,6 +299,14 @@ def gemm(c, a, b, m, n, k, a_mk, b_kn, batch=1, a_batch=0, b_batch=0, c_batch=0)
                i32(a_batch), i32(b_batch), i32(c_batch))
         return
     xp = backend.xp_of(c)
-    product = xp.matmul(_strided(xp, a, (batch, m, k), (a_batch, *a_mk)),
-                        _strided(xp, b, (batch, k, n), (b_batch, *b_kn)))     # (batch, M, N)
-    _strided(xp, c, (batch, m, n), (c_batch, n, 1))[...] = product
+    if batch == 1:  # 2-D views: a transposed operand goes to BLAS as a flag, never copied
+        xp.matmul(_strided(xp, a, (m, k), a_mk), _strided(xp, b, (k, n), b_kn),
+                  out=_strided(xp, c, (m, n), (n, 1)))
+        return
+    a_view = _strided(xp, a, (batch, m, k), (a_batch, *a_mk))
+    b_view = _strided(xp, b, (batch, k, n), (b_batch, *b_kn))
+    c_view = _strided(xp, c, (batch, m, n), (c_batch, n, 1))
+    if c_batch == m * n:
+        xp.matmul(a_view, b_view, out=c_view)  # contiguous: the product is written in place
+    else:
+        c_view[...] = xp.matmul(a_view, b_view)

@@ -180,6 +180,51 @@ def test_emulator_shared_memory_reduction_with_barriers():
     np.testing.assert_allclose(db, dy.astype(np.float64).sum(axis=(0, 2)), rtol=1e-5)
 
 
+@pytest.mark.parametrize("grid_y", [1, 3, None])  # None: cuda.planes' own grid (one row per y)
+def test_row_striding_kernels_cover_every_row_whatever_the_grid(grid_y):
+    """im2col, col2im and the axis swap loop over rows in steps of gridDim.y (a GPU caps it at
+    65535): with 1 or 3 rows of blocks they must still fill every row, and match the NumPy path."""
+    from minialex.ops.conv import col2im, im2col, window_geometry
+    r = np.random.default_rng(9)
+    x = r.standard_normal((2, 3, 9, 8)).astype(np.float32)
+    geometry = window_geometry(x.shape, (3, 2), (2, 1), (1, 1))
+    oh, ow = int(geometry[-2]), int(geometry[-1])
+    rows, columns = 3 * 3 * 2, 2 * oh * ow
+
+    def grid(inner, count):
+        g, b = cuda.planes(inner, count)
+        return ((g[0], grid_y or g[1]), b)
+
+    cols = np.full((rows, columns), np.nan, np.float32)
+    cuda.launch("conv", "conv_im2col", *grid(columns, rows), cols, x, *geometry)
+    np.testing.assert_array_equal(cols, im2col(x, 3, 2, (2, 1), (1, 1)))
+    dcols = r.standard_normal((rows, columns)).astype(np.float32)
+    dx = np.full(x.shape, np.nan, np.float32)
+    cuda.launch("conv", "conv_col2im", *grid(9 * 8, 2 * 3), dx, dcols, *geometry)
+    assert_close(dx, col2im(dcols, x.shape, 3, 2, (2, 1), (1, 1)), what="col2im")
+    swapped = np.full((3, 2, 72), np.nan, np.float32)
+    cuda.launch("conv", "conv_swap01", *grid(72, 6), swapped, x.reshape(2, 3, 72), np.int32(2), np.int32(3),
+                np.int32(72))
+    np.testing.assert_array_equal(swapped, x.reshape(2, 3, 72).transpose(1, 0, 2))
+
+
+@pytest.mark.parametrize("hw", [1, 123, 300])  # rows of one element (linear), shorter and longer than a block
+def test_bias_backward_sums_each_channel(hw):
+    r = np.random.default_rng(10)
+    dy = r.standard_normal((7, 5, hw)).astype(np.float32)
+    db = np.full(5, np.nan, np.float32)
+    cuda.launch("bias", "bias_backward", (5,), (256,), db, dy, np.int32(7), np.int32(5), np.int32(hw))
+    np.testing.assert_allclose(db, dy.astype(np.float64).sum(axis=(0, 2)), rtol=1e-5)
+
+
+def test_grid_helpers_refuse_sizes_past_int32():
+    with pytest.raises(ValueError, match=r"cuda: an array expected at most 2\^31 - 1 elements"):
+        cuda.blocks(2**31)
+    with pytest.raises(ValueError, match=r"cuda: a row expected at most 2\^31 - 1 elements"):
+        cuda.planes(2**31, 1)
+    assert cuda.planes(169, 100000) == ((1, 65535), (192,))  # short row: 192 threads, y capped
+
+
 def test_emulator_rejects_wrong_arguments():
     x = np.zeros(10, np.float32)
     y = np.zeros(10, np.float32)

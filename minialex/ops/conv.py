@@ -116,13 +116,14 @@ def conv2d_forward_cuda(x, w, b, stride, padding, groups, need_dx=True):
     o, cg, kh, kw = w.shape
     g, og, k, nl = groups, o // groups, cg * kh * kw, n * oh * ow
     cols = xp.empty((c * kh * kw, nl), dtype=np.float32)                        # (C*KH*KW, N*L)
-    cuda.launch("conv", "conv_im2col", *cuda.blocks(cols.size), cols, x, *geometry)
+    cuda.launch("conv", "conv_im2col", *cuda.planes(nl, c * kh * kw), cols, x, *geometry)
     y_t = xp.empty((o, nl), dtype=np.float32)                                   # (O, N*L)
     # y_t[group] = w[group] @ cols[group], one product per group
     cuda.gemm(y_t, w, cols, og, nl, k, a_mk=(k, 1), b_kn=(nl, 1), batch=g,
               a_batch=og * k, b_batch=k * nl, c_batch=og * nl)
     y = xp.empty((n, o, oh, ow), dtype=np.float32)
-    cuda.launch("conv", "conv_swap01", *cuda.blocks(y.size), y, y_t, np.int32(o), np.int32(n), np.int32(oh * ow))
+    cuda.launch("conv", "conv_swap01", *cuda.planes(oh * ow, n * o), y, y_t, np.int32(o), np.int32(n),
+                np.int32(oh * ow))
     if b is not None:
         cuda.launch("bias", "bias_forward", *cuda.blocks(y.size), y, b, np.int32(n), np.int32(o), np.int32(oh * ow))
     return y, (cols, w, x.shape, b is not None, stride, padding, need_dx)
@@ -141,7 +142,8 @@ def conv2d_backward_cuda(dy, cache):
         db = xp.empty((o,), dtype=np.float32)
         cuda.launch("bias", "bias_backward", (o,), (256,), db, dy, np.int32(n), np.int32(o), np.int32(oh * ow))
     dy_t = xp.empty((o, nl), dtype=np.float32)                                  # (O, N*L)
-    cuda.launch("conv", "conv_swap01", *cuda.blocks(dy.size), dy_t, dy, np.int32(n), np.int32(o), np.int32(oh * ow))
+    cuda.launch("conv", "conv_swap01", *cuda.planes(oh * ow, n * o), dy_t, dy, np.int32(n), np.int32(o),
+                np.int32(oh * ow))
     dw = xp.empty(w.shape, dtype=np.float32)
     # dw[group] = dy_t[group] @ cols[group]^T   (cols^T: swapped strides)
     cuda.gemm(dw, dy_t, cols, og, k, nl, a_mk=(nl, 1), b_kn=(1, nl), batch=g,
@@ -153,7 +155,8 @@ def conv2d_backward_cuda(dy, cache):
         cuda.gemm(dcols, w, dy_t, k, nl, og, a_mk=(1, k), b_kn=(nl, 1), batch=g,
                   a_batch=og * k, b_batch=og * nl, c_batch=k * nl)
         dx = xp.empty(x_shape, dtype=np.float32)
-        cuda.launch("conv", "conv_col2im", *cuda.blocks(dx.size), dx, dcols,
+        n, c, h, w_ = x_shape
+        cuda.launch("conv", "conv_col2im", *cuda.planes(h * w_, n * c), dx, dcols,
                     *window_geometry(x_shape, w.shape[2:], stride, padding))
     return dx, dw, db
 
