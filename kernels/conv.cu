@@ -6,9 +6,9 @@
  */
 
 /* cols[(c, i, j), (n, oh, ow)] = x[n, c, oh*SH - PH + i, ow*SW - PW + j], 0 outside the image.
- * Grid: x gives each thread one column (n, oh, ow); y strides over the C*KH*KW rows. A thread
- * decodes its column once and then fills it row after row: no 64-bit division per element (those
- * cost more than the copy on a GPU), and neighbouring threads write neighbouring addresses. */
+ * Grid: x gives each thread one column (n, oh, ow); y strides over the C channels. A thread decodes
+ * its column once, then copies the KH*KW rows (c, i, j) of its channel with no division per element
+ * (divisions cost more than the copy on a GPU); neighbouring threads write neighbouring addresses. */
 extern "C" __global__ void conv_im2col(float* __restrict__ cols, const float* __restrict__ x,
                                        int N, int C, int H, int W, int KH, int KW,
                                        int SH, int SW, int PH, int PW, int OH, int OW)
@@ -19,15 +19,17 @@ extern "C" __global__ void conv_im2col(float* __restrict__ cols, const float* __
     int ow = col % OW;
     int oh = (col / OW) % OH;
     int n = col / (OW * OH);
-    const float* image = x + (long long)n * C * H * W;
-    for (int row = blockIdx.y; row < C * KH * KW; row += gridDim.y) {
-        int j = row % KW;
-        int i = (row / KW) % KH;
-        int c = row / (KW * KH);
-        int h = oh * SH - PH + i;
-        int w = ow * SW - PW + j;
-        cols[(long long)row * columns + col] =
-            (h >= 0 && h < H && w >= 0 && w < W) ? image[((long long)c * H + h) * W + w] : 0.0f;
+    int h0 = oh * SH - PH, w0 = ow * SW - PW;                      // the window's corner in x
+    for (int c = blockIdx.y; c < C; c += gridDim.y) {
+        const float* plane = x + ((long long)n * C + c) * H * W;
+        float* out = cols + (long long)c * KH * KW * columns + col;  // row (c, 0, 0)
+        for (int i = 0; i < KH; ++i) {
+            int h = h0 + i;
+            for (int j = 0; j < KW; ++j, out += columns) {          // next row (c, i, j + 1)
+                int w = w0 + j;
+                *out = (h >= 0 && h < H && w >= 0 && w < W) ? plane[h * W + w] : 0.0f;
+            }
+        }
     }
 }
 

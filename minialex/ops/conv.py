@@ -116,7 +116,7 @@ def conv2d_forward_cuda(x, w, b, stride, padding, groups, need_dx=True):
     o, cg, kh, kw = w.shape
     g, og, k, nl = groups, o // groups, cg * kh * kw, n * oh * ow
     cols = xp.empty((c * kh * kw, nl), dtype=np.float32)                        # (C*KH*KW, N*L)
-    cuda.launch("conv", "conv_im2col", *cuda.planes(nl, c * kh * kw), cols, x, *geometry)
+    cuda.launch("conv", "conv_im2col", *cuda.planes(nl, c), cols, x, *geometry)
     y_t = xp.empty((o, nl), dtype=np.float32)                                   # (O, N*L)
     # y_t[group] = w[group] @ cols[group], one product per group
     cuda.gemm(y_t, w, cols, og, nl, k, a_mk=(k, 1), b_kn=(nl, 1), batch=g,
