@@ -13,6 +13,7 @@ from .tensor import Tensor
 __version__ = "0.1.0"
 
 backend.tune_allocator()  # reuse freed memory between training steps (see its docstring)
+backend.tune_blas()  # idle BLAS threads sleep, leaving the cores to minialex's own passes
 
 __all__ = ["cuda", "Tensor", "no_grad", "is_grad_enabled", "functional", "nn", "optim", "models",
            "gradcheck", "GradcheckError", "save", "load", "manual_seed"]

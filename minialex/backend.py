@@ -7,10 +7,12 @@ Devices (DESIGN.md):
 
 CuPy is imported lazily: importing minialex never needs it.
 """
+import concurrent.futures
 import ctypes
 import os
 import platform
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +47,47 @@ def tune_allocator():
     ok &= libc.mallopt(m_trim_threshold, 2**31 - 1)
     ok &= libc.mallopt(m_top_pad, 64 * 2**20)
     return bool(ok)
+
+
+def _openblas():
+    """NumPy's OpenBLAS as a ctypes library, if this process has loaded one (Linux), else None."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        if all(hasattr(lib, f) for f in ("openblas_read_env", "openblas_thread_timeout", "blas_thread_shutdown_")):
+            return lib
+    return None
+
+
+BLAS_THREAD_TIMEOUT = 4  # OpenBLAS's smallest: its idle threads wait 2^4 cycles, then sleep
+
+
+def tune_blas():
+    """Make OpenBLAS's idle threads sleep at once after a matrix product instead of spinning.
+
+    By default they busy-wait for 2^28 cycles (about 0.1 s) for the next product, holding the cores
+    that minialex's own passes (im2col, pooling, ReLU, SGD, see `parallel`) then run on: on a 2-core
+    machine this made everything outside the matrix products of an AlexNet step about 1.4x slower.
+    Sleeping costs a wake-up of some microseconds per product. It sets OPENBLAS_THREAD_TIMEOUT,
+    has OpenBLAS read it again and restarts its threads. Not done when OPENBLAS_THREAD_TIMEOUT is
+    already set, or with MINIALEX_TUNE_BLAS=0.
+    """
+    if os.environ.get("MINIALEX_TUNE_BLAS", "1") == "0" or "OPENBLAS_THREAD_TIMEOUT" in os.environ:
+        return False
+    lib = _openblas()
+    if lib is None:
+        return False
+    os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(BLAS_THREAD_TIMEOUT)
+    lib.openblas_read_env()
+    lib.blas_thread_shutdown_()  # the next product starts the threads again, with the new timeout
+    return lib.openblas_thread_timeout() == BLAS_THREAD_TIMEOUT
 
 
 def cupy():
@@ -165,3 +208,54 @@ def scratch(shape, dtype=np.float32):
 def release_pool():
     """Drop the pooled arrays (their memory returns once nothing else refers to them)."""
     _pool.clear()
+
+
+# ----- the CPU's other cores (NumPy) -----
+
+_executor = None
+_inside = threading.local()
+
+
+def cpu_threads():
+    """How many threads the NumPy path splits its big non-BLAS passes over: MINIALEX_THREADS, else
+    the cores this process may run on."""
+    env = os.environ.get("MINIALEX_THREADS")
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"MINIALEX_THREADS: expected a positive integer, got {env!r}")
+        return int(env)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+PARALLEL_MIN_ELEMENTS = 1 << 18  # below ~1 MB of float32 a thread hand-off costs more than it saves
+
+
+def parallel(fn, n, elements):
+    """fn(lo, hi) over [0, n), cut into one contiguous slice per core, run in threads.
+
+    NumPy runs its copies and element-wise loops on one core (only its BLAS uses them all), but it
+    lets go of the GIL inside them, so a strided pass split along an outer axis runs on every core.
+    `elements` is the pass's size: small ones (and calls from inside a slice) stay on this thread.
+    """
+    global _executor
+    parts = min(cpu_threads(), n)
+    if parts <= 1 or elements < PARALLEL_MIN_ELEMENTS or getattr(_inside, "busy", False):
+        fn(0, n)
+        return
+    if _executor is None:
+        _executor = concurrent.futures.ThreadPoolExecutor(max(cpu_threads() - 1, 1),
+                                                          thread_name_prefix="minialex")
+    bounds = [n * p // parts for p in range(parts + 1)]
+
+    def run(lo, hi):
+        _inside.busy = True
+        try:
+            fn(lo, hi)
+        finally:
+            _inside.busy = False
+    futures = [_executor.submit(run, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    try:
+        run(bounds[0], bounds[1])  # the first slice on this thread
+    finally:
+        for f in futures:
+            f.result()  # waits, and re-raises a slice's exception here

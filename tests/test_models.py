@@ -220,3 +220,27 @@ def test_scratch_pool_reuses_only_unreferenced_arrays():
     assert d.shape == shape and d.dtype == np.float32
     assert backend.scratch((10,)) is not backend.scratch((10,))  # small arrays are never pooled
     backend.release_pool()
+
+
+def _blas_timeout_after_import(env_changes):
+    """In a fresh process (numpy imported first, as users do): OPENBLAS_THREAD_TIMEOUT as OpenBLAS
+    reads it after `import minialex`, or None where numpy's BLAS is not OpenBLAS."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT", "MINIALEX_TUNE_BLAS")}
+    env.update(env_changes)
+    code = ("import numpy; numpy.ones((64, 64)) @ numpy.ones((64, 64)); import minialex\n"
+            "lib = minialex.backend._openblas(); print(lib.openblas_thread_timeout() if lib else None)")
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return run.stdout.strip()
+
+
+def test_import_makes_idle_openblas_threads_sleep_unless_told_otherwise():
+    from minialex import backend
+    if backend._openblas() is None:
+        pytest.skip("numpy's BLAS here is not OpenBLAS")
+    assert _blas_timeout_after_import({}) == str(backend.BLAS_THREAD_TIMEOUT)
+    assert _blas_timeout_after_import({"OPENBLAS_THREAD_TIMEOUT": "9"}) == "9"   # the user's choice stays
+    assert _blas_timeout_after_import({"MINIALEX_TUNE_BLAS": "0"}) == "0"       # untouched: OpenBLAS's default

@@ -196,6 +196,59 @@ def test_every_op_keeps_dtype(dtype):
     assert x.grad.dtype == dtype
 
 
+# ---------------------------------------------------------------- threads
+def _every_op_forward_and_backward(seed):
+    """Outputs and input gradients of conv (stride 1 and 2), relu, LRN, max-pool, and one SGD step."""
+    r = rng(seed)
+    x = ma.Tensor(r.standard_normal((5, 4, 11, 10)).astype(np.float32), requires_grad=True)
+    w1 = ma.Tensor(r.standard_normal((6, 4, 3, 3)).astype(np.float32), requires_grad=True)
+    w2 = ma.Tensor(r.standard_normal((6, 2, 5, 5)).astype(np.float32), requires_grad=True)
+    ys = [F.conv2d(x, w1, padding=1), F.conv2d(x, w2, stride=2, padding=2, groups=2), F.relu(x),
+          F.local_response_norm(x), F.max_pool2d(x, 3, 2), F.max_pool2d(F.relu(x), 3, 1, 1)]
+    for y in ys:
+        (y * ma.Tensor(r.standard_normal(y.shape).astype(np.float32))).sum().backward()
+    opt = ma.optim.SGD([w1, w2], lr=0.1, momentum=0.9, weight_decay=0.01)
+    opt.step()
+    opt.step()
+    return [y.data for y in ys] + [x.grad, w1.data, w2.data]
+
+
+def test_ops_split_over_threads_give_the_serial_results(monkeypatch):
+    """The NumPy path cuts big passes into one slice per core (backend.parallel). With the size
+    threshold at 0 and 3 threads (uneven slices, 5 images), every result must equal the serial one
+    bit for bit: each slice computes its elements exactly as the whole pass would."""
+    from minialex import backend
+    from minialex.ops import sgd
+    monkeypatch.setattr(sgd, "CHUNK", 7)  # SGD shares out chunks: make these small weights many chunks
+    monkeypatch.setenv("MINIALEX_THREADS", "1")
+    serial = _every_op_forward_and_backward(15)
+    monkeypatch.setenv("MINIALEX_THREADS", "3")
+    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 0)
+    split = _every_op_forward_and_backward(15)
+    for a, b in zip(serial, split):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_parallel_covers_the_range_once_and_reraises(monkeypatch):
+    from minialex import backend
+    monkeypatch.setenv("MINIALEX_THREADS", "4")
+    seen = np.zeros(10, int)
+
+    def mark(lo, hi):
+        seen[lo:hi] += 1
+    backend.parallel(mark, 10, backend.PARALLEL_MIN_ELEMENTS)
+    np.testing.assert_array_equal(seen, 1)
+
+    def fail_on_last(lo, hi):
+        if hi == 10:
+            raise KeyError("slice failed")
+    with pytest.raises(KeyError, match="slice failed"):
+        backend.parallel(fail_on_last, 10, backend.PARALLEL_MIN_ELEMENTS)
+    monkeypatch.setenv("MINIALEX_THREADS", "zero")
+    with pytest.raises(ValueError, match=r"MINIALEX_THREADS: expected a positive integer, got 'zero'"):
+        backend.parallel(mark, 10, backend.PARALLEL_MIN_ELEMENTS)
+
+
 # ---------------------------------------------------------------- bad input
 def _raises(exc, match, fn, *args, **kw):
     with pytest.raises(exc, match=match):

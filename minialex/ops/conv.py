@@ -49,7 +49,9 @@ def im2col(x, kh, kw, stride, padding):
     # A strided view, no copy: windows[c, i, j, n, oh, ow] = xp[n, c, oh*SH + i, ow*SW + j]
     windows = as_strided(xp, (c, kh, kw, n, oh, ow), (s_c, s_h, s_w, s_n, s_h * sh, s_w * sw))
     cols = backend.scratch((c * kh * kw, n * oh * ow), x.dtype)  # reused between steps: no page faults
-    np.copyto(cols.reshape(c, kh, kw, n, oh, ow), windows)     # the one copy: (C*KH*KW, N*OH*OW)
+    out = cols.reshape(c, kh, kw, n, oh, ow)
+    # the one copy: (C*KH*KW, N*OH*OW); images split over the cores (a strided copy is CPU-bound)
+    backend.parallel(lambda lo, hi: np.copyto(out[:, :, :, lo:hi], windows[:, :, :, lo:hi]), n, cols.size)
     return cols
 
 
@@ -60,10 +62,19 @@ def col2im(dcols, x_shape, kh, kw, stride, padding):
     oh, ow = conv_outsize(h, kh, sh, ph), conv_outsize(w, kw, sw, pw)
     dcols = dcols.reshape(c, kh, kw, n, oh, ow).transpose(3, 0, 1, 2, 4, 5)  # (N, C, KH, KW, OH, OW) view
     dxp = backend.scratch((n, c, h + 2 * ph, w + 2 * pw), dcols.dtype)
-    dxp.fill(0)
-    for i in range(kh):  # one slice-add per kernel offset: pixels (oh*SH + i, ow*SW + j)
+
+    def add_back(lo, hi):  # images lo..hi-1, so the cores can share the work
+        dxp[lo:hi].fill(0)
+        # Offset (i, j) of window (oh, ow) is pixel (oh*SH + i, ow*SW + j). Per column offset j,
+        # first add the KH row offsets into rows[h, ow]; with SH = 1 those adds run over whole
+        # (OH, OW) blocks, one long loop each, and only KW adds go through short OW-long rows of dxp.
+        rows = np.empty((hi - lo, c, h + 2 * ph, ow), dcols.dtype)
         for j in range(kw):
-            dxp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += dcols[:, :, i, j]
+            rows.fill(0)
+            for i in range(kh):
+                rows[:, :, i:i + sh * oh:sh] += dcols[lo:hi, :, i, j]
+            dxp[lo:hi, :, :, j:j + sw * ow:sw] += rows
+    backend.parallel(add_back, n, dxp.size * kh * kw)
     return dxp[:, :, ph:ph + h, pw:pw + w]                            # (N, C, H, W), a view when padded
 
 
@@ -76,10 +87,9 @@ def conv2d_forward(x, w, b, stride, padding, groups, need_dx=True):
     y_t = np.matmul(w.reshape(g, o // g, k), cols, out=backend.scratch((g, o // g, n * oh * ow), x.dtype))
     y = backend.scratch((n, o, oh, ow), x.dtype)                            # (N, O, OH, OW)
     y_view = y_t.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)                # the GEMM's (O, N, ...) order
-    if b is not None:
-        np.add(y_view, b.reshape(1, o, 1, 1), out=y)                        # one pass: layout and bias
-    else:
-        np.copyto(y, y_view)
+    bias = b.reshape(1, o, 1, 1) if b is not None else x.dtype.type(0)
+    # one pass for layout and bias, images split over the cores
+    backend.parallel(lambda lo, hi: np.add(y_view[lo:hi], bias, out=y[lo:hi]), n, y.size)
     return y, (cols, w, x.shape, b is not None, stride, padding, need_dx)
 
 
@@ -89,7 +99,8 @@ def conv2d_backward(dy, cache):
     o, cg, kh, kw = w.shape
     db = dy.sum(axis=(0, 2, 3)) if has_b else None                          # (O,)
     dy_t = backend.scratch((o, dy.shape[0], dy.shape[2], dy.shape[3]), dy.dtype)
-    np.copyto(dy_t, dy.transpose(1, 0, 2, 3))                               # (O, N, OH, OW)
+    backend.parallel(lambda lo, hi: np.copyto(dy_t[:, lo:hi], dy[lo:hi].transpose(1, 0, 2, 3)),
+                     dy.shape[0], dy.size)                                  # (O, N, OH, OW)
     dy_t = dy_t.reshape(g, o // g, nl)                                      # (G, O/G, N*L)
     dw = np.matmul(dy_t, cols.transpose(0, 2, 1)).reshape(w.shape)          # (O, Cg, KH, KW)
     dx = None

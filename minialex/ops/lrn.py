@@ -45,24 +45,34 @@ def _power(s, exponent):
 
 
 def lrn_forward(x, size, alpha, beta, k):
-    scale = channel_window_sum(x * x, size // 2, (size - 1) // 2)              # sum of a^2
-    scale *= alpha                                                             # in place: no temporaries
-    scale += k                                                                 # s: (N, C, H, W)
-    s_pow = _power(scale, -beta)                                               # s^-beta, kept for backward
-    y = x * s_pow                                                              # b = a / s^beta
+    y, scale, s_pow = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+
+    def normalize(lo, hi):  # images lo..hi-1, so the cores can share the work
+        a = x[lo:hi]
+        s = channel_window_sum(a * a, size // 2, (size - 1) // 2)          # sum of a^2
+        s *= alpha                                                          # in place: no temporaries
+        s += k                                                              # s: (N, C, H, W)
+        scale[lo:hi] = s
+        s_pow[lo:hi] = _power(s, -beta)                                     # s^-beta, kept for backward
+        np.multiply(a, s_pow[lo:hi], out=y[lo:hi])                          # b = a / s^beta
+    backend.parallel(normalize, x.shape[0], x.size)
     return y, (x, y, scale, s_pow, size, alpha, beta)
 
 
 def lrn_backward(dy, cache):
     x, y, scale, s_pow, size, alpha, beta = cache
-    t = dy * y
-    t /= scale                                                   # dy[c] * a[c] * s[c]^(-beta-1)
-    # m lies in window(c) exactly when c lies in m - (size-1)//2 .. m + size//2: the mirrored window
-    back = channel_window_sum(t, (size - 1) // 2, size // 2)
-    back *= x
-    back *= 2 * alpha * beta
-    dx = dy * s_pow
-    dx -= back
+    dx = np.empty_like(dy)
+
+    def differentiate(lo, hi):  # images lo..hi-1, so the cores can share the work
+        t = dy[lo:hi] * y[lo:hi]
+        t /= scale[lo:hi]                                                   # dy[c] * a[c] * s[c]^(-beta-1)
+        # m lies in window(c) exactly when c lies in m - (size-1)//2 .. m + size//2: the mirrored window
+        back = channel_window_sum(t, (size - 1) // 2, size // 2)
+        back *= x[lo:hi]
+        back *= 2 * alpha * beta
+        np.multiply(dy[lo:hi], s_pow[lo:hi], out=dx[lo:hi])
+        dx[lo:hi] -= back
+    backend.parallel(differentiate, dy.shape[0], dy.size)
     return (dx,)
 
 

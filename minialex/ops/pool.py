@@ -25,18 +25,24 @@ def max_pool2d_forward(x, kernel, stride, padding):
     oh, ow = conv_outsize(h, kh, sh, ph), conv_outsize(w, kw, sw, pw)
     xp = _pad(x, ph, pw, value=-np.inf)                    # (N, C, H+2PH, W+2PW)
 
-    def window(k):  # the k-th offset (i, j) of every window at once: a (N, C, OH, OW) view
-        i, j = divmod(k, kw)
-        return xp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
-    y = window(0).copy()
-    for k in range(1, kh * kw):
-        np.maximum(y, window(k), out=y)                    # the max first: one fast pass per offset
-    # argmax = the first offset k (row-major) holding the max. Walking k from last to first and
-    # overwriting where window(k) == y leaves the smallest such k. The arithmetic update
-    # a -= eq * (a - k) is several times faster than a masked copy or a boolean index.
-    argmax = np.full(y.shape, kh * kw - 1, dtype=np.int8 if kh * kw < 128 else np.int32)
-    for k in range(kh * kw - 2, -1, -1):
-        argmax -= (window(k) == y) * (argmax - argmax.dtype.type(k))
+    y = np.empty((n, c, oh, ow), dtype=x.dtype)
+    argmax = np.empty(y.shape, dtype=np.int8 if kh * kw < 128 else np.int32)
+
+    def pool(lo, hi):  # images lo..hi-1, so the cores can share the work
+        def window(k):  # the k-th offset (i, j) of every window at once: a (hi-lo, C, OH, OW) view
+            i, j = divmod(k, kw)
+            return xp[lo:hi, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
+        y_, a_ = y[lo:hi], argmax[lo:hi]
+        np.copyto(y_, window(0))
+        for k in range(1, kh * kw):
+            np.maximum(y_, window(k), out=y_)             # the max first: one fast pass per offset
+        # argmax = the first offset k (row-major) holding the max. Walking k from last to first and
+        # overwriting where window(k) == y leaves the smallest such k. The arithmetic update
+        # a -= eq * (a - k) is several times faster than a masked copy or a boolean index.
+        a_.fill(kh * kw - 1)
+        for k in range(kh * kw - 2, -1, -1):
+            a_ -= (window(k) == y_) * (a_ - a_.dtype.type(k))
+    backend.parallel(pool, n, x.size * kh * kw)
     return y, (argmax, x.shape, kernel, stride, padding)
 
 
@@ -44,10 +50,14 @@ def max_pool2d_backward(dy, cache):
     argmax, x_shape, (kh, kw), (sh, sw), (ph, pw) = cache
     n, c, h, w = x_shape
     oh, ow = dy.shape[2:]
-    dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dy.dtype)
-    for i in range(kh):
-        for j in range(kw):  # windows whose winner sat at offset (i, j) send dy to that pixel
-            dxp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += dy * (argmax == i * kw + j)
+    dxp = np.empty((n, c, h + 2 * ph, w + 2 * pw), dtype=dy.dtype)
+
+    def unpool(lo, hi):  # images lo..hi-1, so the cores can share the work
+        dxp[lo:hi].fill(0)
+        for i in range(kh):
+            for j in range(kw):  # windows whose winner sat at offset (i, j) send dy to that pixel
+                dxp[lo:hi, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += dy[lo:hi] * (argmax[lo:hi] == i * kw + j)
+    backend.parallel(unpool, n, dxp.size * kh * kw)
     return (dxp[:, :, ph:ph + h, pw:pw + w],)
 
 

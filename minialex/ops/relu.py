@@ -13,12 +13,24 @@ from ..function import Function
 
 
 def relu_forward(x):
-    mask = x > 0                         # (same shape as x), bool
-    return x * mask, mask
+    x_flat = np.ascontiguousarray(x).reshape(-1)
+    y, mask = np.empty(x.shape, x.dtype), np.empty(x.shape, bool)   # mask: x > 0
+    y_flat, mask_flat = y.reshape(-1), mask.reshape(-1)
+
+    def rectify(lo, hi):  # a slice of the elements: the cores share the work
+        np.greater(x_flat[lo:hi], 0, out=mask_flat[lo:hi])
+        np.multiply(x_flat[lo:hi], mask_flat[lo:hi], out=y_flat[lo:hi])
+    backend.parallel(rectify, x.size, x.size)
+    return y, mask
 
 
 def relu_backward(dy, mask):
-    return (dy * mask,)
+    dy_flat, mask_flat = np.ascontiguousarray(dy).reshape(-1), mask.reshape(-1)
+    dx = np.empty(dy.shape, dy.dtype)
+    dx_flat = dx.reshape(-1)
+    backend.parallel(lambda lo, hi: np.multiply(dy_flat[lo:hi], mask_flat[lo:hi], out=dx_flat[lo:hi]),
+                     dy.size, dy.size)
+    return (dx,)
 
 
 def relu_forward_cuda(x):

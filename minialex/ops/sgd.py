@@ -8,7 +8,7 @@ CUDA path: kernels/sgd.cu, one fused pass (the NumPy path makes four).
 """
 import numpy as np
 
-from .. import cuda
+from .. import backend, cuda
 from ..function import Function
 
 
@@ -20,12 +20,15 @@ def sgd_update_numpy(w, v, g, lr, momentum, weight_decay):
     # 62M-parameter model every line would stream ~250 MB through memory; on a cache-sized chunk
     # the four lines touch memory about once.
     w_flat, v_flat, g_flat = w.reshape(-1), v.reshape(-1), g.reshape(-1)   # views of w and v
-    for s in range(0, w_flat.size, CHUNK):
-        wc, vc, gc = w_flat[s:s + CHUNK], v_flat[s:s + CHUNK], g_flat[s:s + CHUNK]
-        vc *= momentum                      # momentum * v
-        vc -= (weight_decay * lr) * wc      # - weight_decay * lr * w
-        vc -= lr * gc                       # - lr * g
-        wc += vc                            # w <- w + v
+
+    def update(lo, hi):  # chunks lo..hi-1, shared by the cores: one core alone cannot fill the memory bus
+        for s in range(lo * CHUNK, min(hi * CHUNK, w_flat.size), CHUNK):
+            wc, vc, gc = w_flat[s:s + CHUNK], v_flat[s:s + CHUNK], g_flat[s:s + CHUNK]
+            vc *= momentum                      # momentum * v
+            vc -= (weight_decay * lr) * wc      # - weight_decay * lr * w
+            vc -= lr * gc                       # - lr * g
+            wc += vc                            # w <- w + v
+    backend.parallel(update, -(-w_flat.size // CHUNK), w_flat.size)
     return w, None
 
 
