@@ -24,6 +24,9 @@ CONV_CASES = [  # N, C, H, W, O, K, stride, padding, groups  (odd sizes, stride 
     (1, 4, 11, 10, 6, 5, 3, 2, 2),
     (2, 6, 6, 7, 4, 3, 1, 1, 2),
     (1, 2, 13, 13, 3, 11, 4, 0, 1),
+    # many channels on a small map: the NumPy path's channels-last columns (conv.channels_last)
+    (2, 16, 5, 4, 5, 3, 1, 1, 1),
+    (2, 24, 6, 5, 4, 3, 2, 1, 2),
 ]
 
 
@@ -36,12 +39,31 @@ def test_conv2d_forward_matches_loops(case):
     np.testing.assert_allclose(y.data, ref.conv2d(x, wt, b, s, p, g), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("case", CONV_CASES[:4])
+@pytest.mark.parametrize("case", CONV_CASES[:4] + CONV_CASES[5:])
 def test_conv2d_gradcheck(case):
     n, c, h, w, o, k, s, p, g = case
     r = rng(2)
     x, wt, b = T(r.standard_normal((n, c, h, w))), T(r.standard_normal((o, c // g, k, k))), T(r.standard_normal(o))
     assert ma.gradcheck(lambda x, wt, b: F.conv2d(x, wt, b, s, p, g), [x, wt, b])
+
+
+def test_conv2d_case_list_covers_both_column_layouts():
+    from minialex.ops.conv import channels_last, conv_outsize
+    layouts = {channels_last(c // g, conv_outsize(w, k, s, p)) for n, c, h, w, o, k, s, p, g in CONV_CASES}
+    assert layouts == {False, True}
+
+
+@pytest.mark.parametrize("last", [False, True])
+def test_conv2d_each_column_layout_forced(monkeypatch, last):
+    """Either layout forced on the same shapes (groups, stride 2, a 3x2 kernel): the loop reference's
+    y, and float64 gradients that pass the numerical check."""
+    from minialex.ops import conv
+    monkeypatch.setattr(conv, "channels_last", lambda cg, ow: last)
+    r = rng(16)
+    x, wt, b = T(r.standard_normal((2, 6, 7, 6))), T(r.standard_normal((4, 3, 3, 2))), T(r.standard_normal(4))
+    y = F.conv2d(x, wt, b, stride=2, padding=1, groups=2)
+    np.testing.assert_allclose(y.data, ref.conv2d(x.data, wt.data, b.data, 2, 1, 2), rtol=1e-12, atol=1e-12)
+    assert ma.gradcheck(lambda x, wt, b: F.conv2d(x, wt, b, 2, 1, 2), [x, wt, b])
 
 
 def test_conv2d_without_bias_and_input_grad():

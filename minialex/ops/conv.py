@@ -78,34 +78,98 @@ def col2im(dcols, x_shape, kh, kw, stride, padding):
     return dxp[:, :, ph:ph + h, pw:pw + w]                            # (N, C, H, W), a view when padded
 
 
+def channels_last(cg, ow):
+    """The NumPy path's choice of column layout. im2col and col2im move runs of contiguous numbers:
+    in NCHW a run is one output row (OW numbers), in channels-last the Cg channels of one pixel.
+    NumPy pays per run, so channels-last wins where a pixel has many more channels than a row has
+    pixels: the 13x13 maps of conv3-5 (256-384 channels; im2col and col2im about 2x faster), not
+    conv2 (96 channels, 27 wide) or conv1 (3 channels)."""
+    return cg >= 4 * ow
+
+
+def im2col_channels_last(x, kh, kw, stride, padding, groups):
+    """(N, C, H, W) -> cols (G, N*OH*OW, KH*KW*Cg): rows (n, oh, ow), columns (i, j, c) of group g."""
+    (sh, sw), (ph, pw) = stride, padding
+    n, c, h, w = x.shape
+    cg = c // groups
+    oh, ow = conv_outsize(h, kh, sh, ph), conv_outsize(w, kw, sw, pw)
+    xl = np.empty((n, h + 2 * ph, w + 2 * pw, c), x.dtype)             # padded, channels last
+    cols = backend.scratch((groups, n * oh * ow, kh * kw * cg), x.dtype)
+    out = cols.reshape(groups, n, oh, ow, kh, kw, cg)
+    s_n, s_h, s_w, s_c = xl.strides
+    # A strided view, no copy: windows[g, n, oh, ow, i, j, c] = xl[n, oh*SH + i, ow*SW + j, g*Cg + c]
+    windows = as_strided(xl, out.shape, (cg * s_c, s_n, s_h * sh, s_w * sw, s_h, s_w, s_c))
+
+    def copy(lo, hi):  # images lo..hi-1, so the cores can share the work
+        xl[lo:hi].fill(0)
+        np.copyto(xl[lo:hi, ph:ph + h, pw:pw + w], x[lo:hi].transpose(0, 2, 3, 1))
+        np.copyto(out[:, lo:hi], windows[:, lo:hi])                       # runs of Cg channels
+    backend.parallel(copy, n, cols.size)
+    return cols
+
+
+def col2im_channels_last(dcols, x_shape, kh, kw, stride, padding, groups):
+    """The adjoint of im2col_channels_last: (G, N*OH*OW, KH*KW*Cg) -> dx (N, C, H, W)."""
+    (sh, sw), (ph, pw) = stride, padding
+    n, c, h, w = x_shape
+    cg = c // groups
+    oh, ow = conv_outsize(h, kh, sh, ph), conv_outsize(w, kw, sw, pw)
+    d = dcols.reshape(groups, n, oh, ow, kh, kw, cg)
+    dxl = np.empty((n, h + 2 * ph, w + 2 * pw, c), dcols.dtype)        # padded, channels last
+    dx = np.empty(x_shape, dcols.dtype)
+
+    def add_back(lo, hi):  # images lo..hi-1, so the cores can share the work
+        dxl[lo:hi].fill(0)
+        for g in range(groups):
+            for i in range(kh):  # one slice-add per kernel offset, runs of Cg channels
+                for j in range(kw):
+                    dxl[lo:hi, i:i + sh * oh:sh, j:j + sw * ow:sw, g * cg:(g + 1) * cg] += d[g, lo:hi, :, :, i, j]
+        np.copyto(dx[lo:hi], dxl[lo:hi, ph:ph + h, pw:pw + w].transpose(0, 3, 1, 2))
+    backend.parallel(add_back, n, dxl.size * kh * kw)
+    return dx
+
+
 def conv2d_forward(x, w, b, stride, padding, groups, need_dx=True):
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     g, k = groups, cg * kh * kw
     oh, ow = conv_outsize(h, kh, stride[0], padding[0]), conv_outsize(wd, kw, stride[1], padding[1])
-    cols = im2col(x, kh, kw, stride, padding).reshape(g, k, n * oh * ow)    # (G, Cg*KH*KW, N*L)
-    y_t = np.matmul(w.reshape(g, o // g, k), cols, out=backend.scratch((g, o // g, n * oh * ow), x.dtype))
+    last = channels_last(cg, ow)
+    if last:  # columns stored (G, N*L, K), K in (i, j, c) order: the product reads them transposed
+        cols = im2col_channels_last(x, kh, kw, stride, padding, g).transpose(0, 2, 1)   # (G, K, N*L) view
+        w_mat = w.reshape(o, cg, kh * kw).transpose(0, 2, 1).reshape(g, o // g, k)     # (i, j, c): a copy
+    else:
+        cols = im2col(x, kh, kw, stride, padding).reshape(g, k, n * oh * ow)  # (G, Cg*KH*KW, N*L)
+        w_mat = w.reshape(g, o // g, k)
+    y_t = np.matmul(w_mat, cols, out=backend.scratch((g, o // g, n * oh * ow), x.dtype))
     y = backend.scratch((n, o, oh, ow), x.dtype)                            # (N, O, OH, OW)
     y_view = y_t.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)                # the GEMM's (O, N, ...) order
     bias = b.reshape(1, o, 1, 1) if b is not None else x.dtype.type(0)
     # one pass for layout and bias, images split over the cores
     backend.parallel(lambda lo, hi: np.add(y_view[lo:hi], bias, out=y[lo:hi]), n, y.size)
-    return y, (cols, w, x.shape, b is not None, stride, padding, need_dx)
+    return y, (cols, w_mat, last, w.shape, x.shape, b is not None, stride, padding, need_dx)
 
 
 def conv2d_backward(dy, cache):
-    cols, w, x_shape, has_b, stride, padding, need_dx = cache
+    cols, w_mat, last, w_shape, x_shape, has_b, stride, padding, need_dx = cache
     g, k, nl = cols.shape
-    o, cg, kh, kw = w.shape
+    o, cg, kh, kw = w_shape
     db = dy.sum(axis=(0, 2, 3)) if has_b else None                          # (O,)
     dy_t = backend.scratch((o, dy.shape[0], dy.shape[2], dy.shape[3]), dy.dtype)
     backend.parallel(lambda lo, hi: np.copyto(dy_t[:, lo:hi], dy[lo:hi].transpose(1, 0, 2, 3)),
                      dy.shape[0], dy.size)                                  # (O, N, OH, OW)
     dy_t = dy_t.reshape(g, o // g, nl)                                      # (G, O/G, N*L)
-    dw = np.matmul(dy_t, cols.transpose(0, 2, 1)).reshape(w.shape)          # (O, Cg, KH, KW)
+    dw = np.matmul(dy_t, cols.transpose(0, 2, 1))                           # (G, O/G, K)
+    if last:  # back from (i, j, c) order
+        dw = np.ascontiguousarray(dw.reshape(o, kh * kw, cg).transpose(0, 2, 1))
+    dw = dw.reshape(w_shape)                                                # (O, Cg, KH, KW)
     dx = None
-    if need_dx:
-        dcols = np.matmul(w.reshape(g, o // g, k).transpose(0, 2, 1), dy_t,
+    if need_dx and last:
+        dcols = np.matmul(dy_t.transpose(0, 2, 1), w_mat,                  # (w_mat^T dy_t)^T:
+                          out=backend.scratch((g, nl, k), dy.dtype))        # (G, N*L, K)
+        dx = col2im_channels_last(dcols, x_shape, kh, kw, stride, padding, g)
+    elif need_dx:
+        dcols = np.matmul(w_mat.transpose(0, 2, 1), dy_t,
                           out=backend.scratch((g, k, nl), dy.dtype))        # (G, Cg*KH*KW, N*L)
         dx = col2im(dcols, x_shape, kh, kw, stride, padding)                # (N, C, H, W)
     return dx, dw, db

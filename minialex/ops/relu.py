@@ -13,24 +13,21 @@ from ..function import Function
 
 
 def relu_forward(x):
-    x_flat = np.ascontiguousarray(x).reshape(-1)
-    y, mask = np.empty(x.shape, x.dtype), np.empty(x.shape, bool)   # mask: x > 0
-    y_flat, mask_flat = y.reshape(-1), mask.reshape(-1)
+    x1 = np.atleast_1d(x)                    # a view (0-d becomes (1,)): the cores split its first axis
+    y, mask = np.empty(x1.shape, x.dtype), np.empty(x1.shape, bool)     # mask: x > 0
 
-    def rectify(lo, hi):  # a slice of the elements: the cores share the work
-        np.greater(x_flat[lo:hi], 0, out=mask_flat[lo:hi])
-        np.multiply(x_flat[lo:hi], mask_flat[lo:hi], out=y_flat[lo:hi])
-    backend.parallel(rectify, x.size, x.size)
-    return y, mask
+    def rectify(lo, hi):  # rows lo..hi-1
+        np.greater(x1[lo:hi], 0, out=mask[lo:hi])
+        np.multiply(x1[lo:hi], mask[lo:hi], out=y[lo:hi])
+    backend.parallel(rectify, x1.shape[0], x1.size)
+    return y.reshape(x.shape), mask.reshape(x.shape)
 
 
 def relu_backward(dy, mask):
-    dy_flat, mask_flat = np.ascontiguousarray(dy).reshape(-1), mask.reshape(-1)
-    dx = np.empty(dy.shape, dy.dtype)
-    dx_flat = dx.reshape(-1)
-    backend.parallel(lambda lo, hi: np.multiply(dy_flat[lo:hi], mask_flat[lo:hi], out=dx_flat[lo:hi]),
-                     dy.size, dy.size)
-    return (dx,)
+    dy1, mask1 = np.atleast_1d(dy), np.atleast_1d(mask)
+    dx = np.empty(dy1.shape, dy.dtype)
+    backend.parallel(lambda lo, hi: np.multiply(dy1[lo:hi], mask1[lo:hi], out=dx[lo:hi]), dy1.shape[0], dy1.size)
+    return (dx.reshape(dy.shape),)
 
 
 def relu_forward_cuda(x):
