@@ -102,15 +102,16 @@ class GemmClock:
         np.matmul = self._real
 
 
-def gemm_share(step, reps):
-    """Median over reps of (seconds in matrix products) / (seconds of the whole step), measured
-    inside the real step."""
+def gemm_shares(step, reps):
+    """Per rep, (seconds in matrix products) / (seconds of the whole step), measured inside the real
+    step. One untimed step first, so that the peer's last step does not weigh on the first rep."""
+    step()
     shares = []
     for _ in range(reps):
         with GemmClock() as clock:
             total = timed(step)
         shares.append(clock.seconds / total)
-    return float(np.median(shares))
+    return shares
 
 
 def breakdown(model, batch):
@@ -164,7 +165,8 @@ def main():
         torch = None
         print("PyTorch is not installed: timing minialex alone (pip install torch to compare)")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}"
-          + (f", torch {torch.__version__}" if torch else "") + f", {time.strftime('%Y-%m-%d')}")
+          + (f", torch {torch.__version__}" if torch else "") + f", {time.strftime('%Y-%m-%d')}; minialex "
+          f"threads {ma.backend.cpu_threads()}, OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT')}")
     for arch, batch in CONFIGS.items():
         if args.skip_mini and arch == "alexnet-mini":
             continue
@@ -187,7 +189,7 @@ def main():
             ratios = [a / b for a, b in zip(times["minialex"], times["PyTorch"])]
             print(f"\nminialex / PyTorch step time: median {np.median(ratios):.2f} (per rep: "
                   f"{', '.join(f'{r:.2f}' for r in ratios)})")
-        share = gemm_share(ma_step, args.reps)
+        others = [1 - share for share in gemm_shares(ma_step, args.reps)]
         rows = breakdown(model, batch)
         total = sum(f + b for _, f, b, _ in rows)
         gemm = sum(g for *_, g in rows)
@@ -196,8 +198,9 @@ def main():
             print(f"| {name} | {f * 1e3:.1f} | {b * 1e3:.1f} | {g * 1e3:.1f} |")
         print(f"\nlayers total {total * 1e3:.0f} ms; matrix products {gemm * 1e3:.0f} ms; everything else "
               f"(im2col/col2im, LRN, pooling, ReLU, dropout, layouts) {(total - gemm) * 1e3:.0f} ms = "
-              f"{(total - gemm) / total:.0%} of the layers.\nInside the whole train step (loss and SGD included, "
-              f"median of {args.reps}): matrix products {share:.0%}, everything else {1 - share:.0%}")
+              f"{(total - gemm) / total:.0%} of the layers.\nInside the whole train step (loss and SGD included): "
+              f"everything but the matrix products {np.median(others):.1%}, median of {args.reps} "
+              f"(per rep: {', '.join(f'{o:.1%}' for o in others)})")
 
 
 if __name__ == "__main__":

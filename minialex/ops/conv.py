@@ -9,6 +9,8 @@ Forward as one matrix product per group (im2col), the whole batch at once:
     cols[(c, i, j), (n, oh, ow)] = xpad[n, c, oh*SH + i, ow*SW + j]        (C*KH*KW, N*OH*OW)
     y[n, o, oh, ow] = (w[o, :] @ cols[group(o) rows, :])[(n, oh, ow)] + b[o]
     (one big GEMM per group keeps BLAS / cuBLAS busy; the batch is part of the columns)
+    NumPy path, many channels on a small map (channels_last): the same matrix is stored transposed,
+    (N*OH*OW, KH*KW*Cg) with columns (i, j, c), and w's columns reordered to (i, j, c) to match.
 
 Backward (each line inverts the forward line above it):
     db[o]  = sum over n, oh, ow of dy[n, o, oh, ow]                   b was added to every pixel
