@@ -212,8 +212,19 @@ def release_pool():
 
 # ----- the CPU's other cores (NumPy) -----
 
-_executor = None
+_executor, _executor_workers = None, 0
+_executor_lock = threading.Lock()
 _inside = threading.local()
+
+
+def _forget_executor():
+    """In a forked child: the parent's threads do not exist there, so start afresh when needed."""
+    global _executor, _executor_workers, _executor_lock
+    _executor, _executor_workers, _executor_lock = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_executor)
 
 
 def cpu_threads():
@@ -237,14 +248,18 @@ def parallel(fn, n, elements):
     lets go of the GIL inside them, so a strided pass split along an outer axis runs on every core.
     `elements` is the pass's size: small ones (and calls from inside a slice) stay on this thread.
     """
-    global _executor
+    global _executor, _executor_workers
     parts = min(cpu_threads(), n)
     if parts <= 1 or elements < PARALLEL_MIN_ELEMENTS or getattr(_inside, "busy", False):
         fn(0, n)
         return
-    if _executor is None:
-        _executor = concurrent.futures.ThreadPoolExecutor(max(cpu_threads() - 1, 1),
-                                                          thread_name_prefix="minialex")
+    with _executor_lock:
+        if _executor_workers < parts - 1:  # none yet, or MINIALEX_THREADS grew
+            if _executor is not None:
+                _executor.shutdown(wait=False)
+            _executor = concurrent.futures.ThreadPoolExecutor(parts - 1, thread_name_prefix="minialex")
+            _executor_workers = parts - 1
+        executor = _executor
     bounds = [n * p // parts for p in range(parts + 1)]
 
     def run(lo, hi):
@@ -253,7 +268,7 @@ def parallel(fn, n, elements):
             fn(lo, hi)
         finally:
             _inside.busy = False
-    futures = [_executor.submit(run, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    futures = [executor.submit(run, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
     try:
         run(bounds[0], bounds[1])  # the first slice on this thread
     finally:

@@ -271,6 +271,35 @@ def test_parallel_covers_the_range_once_and_reraises(monkeypatch):
         backend.parallel(mark, 10, backend.PARALLEL_MIN_ELEMENTS)
 
 
+def _parallel_sum_in_child(queue):
+    from minialex import backend
+    out = np.zeros(8)
+
+    def fill(lo, hi):
+        out[lo:hi] = 1
+    backend.parallel(fill, 8, backend.PARALLEL_MIN_ELEMENTS)
+    queue.put(out.sum())
+
+
+def test_parallel_works_in_a_forked_child(monkeypatch):
+    """A child forked after the threads started has none of them: it must start its own, not hang."""
+    import multiprocessing
+    from minialex import backend
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    monkeypatch.setenv("MINIALEX_THREADS", "2")
+    backend.parallel(lambda lo, hi: None, 8, backend.PARALLEL_MIN_ELEMENTS)  # the parent's threads exist
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_parallel_sum_in_child, args=(queue,))
+    child.start()
+    child.join(60)
+    if child.exitcode is None:
+        child.kill()
+    assert child.exitcode == 0, "the forked child hung or failed"
+    assert queue.get(timeout=5) == 8
+
+
 # ---------------------------------------------------------------- bad input
 def _raises(exc, match, fn, *args, **kw):
     with pytest.raises(exc, match=match):
