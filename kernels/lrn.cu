@@ -1,6 +1,7 @@
 /* lrn.cu: local response normalization across channels (the paper's formula, alpha not divided
  * by size); math and backward derivation in minialex/ops/lrn.py.
- * x, y, scale, dy, dx: N x C x HW (NCHW), C-contiguous float32. One thread per element.
+ * x, y, scale, dy, dx: N x C x HW (NCHW), C-contiguous float32. One thread per element; int
+ * indices (N*C*HW < 2^31, checked by minialex.cuda.blocks): 32-bit division is fast on a GPU.
  * The window of channel c is c - size/2 .. c + (size-1)/2, clipped to 0 .. C-1.
  */
 
@@ -9,11 +10,11 @@ extern "C" __global__ void lrn_forward(float* __restrict__ y, float* __restrict_
                                        const float* __restrict__ x, int N, int C, int HW,
                                        int size, float alpha, float beta, float k)
 {
-    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (long long)N * C * HW) return;
+    int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= N * C * HW) return;
     int p = idx % HW;
     int c = (idx / HW) % C;
-    long long n = idx / ((long long)HW * C);
+    int n = idx / (HW * C);
     int lo = max(0, c - size / 2), hi = min(C - 1, c + (size - 1) / 2);
     float sum = 0.0f;
     for (int j = lo; j <= hi; ++j) {
@@ -32,15 +33,15 @@ extern "C" __global__ void lrn_backward(float* __restrict__ dx, const float* __r
                                         const float* __restrict__ scale, int N, int C, int HW,
                                         int size, float alpha, float beta)
 {
-    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (long long)N * C * HW) return;
+    int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= N * C * HW) return;
     int p = idx % HW;
     int m = (idx / HW) % C;
-    long long n = idx / ((long long)HW * C);
+    int n = idx / (HW * C);
     int lo = max(0, m - (size - 1) / 2), hi = min(C - 1, m + size / 2);
     float sum = 0.0f;
     for (int c = lo; c <= hi; ++c) {
-        long long e = (n * C + c) * HW + p;
+        int e = (n * C + c) * HW + p;
         sum += dy[e] * y[e] / scale[e];
     }
     dx[idx] = dy[idx] * powf(scale[idx], -beta) - 2.0f * alpha * beta * x[idx] * sum;

@@ -8,11 +8,11 @@ extern "C" __global__ void pool_forward(float* __restrict__ y, int* __restrict__
                                         const float* __restrict__ x, int N, int C, int H, int W,
                                         int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW)
 {
-    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (long long)N * C * OH * OW) return;
+    int idx = blockIdx.x * blockDim.x + threadIdx.x;  // int: y has < 2^31 elements (cuda.blocks)
+    if (idx >= N * C * OH * OW) return;
     int ow = idx % OW;
     int oh = (idx / OW) % OH;
-    long long nc = idx / ((long long)OW * OH);   // n * C + c
+    long long nc = idx / (OW * OH);              // n * C + c; x itself may pass 2^31 elements
     float best = __int_as_float(0xff800000);   // -infinity (NVRTC has no INFINITY macro)
     int best_at = 0;
     for (int i = 0; i < KH; ++i) {
@@ -35,18 +35,18 @@ extern "C" __global__ void pool_backward(float* __restrict__ dx, const float* __
                                          const int* __restrict__ argmax, int N, int C, int H, int W,
                                          int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW)
 {
-    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (long long)N * C * H * W) return;
+    int idx = blockIdx.x * blockDim.x + threadIdx.x;  // int: dx has < 2^31 elements (cuda.blocks)
+    if (idx >= N * C * H * W) return;
     int w = idx % W;
     int h = (idx / W) % H;
-    long long nc = idx / ((long long)W * H);
+    int nc = idx / (W * H);
     int hp = h + PH, wp = w + PW;                 // position in the padded image
     int oh_lo = hp - KH + 1 > 0 ? (hp - KH + 1 + SH - 1) / SH : 0, oh_hi = min(OH - 1, hp / SH);
     int ow_lo = wp - KW + 1 > 0 ? (wp - KW + 1 + SW - 1) / SW : 0, ow_hi = min(OW - 1, wp / SW);
     float sum = 0.0f;
     for (int oh = oh_lo; oh <= oh_hi; ++oh)
         for (int ow = ow_lo; ow <= ow_hi; ++ow) {
-            long long o = (nc * OH + oh) * OW + ow;
+            int o = (nc * OH + oh) * OW + ow;
             if (argmax[o] == (hp - oh * SH) * KW + (wp - ow * SW)) sum += dy[o];
         }
     dx[idx] = sum;

@@ -45,8 +45,8 @@ extern "C" __global__ void softmax_backward(float* __restrict__ dz, const float*
                                             const int* __restrict__ target,
                                             const float* __restrict__ dloss, int N, int K)
 {
-    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (long long)N * K) return;
+    int idx = blockIdx.x * blockDim.x + threadIdx.x;   // N*K < 2^31 (minialex.cuda.blocks)
+    if (idx >= N * K) return;
     int k = idx % K;
     int n = idx / K;
     float onehot = (k == target[n]) ? 1.0f : 0.0f;
