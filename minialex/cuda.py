@@ -60,8 +60,7 @@ def _is_array(value):
 
 # ----- signatures -----
 
-_SCALARS = {"int": np.int32, "unsigned int": np.uint32, "float": np.float32}
-_POINTEES = {"float": np.float32, "int": np.int32, "unsigned int": np.uint32}
+_DTYPES = {"int": np.int32, "unsigned int": np.uint32, "float": np.float32}  # of a scalar or a pointee
 _KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)')
 
 
@@ -71,7 +70,7 @@ def _parse_param(text, kernel):
     name = words[-1]
     is_pointer = "*" in words
     base = " ".join(w for w in words[:-1] if w not in ("const", "__restrict__", "*"))
-    if base not in _SCALARS:
+    if base not in _DTYPES:
         raise ValueError(f"{kernel}: parameter {name} has type {base}{'*' if is_pointer else ''}; minialex.cuda "
                          f"launches kernels whose parameters are int, unsigned int, float or pointers to them")
     return name, base, is_pointer
@@ -95,8 +94,8 @@ def check_args(family, name, args):
         raise TypeError(f"{name}: expected {len(params)} arguments "
                         f"({', '.join(p[0] for p in params)}), got {len(args)}")
     for arg, (pname, base, is_pointer) in zip(args, params):
+        want = _DTYPES[base]
         if is_pointer:
-            want = _POINTEES[base]
             if not _is_array(arg):
                 raise TypeError(f"{name}: parameter {pname} ({base}*) expected a C-contiguous "
                                 f"{np.dtype(want).name} array, got {type(arg).__name__}")
@@ -107,7 +106,6 @@ def check_args(family, name, args):
                 raise TypeError(f"{name}: parameter {pname} ({base}*) expected a C-contiguous array, "
                                 f"got a non-contiguous view of shape {tuple(arg.shape)}")
         else:
-            want = _SCALARS[base]
             got = type(arg)
             if got is not want:
                 raise TypeError(f"{name}: parameter {pname} ({base}) expected np.{np.dtype(want).name}, "

@@ -210,9 +210,10 @@ def conv2d_backward_cuda(dy, cache):
     cols, w, x_shape, has_b, stride, padding, need_dx = cache
     xp = backend.xp_of(dy)
     n, o, oh, ow = dy.shape
+    _, c, h, wd = x_shape
     _, cg, kh, kw = w.shape
     k, nl = cg * kh * kw, n * oh * ow
-    g = x_shape[1] // cg
+    g = c // cg
     og = o // g
     db = None
     if has_b:
@@ -232,8 +233,7 @@ def conv2d_backward_cuda(dy, cache):
         cuda.gemm(dcols, w, dy_t, k, nl, og, a_mk=(1, k), b_kn=(nl, 1), batch=g,
                   a_batch=og * k, b_batch=og * nl, c_batch=k * nl)
         dx = xp.empty(x_shape, dtype=np.float32)
-        n, c, h, w_ = x_shape
-        cuda.launch("conv", "conv_col2im", *cuda.planes(h * w_, n * c), dx, dcols,
+        cuda.launch("conv", "conv_col2im", *cuda.planes(h * wd, n * c), dx, dcols,
                     *window_geometry(x_shape, w.shape[2:], stride, padding))
     return dx, dw, db
 
