@@ -7,7 +7,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=["minialex", "minialex.ops", "minialex.data", "minialex.kernels"],
+    packages=["minialex", "minialex.ops", "minialex.cpu", "minialex.cuda_ops", "minialex.data", "minialex.kernels"],
     # kernels/ sits at the top of the repository (nvcc and editors see plain .cu files) and is
     # installed as the package-data folder minialex/kernels.
     package_dir={"minialex.kernels": "kernels"},

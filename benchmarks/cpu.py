@@ -27,6 +27,8 @@ sys.path.insert(0, str(ROOT))
 import minialex as ma  # noqa: E402
 from minialex import functional as F  # noqa: E402
 
+TUNED = ma.cpu.tune()  # malloc and OpenBLAS settings for training (minialex/cpu/tuning.py), as minialex-train does
+
 CONFIGS = {"alexnet": 16, "alexnet-mini": 64}
 
 
@@ -166,7 +168,7 @@ def main():
         print("PyTorch is not installed: timing minialex alone (pip install torch to compare)")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}"
           + (f", torch {torch.__version__}" if torch else "") + f", {time.strftime('%Y-%m-%d')}; minialex "
-          f"threads {ma.backend.cpu_threads()}, OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT')}")
+          f"threads {ma.cpu.cpu_threads()}, CPU path {ma.get_cpu_path()}, tune: {TUNED}")
     for arch, batch in CONFIGS.items():
         if args.skip_mini and arch == "alexnet-mini":
             continue

@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import minialex as ma  # noqa: E402
+
+ma.cpu.tune()  # the CPU settings minialex-train makes (minialex/cpu/tuning.py)
 from minialex import cuda, functional as F  # noqa: E402
 
 
@@ -199,7 +201,7 @@ def main():
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.benchmark = True
     card = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
-    out = [f"## {datetime.date.today()} · {card} · batch {args.batch} · AlexNet (seed table), float32, TF32 off",
+    out = [f"## {datetime.date.today()} · {card} · batch {args.batch} · AlexNet (the paper's table), float32, TF32 off",
            "", f"CuPy {cp.__version__}, PyTorch {torch.__version__}, NumPy {np.__version__}", ""]
     failed = False
 

@@ -13,6 +13,7 @@ from minialex.data import DataLoader, ImageFolder, Transform, dataset_stats, mak
 
 
 def main(device="cpu", epochs=3):
+    ma.cpu.tune()                                        # process-wide malloc/OpenBLAS settings for training
     ma.manual_seed(0)                                    # initial weights and dropout masks
 
     # Data: an ImageNet-style folder (root/train/<class>/*.jpg). The built-in one is rendered once.

@@ -3,8 +3,7 @@
  * NCHW (or N x C), C-contiguous float32.
  */
 
-/* y[n, c, p] += b[c]; one thread per element of y (N*C*HW < 2^31: 32-bit index arithmetic, which
- * a GPU divides several times faster than 64-bit) */
+/* y[n, c, p] += b[c]; one thread per element of y (int indices: N*C*HW < 2^31, see kernels/README.md) */
 extern "C" __global__ void bias_forward(float* __restrict__ y, const float* __restrict__ b,
                                         int N, int C, int HW)
 {
@@ -15,6 +14,9 @@ extern "C" __global__ void bias_forward(float* __restrict__ y, const float* __re
 
 #define BIAS_THREADS 256
 
+/* db[c] = sum over n, p of dy[n, c, p]. One block per channel c: its threads walk the channel's
+ * N*HW elements e = (n, p) in steps of BIAS_THREADS, then add their partial sums as a tree in
+ * shared memory. */
 extern "C" __global__ void bias_backward(float* __restrict__ db, const float* __restrict__ dy,
                                          int N, int C, int HW)
 {
@@ -22,10 +24,9 @@ extern "C" __global__ void bias_backward(float* __restrict__ db, const float* __
     int c = blockIdx.x;
     int t = threadIdx.x;
     float sum = 0.0f;
-    // (n, p) walks this channel's N*HW elements BIAS_THREADS apart, carrying p's overflow into n
-    for (int n = t / HW, p = t % HW; n < N; n += p / HW, p %= HW) {
+    for (int e = t; e < N * HW; e += BIAS_THREADS) {
+        int n = e / HW, p = e % HW;
         sum += dy[((long long)n * C + c) * HW + p];
-        p += BIAS_THREADS;
     }
     partial[t] = sum;
     __syncthreads();

@@ -65,8 +65,8 @@ extern "C" __global__ void conv_col2im(float* __restrict__ dx, const float* __re
 /* out[b, a, l] = in[a, b, l]: (A, B, L) -> (B, A, L). The GEMM gives y as (O, N, OH*OW); this
  * makes it NCHW (and turns dy into (O, N, OH*OW) for the backward). Grid: x over l, y strides over
  * the A*B planes of out, so each block copies whole rows (coalesced, one division per row). */
-extern "C" __global__ void conv_swap01(float* __restrict__ out, const float* __restrict__ in,
-                                       int A, int B, int L)
+extern "C" __global__ void conv_swap_axes(float* __restrict__ out, const float* __restrict__ in,
+                                          int A, int B, int L)
 {
     int l = blockIdx.x * blockDim.x + threadIdx.x;
     if (l >= L) return;

@@ -31,13 +31,46 @@ struct dim3 {
 
 static dim3 threadIdx, blockIdx, blockDim, gridDim;
 
-static inline int min(int a, int b) { return a < b ? a : b; }
-static inline int max(int a, int b) { return a > b ? a : b; }
+/* CUDA's min and max overloads (the GPU has them for every arithmetic type; a lone int version
+ * would silently truncate min(0.5f, 0.7f) to 0) */
+#define EMU_MIN_MAX(T) \
+    static inline T min(T a, T b) { return a < b ? a : b; } \
+    static inline T max(T a, T b) { return a > b ? a : b; }
+EMU_MIN_MAX(int)
+EMU_MIN_MAX(unsigned int)
+EMU_MIN_MAX(long long)
+EMU_MIN_MAX(unsigned long long)
+static inline float min(float a, float b) { return fminf(a, b); }
+static inline float max(float a, float b) { return fmaxf(a, b); }
+static inline double min(double a, double b) { return fmin(a, b); }
+static inline double max(double a, double b) { return fmax(a, b); }
+#undef EMU_MIN_MAX
+
+/* Device intrinsics, as their exact library counterparts (a GPU's fast versions differ in the last
+ * bits; math.h already supplies expf, logf, sqrtf, powf, fabsf, fminf, fmaxf, isnan, ...) */
+#define __expf(x) expf(x)
+#define __logf(x) logf(x)
+#define __powf(x, y) powf(x, y)
+#define __sinf(x) sinf(x)
+#define __cosf(x) cosf(x)
+#define __tanf(x) tanf(x)
+#define __log2f(x) log2f(x)
+#define __log10f(x) log10f(x)
+#define __exp10f(x) powf(10.0f, x)
+#define __fdividef(x, y) ((x) / (y))
+static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+static inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
+static inline float __int_as_float(int i) { float f; memcpy(&f, &i, sizeof f); return f; }
+static inline int __float_as_int(float f) { int i; memcpy(&i, &f, sizeof i); return i; }
+
+/* Atomics: the threads of a launch run one at a time here, so a plain update is atomic */
 static inline float atomicAdd(float* address, float value) { float old = *address; *address += value; return old; }
 static inline int atomicAdd(int* address, int value) { int old = *address; *address += value; return old; }
-/* __expf, __logf, __powf: glibc declares them already */
-static inline float __int_as_float(int i) { float f; memcpy(&f, &i, sizeof f); return f; }
-static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+static inline unsigned int atomicAdd(unsigned int* address, unsigned int value) { unsigned int old = *address; *address += value; return old; }
+static inline int atomicMax(int* address, int value) { int old = *address; *address = max(old, value); return old; }
+static inline int atomicMin(int* address, int value) { int old = *address; *address = min(old, value); return old; }
+static inline int atomicExch(int* address, int value) { int old = *address; *address = value; return old; }
+static inline float atomicExch(float* address, float value) { float old = *address; *address = value; return old; }
 
 namespace emu {
 

@@ -2,8 +2,9 @@
  * x, dx: N x C x H x W; y, dy, argmax: N x C x OH x OW (NCHW), C-contiguous; float32, argmax int32.
  */
 
-/* y = max over the KH x KW window; argmax = i*KW + j of the first maximum (padding never wins).
- * One thread per output element. */
+/* y = max over the KH x KW window; argmax = i*KW + j of the first maximum, as in PyTorch: the
+ * first pixel inside the image is taken, then any larger one, then any NaN (a NaN window gives
+ * NaN, its last NaN wins). Padding is never taken. One thread per output element. */
 extern "C" __global__ void pool_forward(float* __restrict__ y, int* __restrict__ argmax,
                                         const float* __restrict__ x, int N, int C, int H, int W,
                                         int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW)
@@ -13,8 +14,8 @@ extern "C" __global__ void pool_forward(float* __restrict__ y, int* __restrict__
     int ow = idx % OW;
     int oh = (idx / OW) % OH;
     long long nc = idx / (OW * OH);              // n * C + c; x itself may pass 2^31 elements
-    float best = __int_as_float(0xff800000);   // -infinity (NVRTC has no INFINITY macro)
-    int best_at = 0;
+    float best = 0.0f;
+    int best_at = -1;                            // nothing taken yet
     for (int i = 0; i < KH; ++i) {
         int h = oh * SH - PH + i;
         if (h < 0 || h >= H) continue;
@@ -22,7 +23,7 @@ extern "C" __global__ void pool_forward(float* __restrict__ y, int* __restrict__
             int w = ow * SW - PW + j;
             if (w < 0 || w >= W) continue;
             float v = x[(nc * H + h) * W + w];
-            if (v > best) { best = v; best_at = i * KW + j; }   // strict: ties keep the first
+            if (best_at < 0 || v > best || isnan(v)) { best = v; best_at = i * KW + j; }  // ties keep the first
         }
     }
     y[idx] = best;

@@ -2,9 +2,13 @@
 
     import minialex as ma
     from minialex import functional as F
+
+Importing minialex changes nothing outside minialex; ma.cpu.tune() applies the process-wide CPU
+settings that training benefits from (see minialex/cpu/tuning.py).
 """
-from . import backend, cuda, functional, models, nn, optim
-from .function import is_grad_enabled, no_grad
+from . import functional  # first: the ops, which the other modules build on
+from . import backend, cpu, cuda, models, nn, optim
+from .function import cpu_path, get_cpu_path, is_grad_enabled, no_grad, set_cpu_path
 from .gradcheck import GradcheckError, gradcheck
 from .io import load, save
 from .random import manual_seed
@@ -12,8 +16,6 @@ from .tensor import Tensor
 
 __version__ = "0.1.0"
 
-backend.tune_allocator()  # reuse freed memory between training steps (see its docstring)
-backend.tune_blas()  # idle BLAS threads sleep, leaving the cores to minialex's own passes
-
-__all__ = ["cuda", "Tensor", "no_grad", "is_grad_enabled", "functional", "nn", "optim", "models",
-           "gradcheck", "GradcheckError", "save", "load", "manual_seed"]
+__all__ = ["cuda", "cpu", "Tensor", "no_grad", "is_grad_enabled", "functional", "nn", "optim", "models",
+           "gradcheck", "GradcheckError", "save", "load", "manual_seed", "set_cpu_path", "get_cpu_path",
+           "cpu_path"]

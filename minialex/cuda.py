@@ -1,34 +1,43 @@
-"""Loading and launching the kernels in kernels/*.cu, on a GPU (CuPy) or on the CPU emulator.
+"""Loading and launching the kernels in kernels/*.cu: on a GPU through CuPy, or on the CPU emulator.
 
     launch("relu", "relu_forward", grid, block, y, x, np.int32(n))
 
-checks every argument against the kernel's C signature (read from the .cu source) and runs it:
+checks every argument against the kernel's C signature (read from the .cu source) and the launch
+geometry against a GPU's limits, then runs it:
   * CuPy arrays: through cupy.RawModule (compiled once per process by NVRTC; CuPy caches on disk)
-  * NumPy arrays: through the emulator ("cuda-emu"), which compiles the same .cu with the system
-    C++ compiler against kernels/cuda_emu.h and runs every block and thread on the CPU.
+  * NumPy arrays: through minialex.emulator ("cuda-emu"), which compiles the same .cu with the
+    system C++ compiler and runs every block and thread on the CPU.
 
 The checks are the ones a careful CuPy call needs, because CuPy checks nothing: it passes a Python
 int as 64 bits and a float64 array's bytes as floats. So an `int` parameter takes np.int32, a
 `float` np.float32, an `unsigned int` np.uint32, and a `float*` a C-contiguous float32 array;
-anything else is a TypeError naming the kernel, the parameter and both types.
+anything else is a TypeError naming the kernel, the parameter and both types. A grid or block a
+GPU refuses (more than 1024 threads in a block, grid y or z above 65535, an empty grid) is a
+LaunchError on every device, as CuPy's CUDA_ERROR_INVALID_VALUE would be on a GPU.
 
 Matrix products go through `gemm`: kernels/gemm.cu (set_gemm("tiled")) or the array library's
 BLAS (set_gemm("blas"), the default: cuBLAS on a GPU, NumPy's BLAS on the emulator).
 """
-import ctypes
 import functools
-import hashlib
 import os
 import re
-import shutil
-import subprocess
-import tempfile
-import threading
 from pathlib import Path
 
 import numpy as np
 
 from . import backend
+
+
+class LaunchError(RuntimeError):
+    """A launch that a GPU refuses (the emulator refuses it too)."""
+
+
+# A GPU's limits (every NVIDIA GPU since compute capability 3.0)
+MAX_THREADS_PER_BLOCK = 1024
+MAX_BLOCK = (1024, 1024, 64)
+MAX_GRID = (2**31 - 1, 65535, 65535)
+MAX_STATIC_SHARED_BYTES = 48 * 1024
+INT32_LIMIT = 2**31 - 1  # the kernels index with int: a GPU divides 32-bit ints several times faster
 
 
 def kernel_dir():
@@ -113,6 +122,25 @@ def check_args(family, name, args):
                                 f"{got.__name__}")
 
 
+def check_geometry(name, grid, block):
+    """(grid, block) as 3-tuples, or a LaunchError where a GPU would refuse the launch."""
+    dims = []
+    for what, value, limits in (("grid", grid, MAX_GRID), ("block", block, MAX_BLOCK)):
+        value = tuple(int(v) for v in value) + (1,) * (3 - len(value))
+        if len(value) != 3:
+            raise LaunchError(f"{name}: {what} expected 1 to 3 dimensions, got {value}")
+        for axis, v, most in zip("xyz", value, limits):
+            if not 1 <= v <= most:
+                raise LaunchError(f"{name}: {what} {axis} expected 1 .. {most}, got {v} in {what} {value} "
+                                  "(a GPU refuses it: CUDA_ERROR_INVALID_VALUE)")
+        dims.append(value)
+    threads = dims[1][0] * dims[1][1] * dims[1][2]
+    if threads > MAX_THREADS_PER_BLOCK:
+        raise LaunchError(f"{name}: block {dims[1]} expected at most {MAX_THREADS_PER_BLOCK} threads, got "
+                          f"{threads} (a GPU refuses it: CUDA_ERROR_INVALID_VALUE)")
+    return dims[0], dims[1]
+
+
 # ----- GPU: CuPy RawModule -----
 
 _gpu_modules = {}
@@ -126,101 +154,12 @@ def _gpu_kernel(family, name):
     return _gpu_modules[key].get_function(name)
 
 
-# ----- CPU: the emulator -----
-
-_emu_libraries = {}
-_emu_lock = threading.Lock()  # the emulator's built-ins (threadIdx, ...) are process-wide
-
-
-def cache_dir():
-    return backend.cache_root() / "emu"
-
-
-def _compiler():
-    for cxx in (os.environ.get("CXX"), "g++", "c++", "clang++"):
-        if cxx and shutil.which(cxx):
-            return cxx
-    raise RuntimeError("device 'cuda-emu' compiles kernels/*.cu with a C++ compiler and found none "
-                       "(set CXX, or install g++: apt-get install g++)")
-
-
-def _cast_type(base, is_pointer):
-    return f"{base}*" if is_pointer else base
-
-
-def _wrapper(family):
-    """C++ that includes the emulator header and the .cu, and exports one launcher per kernel."""
-    barriers = "true" if "__syncthreads" in source(family) else "false"
-    lines = ['#include "cuda_emu.h"', f'#include "{kernel_path(family)}"', ""]
-    for name, params in signatures(family).items():
-        call = ", ".join(f"*({_cast_type(b, p)}*)a[{i}]" for i, (_, b, p) in enumerate(params))
-        lines += [f'extern "C" int emu_{name}(unsigned gx, unsigned gy, unsigned gz, '
-                  f'unsigned bx, unsigned by, unsigned bz, void** a) {{',
-                  f"    return emu::launch(dim3(gx, gy, gz), dim3(bx, by, bz), {barriers}, "
-                  f"[&] {{ {name}({call}); }});",
-                  "}", ""]
-    return "\n".join(lines)
-
-
-def _emu_library(family):
-    if family in _emu_libraries:
-        return _emu_libraries[family]
-    kdir = kernel_dir()
-    wrapper = _wrapper(family)
-    header = (kdir / "cuda_emu.h").read_text()
-    flags = ["-O2", "-std=c++14", "-shared", "-fPIC", "-w"]
-    digest = hashlib.sha256("\0".join([wrapper, header, source(family), " ".join(flags)]).encode()).hexdigest()
-    target = cache_dir() / f"{kernel_path(family).stem}-{digest[:16]}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            cpp = Path(tmp) / "kernel_emu.cpp"
-            cpp.write_text(wrapper)
-            out = Path(tmp) / "kernel.so"
-            run = subprocess.run([_compiler(), *flags, "-I", str(kdir), "-o", str(out), str(cpp)],
-                                 capture_output=True, text=True)
-            if run.returncode != 0:
-                raise RuntimeError(f"cuda-emu: compiling {kernel_path(family)} failed:\n{run.stderr}")
-            staged = target.with_suffix(f".{os.getpid()}.tmp")
-            shutil.copyfile(out, staged)
-            os.replace(staged, target)  # atomic: a parallel process never loads half a file
-    _emu_libraries[family] = ctypes.CDLL(str(target))
-    return _emu_libraries[family]
-
-
-_CTYPES = {np.int32: ctypes.c_int32, np.uint32: ctypes.c_uint32, np.float32: ctypes.c_float}
-
-
-def _emu_launch(family, name, grid, block, args):
-    keep = []  # ctypes values that must outlive the call
-    for arg in args:
-        if isinstance(arg, np.ndarray):
-            keep.append(ctypes.c_void_p(arg.ctypes.data))
-        else:
-            keep.append(_CTYPES[type(arg)](arg))
-    pointers = (ctypes.c_void_p * len(args))(*[ctypes.addressof(k) for k in keep])
-    fn = getattr(_emu_library(family), f"emu_{name}")
-    fn.restype = ctypes.c_int
-    with _emu_lock:
-        status = fn(*[ctypes.c_uint(v) for v in (*grid, *block)], pointers)
-    if status == 1:
-        raise RuntimeError(f"cuda-emu: {name}: some threads of a block returned while others waited "
-                           "at __syncthreads() (a GPU would hang or misbehave)")
-
-
 # ----- launch -----
-
-def _dim3(op, arg, value):
-    value = tuple(int(v) for v in value) + (1,) * (3 - len(value))
-    if len(value) != 3 or min(value) < 1:
-        raise ValueError(f"{op}: {arg} expected 1 to 3 positive ints, got {value}")
-    return value
-
 
 def launch(family, name, grid, block, *args):
     """Check `args` against kernels/<family>.cu's `name` and run it over grid x block threads."""
     check_args(family, name, args)
-    grid, block = _dim3(name, "grid", grid), _dim3(name, "block", block)
+    grid, block = check_geometry(name, grid, block)
     arrays = [a for a in args if _is_array(a)]
     on_gpu = [not isinstance(a, np.ndarray) for a in arrays]
     if any(on_gpu) and not all(on_gpu):
@@ -228,36 +167,38 @@ def launch(family, name, grid, block, *args):
     if any(on_gpu):
         _gpu_kernel(family, name)(grid, block, args)
     else:
-        _emu_launch(family, name, grid, block, args)
+        from . import emulator
+        emulator.run(family, name, grid, block, args)
 
 
-INT32_LIMIT = 2**31 - 1  # the kernels index with int: a GPU divides 32-bit ints several times faster
-
-
-def _fits(n, what):
+def fits_int32(n, what):
+    """ValueError unless n fits the kernels' int indices."""
     if n > INT32_LIMIT:
         raise ValueError(f"cuda: {what} expected at most 2^31 - 1 elements (the kernels' int indices), got {n}")
 
 
 def blocks(n, threads=256):
-    """Grid and block for one thread per element of n."""
-    _fits(n, "an array")
+    """Grid and block for one thread per element of n (n >= 1: skip the launch for an empty array)."""
+    fits_int32(n, "an array")
     return ((n + threads - 1) // threads,), (threads,)
 
 
 def planes(inner, count, threads=256):
     """Grid and block for the kernels that give each thread one element of an `inner`-long row
-    (grid x) and loop over `count` such rows (grid y, capped at CUDA's 65535; the kernel strides by
+    (grid x) and loop over `count` such rows (grid y, capped at 65535; the kernel strides by
     gridDim.y). A short row gets a smaller block, so fewer threads sit idle."""
-    _fits(inner, "a row")
-    _fits(count, "the number of rows")
+    fits_int32(inner, "a row")
+    fits_int32(count, "the number of rows")
     threads = min(threads, (inner + 31) // 32 * 32)
-    return ((inner + threads - 1) // threads, min(count, 65535)), (threads,)
+    return ((inner + threads - 1) // threads, min(count, MAX_GRID[1])), (threads,)
 
 
 # ----- matrix products -----
 
 _gemm_mode = os.environ.get("MINIALEX_GEMM", "blas")
+if _gemm_mode not in ("blas", "tiled"):
+    raise ValueError(f"MINIALEX_GEMM: expected 'blas' or 'tiled', got {_gemm_mode!r}")
+GEMM_TILE = 16  # TILE in kernels/gemm.cu
 
 
 def set_gemm(mode):
@@ -289,10 +230,18 @@ def gemm(c, a, b, m, n, k, a_mk, b_kn, batch=1, a_batch=0, b_batch=0, c_batch=0)
         C(m, n) = c[z*c_batch + m*N + n] = A @ B            (M x N, row-major)
     A transpose is only swapped strides, so no operand is copied to transpose it.
     """
+    if m == 0 or n == 0 or batch == 0:
+        return
     if _gemm_mode == "tiled":
-        tile = 16
+        for what, v in (("m", m), ("n", n), ("k", k), ("a_batch", a_batch), ("b_batch", b_batch),
+                        ("c_batch", c_batch), *zip(("a_mk[0]", "a_mk[1]", "b_kn[0]", "b_kn[1]"), (*a_mk, *b_kn))):
+            if not 0 <= v <= INT32_LIMIT:
+                raise ValueError(f"gemm: {what} expected 0 .. 2^31 - 1 (the tiled kernel's int arguments), got {v}")
+        if batch > MAX_GRID[2]:
+            raise ValueError(f"gemm: batch expected at most {MAX_GRID[2]} (grid z), got {batch}")
+        tiles = (-(-n // GEMM_TILE), min(-(-m // GEMM_TILE), MAX_GRID[1]), batch)  # the kernel strides over row tiles
         i32 = np.int32
-        launch("gemm", "gemm_tiled", ((n + tile - 1) // tile, (m + tile - 1) // tile, batch), (tile, tile),
+        launch("gemm", "gemm_tiled", tiles, (GEMM_TILE, GEMM_TILE),
                c, a, b, i32(m), i32(n), i32(k), i32(a_mk[0]), i32(a_mk[1]), i32(b_kn[0]), i32(b_kn[1]),
                i32(a_batch), i32(b_batch), i32(c_batch))
         return

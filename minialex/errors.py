@@ -1,4 +1,6 @@
 """Error messages in one shape: the op, the argument, what was expected, what came."""
+import math
+import numbers
 
 
 def fail(op, arg, expected, got, kind=ValueError):
@@ -15,7 +17,7 @@ def check_positive_int(op, arg, value):
     return int(value)
 
 
-def pair(op, arg, value, minimum=1):
+def check_pair(op, arg, value, minimum=1):
     """An int or a 2-tuple of ints, each >= minimum, as (h, w)."""
     values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(values) != 2:
@@ -26,3 +28,12 @@ def pair(op, arg, value, minimum=1):
         if int(v) < minimum:
             fail(op, arg, f"integers >= {minimum}", repr(value))
     return int(values[0]), int(values[1])
+
+
+def check_finite(op, arg, value):
+    """A finite real number (not a bool), as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        fail(op, arg, "a real number", repr(value), TypeError)
+    if not math.isfinite(value):
+        fail(op, arg, "a finite number", repr(value))
+    return float(value)

@@ -1,14 +1,21 @@
-"""The autograd engine: Function (one recorded op), no_grad, and the backward pass.
+"""The autograd engine: Function (one recorded op), no_grad, the choice of implementation, and the
+backward pass.
 
-An op is a Function subclass that names its array-level pair(s):
+An op is a Function subclass that names its array-level pairs:
 
-    forward(*arrays, **hyper) -> (y, cache)      arrays: the inputs' .data (None for an absent bias)
-    backward(dy, cache)       -> (dx1, dx2, ...) one gradient per input, same shape, fresh arrays;
-                                                 None where an input needs none
+    forward(*arrays, **hyper)  -> (y, cache)       arrays: the inputs' .data (None for an absent bias)
+    backward(dy, cache, needs) -> (dx1, dx2, ...)  one gradient per input, same shape and dtype, fresh
+                                                   arrays; `needs[i]` says whether input i wants one
+                                                   (None where it does not). A backward written as
+                                                   backward(dy, cache) is called without `needs`.
 
-`numpy` is the pair for device "cpu"; `cuda` the pair for "cuda" and "cuda-emu" (our kernels).
-Ops without a `cuda` pair are written against the inputs' array module and run on every device.
-This file's `Function.apply` is the one place that picks a pair by device.
+    reference  the plain NumPy pair, the spec (minialex/ops/<op>.py); `numpy` is its older name
+    fast       the fast CPU pair (minialex/cpu/<op>.py), or None: the reference runs on "cpu"
+    cuda       the kernels' pair (minialex/cuda_ops/<op>.py) for "cuda" and "cuda-emu", or None:
+               the reference runs there too (it must then be written with the inputs' array module)
+
+`implementation` is the one place that picks a pair: by the inputs' device, and on "cpu" by
+set_cpu_path("fast" | "reference") (or MINIALEX_CPU_PATH; default "fast").
 
 Backward (as in micrograd's engine.py, without recursion):
     1. topologically sort the graph behind the output, with an explicit stack
@@ -16,13 +23,56 @@ Backward (as in micrograd's engine.py, without recursion):
     3. gradients meeting at a tensor (it fed several ops) are added; leaves add into .grad
 """
 import contextlib
-
-import numpy as np
+import inspect
+import os
 
 from . import backend
 from .tensor import Tensor
 
 _grad_enabled = True
+CPU_PATHS = ("fast", "reference")
+
+
+def _cpu_path_from_env():
+    path = os.environ.get("MINIALEX_CPU_PATH", "fast")
+    if path not in CPU_PATHS:
+        raise ValueError(f"MINIALEX_CPU_PATH: expected 'fast' or 'reference', got {path!r}")
+    return path
+
+
+_cpu_path = _cpu_path_from_env()
+
+
+def set_cpu_path(path):
+    """Which pair the ops run on device "cpu": "fast" (default) or "reference" (the plain NumPy spec)."""
+    global _cpu_path
+    if path not in CPU_PATHS:
+        raise ValueError(f"set_cpu_path: path expected 'fast' or 'reference', got {path!r}")
+    _cpu_path = path
+
+
+def get_cpu_path():
+    return _cpu_path
+
+
+@contextlib.contextmanager
+def cpu_path(path):
+    """with cpu_path("reference"): ... runs the block on that CPU path, then restores the previous one."""
+    previous = get_cpu_path()
+    set_cpu_path(path)
+    try:
+        yield
+    finally:
+        set_cpu_path(previous)
+
+
+def implementation(op, device):
+    """(pair, kind) for running `op` on `device`; kind is "cuda", "fast" or "reference"."""
+    if op.cuda is not None and backend.uses_kernels(device):
+        return op.cuda, "cuda"
+    if op.fast is not None and device == "cpu" and _cpu_path == "fast":
+        return op.fast, "fast"
+    return op.reference, "reference"
 
 
 @contextlib.contextmanager
@@ -40,14 +90,33 @@ def is_grad_enabled():
     return _grad_enabled
 
 
-class Function:
-    numpy = None  # (forward, backward) for device "cpu"
-    cuda = None   # (forward, backward) for "cuda" and "cuda-emu"; None: `numpy` runs everywhere
+_takes_needs = {}  # backward function -> whether it has a third parameter (needs)
 
-    def __init__(self, backward, cache, inputs):
+
+def _wants_needs(fn):
+    if fn not in _takes_needs:
+        params = [p for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        _takes_needs[fn] = len(params) >= 3
+    return _takes_needs[fn]
+
+
+class Function:
+    reference = None  # (forward, backward): the NumPy spec
+    numpy = None      # the older name of `reference`
+    fast = None       # (forward, backward) for "cpu" on the fast path, or None
+    cuda = None       # (forward, backward) for "cuda" and "cuda-emu", or None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.reference is None and cls.numpy is not None:
+            cls.reference = cls.numpy
+
+    def __init__(self, backward, cache, inputs, on_kernels):
         self.backward_fn = backward
         self.cache = cache
         self.inputs = inputs  # the input Tensors (None for an absent optional input)
+        self.on_kernels = on_kernels
 
     @classmethod
     def name(cls):
@@ -56,44 +125,44 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **hyper):
         """Run the op on its inputs' device and record it when a gradient is wanted."""
-        tensors = [t for t in inputs if t is not None]
-        device, dtype = tensors[0].device, None
+        device, dtype = None, None
         for i, t in enumerate(inputs):
             if t is None:
                 continue
             if not isinstance(t, Tensor):
                 raise TypeError(f"{cls.name()}: input {i} expected a Tensor, got {type(t).__name__}")
-            if t.device != device:
+            if device is None:
+                device, dtype = t.device, t.dtype
+            elif t.device != device:
                 raise ValueError(f"{cls.name()}: input {i} expected device {device!r} like input 0, "
                                  f"got {t.device!r}; move it with .to({device!r})")
-            if t.dtype.kind == "f":
-                if dtype is None:
-                    dtype = t.dtype
-                elif t.dtype != dtype:
-                    raise TypeError(f"{cls.name()}: input {i} expected dtype {dtype} like the other "
-                                    f"inputs, got {t.dtype}")
-        pair = cls.cuda if cls.cuda is not None and backend.uses_kernels(device) else cls.numpy
-        if pair is cls.cuda and dtype is not None and dtype != np.float32:
-            raise TypeError(f"{cls.name()}: the CUDA kernels expected float32 on device {device!r}, "
-                            f"got {dtype}; use device='cpu' for float64")
-        forward, backward = pair
+            elif t.dtype != dtype:
+                raise TypeError(f"{cls.name()}: input {i} expected dtype {dtype} like the other "
+                                f"inputs, got {t.dtype}")
+        (forward, backward), kind = implementation(cls, device)
         arrays = [None if t is None else t.data for t in inputs]
-        if pair is cls.cuda:  # kernels index flat memory: give them C-contiguous arrays
+        if kind == "cuda":
+            if dtype.kind == "f" and dtype != "float32":
+                raise TypeError(f"{cls.name()}: the CUDA kernels expected float32 on device {device!r}, "
+                                f"got {dtype}; use device='cpu' for float64")
+            # kernels index flat memory: give them C-contiguous arrays
             arrays = [None if a is None else backend.xp_of(a).ascontiguousarray(a) for a in arrays]
-            backward = _contiguous_dy(backward)
         y, cache = forward(*arrays, **hyper)
-        needs_grad = _grad_enabled and any(t.requires_grad for t in tensors)
-        out = Tensor.__new__(Tensor)
-        out.device, out.data, out.requires_grad, out.grad, out._ctx = device, y, needs_grad, None, None
-        if needs_grad:
-            out._ctx = cls(backward, cache, inputs)
-        return out
+        if dtype.kind == "f" and y.dtype != dtype:
+            raise AssertionError(f"{cls.name()} forward ({kind}): output dtype {y.dtype}, expected the "
+                                 f"inputs' {dtype}")
+        needs_grad = _grad_enabled and any(t is not None and t.requires_grad for t in inputs)
+        ctx = cls(backward, cache, inputs, kind == "cuda") if needs_grad else None
+        return Tensor._make(y, device, needs_grad, ctx)
 
-
-def _contiguous_dy(backward):
-    def wrapped(dy, cache):
-        return backward(backend.xp_of(dy).ascontiguousarray(dy), cache)
-    return wrapped
+    def run_backward(self, dy):
+        """The input gradients for the output gradient dy (None where an input needs none)."""
+        if self.on_kernels:
+            dy = backend.xp_of(dy).ascontiguousarray(dy)
+        if _wants_needs(self.backward_fn):
+            needs = tuple(t is not None and t.requires_grad for t in self.inputs)
+            return self.backward_fn(dy, self.cache, needs)
+        return self.backward_fn(dy, self.cache)
 
 
 def _topological_order(root):
@@ -127,10 +196,13 @@ def backward(root, grad=None):
                              f"(output shape {root.shape})")
         grad = backend.xp_of(root.data).ones_like(root.data)
     else:
-        grad = grad.data if isinstance(grad, Tensor) else backend.to_device(grad, root.device, root.dtype)
+        if isinstance(grad, Tensor):
+            if grad.device != root.device:
+                raise ValueError(f"backward: grad expected device {root.device!r}, got {grad.device!r}")
+            grad = grad.data
+        grad = backend.to_device(grad, root.device, root.dtype, copy=True)  # the engine may store it as .grad
         if tuple(grad.shape) != root.shape:
             raise ValueError(f"backward: grad expected shape {root.shape}, got {tuple(grad.shape)}")
-        grad = grad.copy()  # the engine may store it as a leaf's .grad
 
     grads = {id(root): grad}  # d(root)/d(t) for tensors t reached so far
     for t in reversed(_topological_order(root)):
@@ -141,11 +213,12 @@ def backward(root, grad=None):
             t.grad = g if t.grad is None else t.grad + g
             continue
         ctx = t._ctx
-        input_grads = ctx.backward_fn(g, ctx.cache)
+        input_grads = ctx.run_backward(g)
         for i, (x, dx) in enumerate(zip(ctx.inputs, input_grads)):
             if x is None or dx is None or not x.requires_grad:
                 continue
-            if tuple(dx.shape) != x.shape:
+            if tuple(dx.shape) != x.shape or dx.dtype != x.dtype:
                 raise AssertionError(f"{ctx.name()} backward: gradient of input {i} has shape "
-                                     f"{tuple(dx.shape)}, expected the input's shape {x.shape}")
+                                     f"{tuple(dx.shape)} and dtype {dx.dtype}, expected the input's "
+                                     f"shape {x.shape} and dtype {x.dtype}")
             grads[id(x)] = dx if id(x) not in grads else grads[id(x)] + dx

@@ -3,7 +3,7 @@ from .ops.basic import flatten
 from .ops.conv import conv2d
 from .ops.dropout import dropout
 from .ops.linear import linear
-from .ops.loss import cross_entropy
+from .ops.cross_entropy import cross_entropy
 from .ops.lrn import local_response_norm
 from .ops.pool import max_pool2d
 from .ops.relu import relu

@@ -1,4 +1,4 @@
-"""AlexNet (Krizhevsky, Sutskever, Hinton 2012) as the seed table lays it out, and a small variant.
+"""AlexNet (Krizhevsky, Sutskever, Hinton 2012) as the paper's table lays it out, and a small variant.
 
     input 3x227x227
     conv1 96 11x11/4      -> 96x55x55    relu, maxpool 3/2 -> 27, LRN
@@ -16,7 +16,7 @@ Paper variants: `lrn_before_pool=True` puts LRN before pooling (the paper's text
 """
 import numpy as np
 
-from . import nn, random
+from . import backend, nn
 
 # (out_channels, kernel, stride, padding) of conv1..conv5, then the widths of fc6 and fc7.
 FULL = dict(input_size=227, convs=[(96, 11, 4, 0), (256, 5, 1, 2), (384, 3, 1, 1), (384, 3, 1, 1),
@@ -26,8 +26,11 @@ MINI = dict(input_size=64, convs=[(32, 5, 2, 2), (64, 5, 1, 2), (96, 3, 1, 1), (
 INITS = ("he", "paper", "xavier")
 
 
+LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]  # the layers with weights
+
+
 class AlexNet(nn.Module):
-    """AlexNet on 227x227 inputs (the seed table).
+    """AlexNet on 227x227 inputs (the paper's table).
 
     init="he" (default): conv1..fc7 weights N(0, 2/fan_in) (He et al. 2015, keeps the activation
         scale through the ReLU layers, so any depth and width starts well), fc8 N(0, 0.001^2) so
@@ -35,6 +38,7 @@ class AlexNet(nn.Module):
     init="paper": every weight N(0, 0.01^2); biases 1 in conv2, conv4, conv5, fc6, fc7, else 0
         (section 5: the 1s give the ReLUs positive inputs early on).
     init="xavier": weights N(0, 2/(fan_in + fan_out)) (Glorot and Bengio 2010), biases 0.
+    Each weight is drawn once, from minialex.random (ma.manual_seed).
     """
 
     def __init__(self, num_classes=1000, init="he", groups=1, lrn_before_pool=False, dropout=0.5, config=FULL):
@@ -44,40 +48,48 @@ class AlexNet(nn.Module):
         if groups not in (1, 2):
             raise ValueError(f"AlexNet: groups expected 1 or 2 (the paper's two towers), got {groups!r}")
         self.num_classes, self.input_size = num_classes, config["input_size"]
+        self.lrn_before_pool = lrn_before_pool
         (c1, k1, s1, p1), (c2, k2, s2, p2), (c3, k3, s3, p3), (c4, k4, s4, p4), (c5, k5, s5, p5) = \
             config["convs"]
         f6, f7 = config["fcs"]
-        self.conv1 = nn.Conv2d(3, c1, k1, s1, p1)
+        side = self._pooled_side(config)
+
+        def conv(name, *args, **kw):
+            shape = (args[1], args[0] // kw.get("groups", 1), args[2], args[2])
+            return nn.Conv2d(*args, **kw, weight_std=weight_std(init, name, shape))
+
+        def fc(name, in_f, out_f):
+            return nn.Linear(in_f, out_f, weight_std=weight_std(init, name, (out_f, in_f)))
+        self.conv1 = conv("conv1", 3, c1, k1, s1, p1)
         self.relu1 = nn.ReLU()
         self.pool1 = nn.MaxPool2d(3, 2)
         self.norm1 = nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)
-        self.conv2 = nn.Conv2d(c1, c2, k2, s2, p2, groups=groups)
+        self.conv2 = conv("conv2", c1, c2, k2, s2, p2, groups=groups)
         self.relu2 = nn.ReLU()
         self.pool2 = nn.MaxPool2d(3, 2)
         self.norm2 = nn.LocalResponseNorm(5, 1e-4, 0.75, 2.0)
-        self.conv3 = nn.Conv2d(c2, c3, k3, s3, p3)
+        self.conv3 = conv("conv3", c2, c3, k3, s3, p3)
         self.relu3 = nn.ReLU()
-        self.conv4 = nn.Conv2d(c3, c4, k4, s4, p4, groups=groups)
+        self.conv4 = conv("conv4", c3, c4, k4, s4, p4, groups=groups)
         self.relu4 = nn.ReLU()
-        self.conv5 = nn.Conv2d(c4, c5, k5, s5, p5, groups=groups)
+        self.conv5 = conv("conv5", c4, c5, k5, s5, p5, groups=groups)
         self.relu5 = nn.ReLU()
         self.pool5 = nn.MaxPool2d(3, 2)
         self.flatten = nn.Flatten()
-        side = self._pooled_side(config)
         self.drop6 = nn.Dropout(dropout)
-        self.fc6 = nn.Linear(c5 * side * side, f6)
+        self.fc6 = fc("fc6", c5 * side * side, f6)
         self.relu6 = nn.ReLU()
         self.drop7 = nn.Dropout(dropout)
-        self.fc7 = nn.Linear(f6, f7)
+        self.fc7 = fc("fc7", f6, f7)
         self.relu7 = nn.ReLU()
-        self.fc8 = nn.Linear(f7, num_classes)
+        self.fc8 = fc("fc8", f7, num_classes)
+        self._init_biases(init)
         block1 = ["norm1", "pool1"] if lrn_before_pool else ["pool1", "norm1"]
         block2 = ["norm2", "pool2"] if lrn_before_pool else ["pool2", "norm2"]
-        # The order forward() applies the layers in (also what a model summary walks).
+        # The order forward() applies the layers in (what the model summary and the tests walk).
         self.layer_order = (["conv1", "relu1"] + block1 + ["conv2", "relu2"] + block2 +
                             ["conv3", "relu3", "conv4", "relu4", "conv5", "relu5", "pool5", "flatten",
                              "drop6", "fc6", "relu6", "drop7", "fc7", "relu7", "fc8"])
-        self.init_weights(init)
 
     @classmethod
     def mini(cls, num_classes=10, init="he", groups=1, lrn_before_pool=False, dropout=0.25):
@@ -96,31 +108,57 @@ class AlexNet(nn.Module):
                 side = (side - 3) // 2 + 1
         return side
 
+    def _init_biases(self, init):
+        for name in LAYERS:
+            one = init == "paper" and name in ("conv2", "conv4", "conv5", "fc6", "fc7")
+            getattr(self, name).bias.data[...] = 1.0 if one else 0.0
+
     def init_weights(self, init="he"):
         """Re-draw every weight and bias from minialex.random (see the class docstring)."""
-        rng = random.generator()
-        layers = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
-        for name in layers:
-            layer = getattr(self, name)
-            w = layer.weight
-            fan_in = int(np.prod(w.shape[1:]))
-            fan_out = w.shape[0] * int(np.prod(w.shape[2:]))
-            if init == "paper":
-                std = 0.01
-            elif init == "he" and name == "fc8":
-                std = 0.001
-            elif init == "he":
-                std = np.sqrt(2.0 / fan_in)
-            else:
-                std = np.sqrt(2.0 / (fan_in + fan_out))
-            w.data[...] = rng.standard_normal(w.shape, dtype=np.float32) * np.float32(std)
-            one = init == "paper" and name in ("conv2", "conv4", "conv5", "fc6", "fc7")
-            layer.bias.data[...] = 1.0 if one else 0.0
+        for name in LAYERS:
+            w = getattr(self, name).weight
+            w.data[...] = backend.to_device(nn.normal(w.shape, weight_std(init, name, w.shape)), w.device, w.dtype)
+        self._init_biases(init)
 
     def forward(self, x):
-        if x.ndim != 4 or x.shape[1] != 3:
+        """Shapes for the full network (alexnet-mini: 64x64 in, 32 -> 15 -> 7 -> 3 pixels)."""
+        if x.ndim != 4 or x.shape[1:] != (3, self.input_size, self.input_size):
             raise ValueError(f"AlexNet: x expected shape (N, 3, {self.input_size}, {self.input_size}), "
                              f"got {x.shape}")
-        for name in self.layer_order:
-            x = getattr(self, name)(x)
+        first = self.lrn_before_pool                 # the paper's text: LRN, then pooling
+        x = self.conv1(x)                            # (N, 96, 55, 55)    11x11 stride 4
+        x = self.relu1(x)                            # (N, 96, 55, 55)
+        x = self.norm1(x) if first else x            #                    (LRN first)
+        x = self.pool1(x)                            # (N, 96, 27, 27)    3x3 stride 2, overlapping
+        x = x if first else self.norm1(x)            # (N, 96, 27, 27)    (the table: LRN after pooling)
+        x = self.conv2(x)                            # (N, 256, 27, 27)   5x5 pad 2
+        x = self.relu2(x)                            # (N, 256, 27, 27)
+        x = self.norm2(x) if first else x            #
+        x = self.pool2(x)                            # (N, 256, 13, 13)
+        x = x if first else self.norm2(x)            # (N, 256, 13, 13)
+        x = self.conv3(x)                            # (N, 384, 13, 13)   3x3 pad 1
+        x = self.relu3(x)                            # (N, 384, 13, 13)
+        x = self.conv4(x)                            # (N, 384, 13, 13)   3x3 pad 1
+        x = self.relu4(x)                            # (N, 384, 13, 13)
+        x = self.conv5(x)                            # (N, 256, 13, 13)   3x3 pad 1
+        x = self.relu5(x)                            # (N, 256, 13, 13)
+        x = self.pool5(x)                            # (N, 256, 6, 6)
+        x = self.flatten(x)                          # (N, 9216)
+        x = self.drop6(x)                            # (N, 9216)
+        x = self.fc6(x)                              # (N, 4096)
+        x = self.relu6(x)                            # (N, 4096)
+        x = self.drop7(x)                            # (N, 4096)
+        x = self.fc7(x)                              # (N, 4096)
+        x = self.relu7(x)                            # (N, 4096)
+        x = self.fc8(x)                              # (N, num_classes)
         return x
+
+
+def weight_std(init, name, shape):
+    """The standard deviation of layer `name`'s weights (shape `shape`) under `init`."""
+    if init == "paper":
+        return 0.01
+    if init == "he":
+        return 0.001 if name == "fc8" else nn.he_std(nn.fan_in(shape))
+    fan_out = shape[0] * int(np.prod(shape[2:]))
+    return float(np.sqrt(2.0 / (nn.fan_in(shape) + fan_out)))

@@ -43,11 +43,20 @@ class Module:
 
     # ----- parameters -----
     def named_parameters(self, prefix=""):
-        """(dotted name, Parameter) pairs: own parameters first, then each sub-module's."""
+        """(dotted name, Parameter) pairs: own parameters first, then each sub-module's. A parameter
+        shared by several modules comes once, under the first name it is reached by (as in PyTorch),
+        so an optimizer steps it once and a state_dict holds it once."""
+        seen = set()
+        for name, p in self._named_parameters(prefix):
+            if id(p) not in seen:
+                seen.add(id(p))
+                yield name, p
+
+    def _named_parameters(self, prefix):
         for name, p in self._parameters.items():
             yield prefix + name, p
         for name, m in self._modules.items():
-            yield from m.named_parameters(prefix + name + ".")
+            yield from m._named_parameters(prefix + name + ".")
 
     def parameters(self):
         return [p for _, p in self.named_parameters()]
@@ -78,9 +87,14 @@ class Module:
 
     # ----- mode, device, dtype -----
     def modules(self):
-        yield self
-        for m in self._modules.values():
-            yield from m.modules()
+        """This module and every sub-module, each once."""
+        seen, stack = set(), [self]
+        while stack:
+            m = stack.pop(0)
+            if id(m) not in seen:
+                seen.add(id(m))
+                yield m
+                stack[:0] = list(m._modules.values())
 
     def train(self, mode=True):
         for m in self.modules():
@@ -110,20 +124,33 @@ class Module:
         return params[0].device if params else "cpu"
 
 
-def he_normal(shape, fan_in):
-    """N(0, 2/fan_in): keeps the activations' scale through ReLU layers (He et al. 2015)."""
-    return random.generator().standard_normal(shape, dtype=np.float32) * np.float32(math.sqrt(2.0 / fan_in))
+def he_std(fan_in):
+    """He et al. 2015: weights N(0, 2/fan_in) keep the activations' scale through ReLU layers."""
+    return math.sqrt(2.0 / fan_in)
+
+
+def fan_in(weight_shape):
+    """Inputs feeding one output: in_features, or C/groups * KH * KW."""
+    return int(np.prod(weight_shape[1:]))
+
+
+def normal(shape, std):
+    """N(0, std^2) float32 weights from minialex's generator (ma.manual_seed)."""
+    return random.generator().standard_normal(shape, dtype=np.float32) * np.float32(std)
 
 
 class Conv2d(Module):
-    def __init__(self, in_ch, out_ch, kernel_size, stride=1, padding=0, groups=1, bias=True):
+    """Weights N(0, weight_std^2), He's std (he_std) when not given; bias 0."""
+
+    def __init__(self, in_ch, out_ch, kernel_size, stride=1, padding=0, groups=1, bias=True, *, weight_std=None):
         super().__init__()
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
         if in_ch % groups or out_ch % groups:
             raise ValueError(f"Conv2d: groups expected a divisor of in_ch={in_ch} and "
                              f"out_ch={out_ch}, got {groups}")
         self.stride, self.padding, self.groups = stride, padding, groups
-        self.weight = Parameter(he_normal((out_ch, in_ch // groups, kh, kw), in_ch // groups * kh * kw))
+        shape = (out_ch, in_ch // groups, kh, kw)
+        self.weight = Parameter(normal(shape, he_std(fan_in(shape)) if weight_std is None else weight_std))
         self.bias = Parameter(np.zeros(out_ch, np.float32)) if bias else None
 
     def forward(self, x):
@@ -131,9 +158,11 @@ class Conv2d(Module):
 
 
 class Linear(Module):
-    def __init__(self, in_f, out_f, bias=True):
+    """Weights N(0, weight_std^2), He's std (he_std) when not given; bias 0."""
+
+    def __init__(self, in_f, out_f, bias=True, *, weight_std=None):
         super().__init__()
-        self.weight = Parameter(he_normal((out_f, in_f), in_f))
+        self.weight = Parameter(normal((out_f, in_f), he_std(in_f) if weight_std is None else weight_std))
         self.bias = Parameter(np.zeros(out_f, np.float32)) if bias else None
 
     def forward(self, x):

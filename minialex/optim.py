@@ -6,21 +6,24 @@
 Paper: batch 128, momentum 0.9, weight decay 5e-4, lr 0.01 divided by 10 when the validation
 error stops improving. With a fixed lr this equals PyTorch's SGD (v' = m v + g + wd w; w -= lr v')
 with the same momentum and weight_decay; the two differ only in when an lr change takes effect.
+The update itself is minialex/ops/sgd.py (with its fast CPU and CUDA versions).
 """
 import numpy as np
 
 from . import backend
-from .function import no_grad
-from .ops.sgd import SGDUpdate
-from .tensor import Tensor
+from .errors import check_finite
+from .ops.sgd import sgd_update
 
 
 class SGD:
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
-        self.params = list(params)
+        unique = {}
+        for p in params:  # a parameter shared by two modules is one parameter, stepped once
+            unique.setdefault(id(p), p)
+        self.params = list(unique.values())
         for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
-            if not isinstance(value, (int, float, np.floating)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"SGD: {name} expected a number >= 0, got {value!r}")
+            if check_finite("SGD", name, value) < 0:
+                raise ValueError(f"SGD: {name} expected a finite number >= 0, got {value!r}")
         self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
         self.velocity = [None] * len(self.params)  # v per parameter, made at its first step
 
@@ -33,12 +36,15 @@ class SGD:
         for i, p in enumerate(self.params):
             if p.grad is None:
                 continue
+            if tuple(p.grad.shape) != p.shape:
+                raise ValueError(f"SGD.step: parameter {i} has shape {p.shape}, its .grad {tuple(p.grad.shape)}")
+            xp = backend.xp_of(p.data)
+            if not p.data.flags.c_contiguous:  # updated in place: it must be its own flat memory
+                p.data = xp.ascontiguousarray(p.data)
             if self.velocity[i] is None:
-                self.velocity[i] = backend.xp_of(p.data).zeros_like(p.data)
-            with no_grad():  # updates p.data and the velocity in place (minialex/ops/sgd.py)
-                SGDUpdate.apply(p.detach(), Tensor(self.velocity[i], device=p.device),
-                                Tensor(p.grad, device=p.device),
-                                lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+                self.velocity[i] = xp.zeros_like(p.data)
+            grad = backend.to_device(p.grad, p.device, p.dtype)   # C-contiguous, the parameter's dtype
+            sgd_update(p.data, self.velocity[i], grad, self.lr, self.momentum, self.weight_decay, p.device)
 
     def state_dict(self):
         """{"lr", "momentum", "weight_decay", "velocity.<i>"} as NumPy arrays (for ma.save)."""
@@ -58,5 +64,5 @@ class SGD:
         self.lr, self.momentum = float(state["lr"]), float(state["momentum"])
         self.weight_decay = float(state["weight_decay"])
         self.velocity = [None if state.get(f"velocity.{i}") is None
-                         else backend.to_device(state[f"velocity.{i}"], p.device, p.dtype)
+                         else backend.to_device(state[f"velocity.{i}"], p.device, p.dtype, copy=True)
                          for i, p in enumerate(self.params)]

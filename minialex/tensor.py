@@ -7,7 +7,8 @@
 
 Floating arrays are float32 by default; float64 is kept (gradient checks run in float64).
 Integer and bool arrays are kept as they are and cannot require a gradient (labels, indices);
-Python numbers and lists become float32.
+Python numbers and lists become float32. The array is always C-contiguous (a transposed import is
+copied), so that in-place updates (SGD) and the kernels see the tensor's own memory.
 The arithmetic operators record basic ops (minialex/ops/basic.py), so a loss can be written by hand.
 """
 import numpy as np
@@ -65,13 +66,22 @@ class Tensor:
         grad = ", requires_grad=True" if self.requires_grad else ""
         return f"Tensor(shape={self.shape}, dtype={self.dtype}, device={self.device!r}{grad})"
 
+    @classmethod
+    def _make(cls, data, device, requires_grad=False, ctx=None):
+        """The one constructor of op outputs: `data` is already an array of `device` (no conversion)."""
+        out = cls.__new__(cls)
+        out.device, out.data, out.requires_grad, out.grad, out._ctx = device, data, requires_grad, None, ctx
+        return out
+
     # ----- moving and reading -----
     def to(self, device):
-        """A leaf copy of this tensor on `device` (same requires_grad)."""
+        """This tensor on `device`: itself when it is already there, else a leaf copy (its own
+        memory, even between "cpu" and "cuda-emu", whose arrays are both NumPy) with the same
+        requires_grad."""
         device = backend.check_device(device)
         if device == self.device:
             return self
-        return Tensor(backend.to_device(self.data, device), self.requires_grad, device)
+        return Tensor(backend.to_device(self.data, device, copy=True), self.requires_grad, device)
 
     def numpy(self):
         """The values as a NumPy array (a host copy when the tensor lives on a GPU)."""
@@ -85,9 +95,7 @@ class Tensor:
 
     def detach(self):
         """The same array, cut from the graph."""
-        out = Tensor.__new__(Tensor)
-        out.device, out.data, out.requires_grad, out.grad, out._ctx = self.device, self.data, False, None, None
-        return out
+        return Tensor._make(self.data, self.device)
 
     def zero_grad(self):
         self.grad = None

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from . import functional as F
-from . import io, random
-from .backend import cache_root
+from . import cpu, io, random
+from .paths import cache_root
 from .data import DataLoader, ImageFolder, Transform, dataset_stats, make_synthetic, resize_for
 from .data.transforms import center_crop, resize_shorter, to_array, to_chw
 from .function import no_grad
@@ -380,6 +380,7 @@ def _progress(total, desc):
 
 def main(argv=None):
     args = parse_args(argv)
+    cpu.tune()  # process-wide malloc and OpenBLAS settings that speed up CPU training
     try:
         run(args)
     except TrainError as e:

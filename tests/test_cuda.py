@@ -184,7 +184,8 @@ def test_emulator_shared_memory_reduction_with_barriers():
 def test_row_striding_kernels_cover_every_row_whatever_the_grid(grid_y):
     """im2col (over channels), col2im and the axis swap (over planes) loop in steps of gridDim.y (a GPU
     caps it at 65535): with 1 or 2 rows of blocks they must still fill everything, and match NumPy."""
-    from minialex.ops.conv import col2im, im2col, window_geometry
+    from minialex.ops.conv import col2im, im2col
+    from minialex.ops.windows import window_geometry
     r = np.random.default_rng(9)
     x = r.standard_normal((2, 3, 9, 8)).astype(np.float32)
     geometry = window_geometry(x.shape, (3, 2), (2, 1), (1, 1))
@@ -203,7 +204,7 @@ def test_row_striding_kernels_cover_every_row_whatever_the_grid(grid_y):
     cuda.launch("conv", "conv_col2im", *grid(9 * 8, 2 * 3), dx, dcols, *geometry)
     assert_close(dx, col2im(dcols, x.shape, 3, 2, (2, 1), (1, 1)), what="col2im")
     swapped = np.full((3, 2, 72), np.nan, np.float32)
-    cuda.launch("conv", "conv_swap01", *grid(72, 6), swapped, x.reshape(2, 3, 72), np.int32(2), np.int32(3),
+    cuda.launch("conv", "conv_swap_axes", *grid(72, 6), swapped, x.reshape(2, 3, 72), np.int32(2), np.int32(3),
                 np.int32(72))
     np.testing.assert_array_equal(swapped, x.reshape(2, 3, 72).transpose(1, 0, 2))
 
@@ -281,7 +282,8 @@ def test_cuda_device_without_gpu_says_what_to_do():
 
 
 def test_emulator_without_a_compiler_says_what_to_install(monkeypatch):
+    from minialex import emulator
     monkeypatch.delenv("CXX", raising=False)
-    monkeypatch.setattr(cuda.shutil, "which", lambda name: None)
+    monkeypatch.setattr(emulator.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="found none .*install g\\+\\+"):
-        cuda._compiler()
+        emulator.compiler()

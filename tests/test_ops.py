@@ -1,5 +1,7 @@
 """Each op: forward against the naive-loop reference (float64), backward against central
-differences (float64), dtype kept, and bad input rejected before any computation."""
+differences (float64), dtype kept, and bad input rejected before any computation. Every test here
+runs on both CPU paths: the NumPy reference (the spec) and the fast path (tests/test_cpu.py holds
+the two equal to each other in float32 too)."""
 import numpy as np
 import pytest
 
@@ -7,6 +9,12 @@ import minialex as ma
 from minialex import functional as F
 
 from . import reference as ref
+
+
+@pytest.fixture(autouse=True, params=["reference", "fast"])
+def cpu_path(request):
+    with ma.cpu_path(request.param):
+        yield request.param
 
 
 def T(a, grad=True):
@@ -45,25 +53,6 @@ def test_conv2d_gradcheck(case):
     r = rng(2)
     x, wt, b = T(r.standard_normal((n, c, h, w))), T(r.standard_normal((o, c // g, k, k))), T(r.standard_normal(o))
     assert ma.gradcheck(lambda x, wt, b: F.conv2d(x, wt, b, s, p, g), [x, wt, b])
-
-
-def test_conv2d_case_list_covers_both_column_layouts():
-    from minialex.ops.conv import channels_last, conv_outsize
-    layouts = {channels_last(c // g, conv_outsize(w, k, s, p)) for n, c, h, w, o, k, s, p, g in CONV_CASES}
-    assert layouts == {False, True}
-
-
-@pytest.mark.parametrize("last", [False, True])
-def test_conv2d_each_column_layout_forced(monkeypatch, last):
-    """Either layout forced on the same shapes (groups, stride 2, a 3x2 kernel): the loop reference's
-    y, and float64 gradients that pass the numerical check."""
-    from minialex.ops import conv
-    monkeypatch.setattr(conv, "channels_last", lambda cg, ow: last)
-    r = rng(16)
-    x, wt, b = T(r.standard_normal((2, 6, 7, 6))), T(r.standard_normal((4, 3, 3, 2))), T(r.standard_normal(4))
-    y = F.conv2d(x, wt, b, stride=2, padding=1, groups=2)
-    np.testing.assert_allclose(y.data, ref.conv2d(x.data, wt.data, b.data, 2, 1, 2), rtol=1e-12, atol=1e-12)
-    assert ma.gradcheck(lambda x, wt, b: F.conv2d(x, wt, b, 2, 1, 2), [x, wt, b])
 
 
 def test_conv2d_without_bias_and_input_grad():
@@ -216,88 +205,6 @@ def test_every_op_keeps_dtype(dtype):
         assert y.dtype == dtype
         y.sum().backward()
     assert x.grad.dtype == dtype
-
-
-# ---------------------------------------------------------------- threads
-def _every_op_forward_and_backward(seed):
-    """Outputs and input gradients of conv (stride 1 and 2), relu, LRN, max-pool, and one SGD step."""
-    r = rng(seed)
-    x = ma.Tensor(r.standard_normal((5, 4, 11, 10)).astype(np.float32), requires_grad=True)
-    w1 = ma.Tensor(r.standard_normal((6, 4, 3, 3)).astype(np.float32), requires_grad=True)
-    w2 = ma.Tensor(r.standard_normal((6, 2, 5, 5)).astype(np.float32), requires_grad=True)
-    ys = [F.conv2d(x, w1, padding=1), F.conv2d(x, w2, stride=2, padding=2, groups=2), F.relu(x),
-          F.local_response_norm(x), F.max_pool2d(x, 3, 2), F.max_pool2d(F.relu(x), 3, 1, 1)]
-    for y in ys:
-        (y * ma.Tensor(r.standard_normal(y.shape).astype(np.float32))).sum().backward()
-    opt = ma.optim.SGD([w1, w2], lr=0.1, momentum=0.9, weight_decay=0.01)
-    opt.step()
-    opt.step()
-    return [y.data for y in ys] + [x.grad, w1.data, w2.data]
-
-
-def test_ops_split_over_threads_give_the_serial_results(monkeypatch):
-    """The NumPy path cuts big passes into one slice per core (backend.parallel). With the size
-    threshold at 0 and 3 threads (uneven slices, 5 images), every result must equal the serial one
-    bit for bit: each slice computes its elements exactly as the whole pass would."""
-    from minialex import backend
-    from minialex.ops import sgd
-    monkeypatch.setattr(sgd, "CHUNK", 7)  # SGD shares out chunks: make these small weights many chunks
-    monkeypatch.setenv("MINIALEX_THREADS", "1")
-    serial = _every_op_forward_and_backward(15)
-    monkeypatch.setenv("MINIALEX_THREADS", "3")
-    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 0)
-    split = _every_op_forward_and_backward(15)
-    for a, b in zip(serial, split):
-        np.testing.assert_array_equal(a, b)
-
-
-def test_parallel_covers_the_range_once_and_reraises(monkeypatch):
-    from minialex import backend
-    monkeypatch.setenv("MINIALEX_THREADS", "4")
-    seen = np.zeros(10, int)
-
-    def mark(lo, hi):
-        seen[lo:hi] += 1
-    backend.parallel(mark, 10, backend.PARALLEL_MIN_ELEMENTS)
-    np.testing.assert_array_equal(seen, 1)
-
-    def fail_on_last(lo, hi):
-        if hi == 10:
-            raise KeyError("slice failed")
-    with pytest.raises(KeyError, match="slice failed"):
-        backend.parallel(fail_on_last, 10, backend.PARALLEL_MIN_ELEMENTS)
-    monkeypatch.setenv("MINIALEX_THREADS", "zero")
-    with pytest.raises(ValueError, match=r"MINIALEX_THREADS: expected a positive integer, got 'zero'"):
-        backend.parallel(mark, 10, backend.PARALLEL_MIN_ELEMENTS)
-
-
-def _parallel_sum_in_child(queue):
-    from minialex import backend
-    out = np.zeros(8)
-
-    def fill(lo, hi):
-        out[lo:hi] = 1
-    backend.parallel(fill, 8, backend.PARALLEL_MIN_ELEMENTS)
-    queue.put(out.sum())
-
-
-def test_parallel_works_in_a_forked_child(monkeypatch):
-    """A child forked after the threads started has none of them: it must start its own, not hang."""
-    import multiprocessing
-    from minialex import backend
-    if "fork" not in multiprocessing.get_all_start_methods():
-        pytest.skip("no fork on this platform")
-    monkeypatch.setenv("MINIALEX_THREADS", "2")
-    backend.parallel(lambda lo, hi: None, 8, backend.PARALLEL_MIN_ELEMENTS)  # the parent's threads exist
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_parallel_sum_in_child, args=(queue,))
-    child.start()
-    child.join(60)
-    if child.exitcode is None:
-        child.kill()
-    assert child.exitcode == 0, "the forked child hung or failed"
-    assert queue.get(timeout=5) == 8
 
 
 # ---------------------------------------------------------------- bad input

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..backend import cache_root
+from ..paths import cache_root
 
 CLASSES = ["checker", "circle", "crescent", "cross", "dots", "ring", "square", "star", "stripes", "triangle"]
 VERSION = 3

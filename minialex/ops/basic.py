@@ -7,6 +7,8 @@ if y = f(a, b) broadcast a from shape (3, 1) to (3, 4), then dL/da[i, 0] = sum_j
 
 Non-Tensor operands (Python numbers, arrays) become constants of the Tensor operand's dtype.
 """
+import numbers
+
 import numpy as np
 
 from .. import backend
@@ -76,19 +78,19 @@ def _div_backward(dy, cache):
 
 
 class Add(Function):
-    numpy = (_add_forward, _add_backward)
+    reference = (_add_forward, _add_backward)
 
 
 class Sub(Function):
-    numpy = (_sub_forward, _sub_backward)
+    reference = (_sub_forward, _sub_backward)
 
 
 class Mul(Function):
-    numpy = (_mul_forward, _mul_backward)
+    reference = (_mul_forward, _mul_backward)
 
 
 class Div(Function):
-    numpy = (_div_forward, _div_backward)
+    reference = (_div_forward, _div_backward)
 
 
 def add(a, b):
@@ -110,13 +112,23 @@ def div(a, b):
 # ----- elementwise, one operand -----
 
 class Neg(Function):
-    numpy = (lambda x: (-x, None),
-             lambda dy, cache: (-dy,))
+    reference = (lambda x: (-x, None),
+                 lambda dy, cache: (-dy,))
+
+
+def _pow_forward(x, p):
+    return x ** p, (x, p)
+
+
+def _pow_backward(dy, cache):
+    x, p = cache
+    if p == 0:  # x^0 = 1 is flat everywhere; p x^(p-1) would be 0 * inf = NaN at x = 0
+        return (backend.xp_of(dy).zeros_like(dy),)
+    return (dy * p * x ** (p - 1),)  # d(x^p)/dx = p x^(p-1)
 
 
 class Pow(Function):
-    numpy = (lambda x, p: (x ** p, (x, p)),
-             lambda dy, cache: (dy * cache[1] * cache[0] ** (cache[1] - 1),))  # d(x^p)/dx = p x^(p-1)
+    reference = (_pow_forward, _pow_backward)
 
 
 def _exp_forward(x):
@@ -125,13 +137,13 @@ def _exp_forward(x):
 
 
 class Exp(Function):
-    numpy = (_exp_forward,
-             lambda dy, y: (dy * y,))  # d(e^x)/dx = e^x
+    reference = (_exp_forward,
+                 lambda dy, y: (dy * y,))  # d(e^x)/dx = e^x
 
 
 class Log(Function):
-    numpy = (lambda x: (backend.xp_of(x).log(x), x),
-             lambda dy, x: (dy / x,))  # d(log x)/dx = 1/x
+    reference = (lambda x: (backend.xp_of(x).log(x), x),
+                 lambda dy, x: (dy / x,))  # d(log x)/dx = 1/x
 
 
 def neg(x):
@@ -139,8 +151,10 @@ def neg(x):
 
 
 def pow(x, exponent):
-    if isinstance(exponent, Tensor) or not np.isscalar(exponent):
-        raise TypeError(f"pow: exponent expected a constant number, got {type(exponent).__name__}")
+    if isinstance(exponent, (Tensor, bool)) or not isinstance(exponent, numbers.Real):
+        raise TypeError(f"pow: exponent expected a constant real number, got {type(exponent).__name__}")
+    # a Python number, so that it never changes x's dtype (np.float64(2) would make float32 float64)
+    exponent = int(exponent) if float(exponent).is_integer() else float(exponent)
     return Pow.apply(x, p=exponent)
 
 
@@ -176,7 +190,7 @@ def _sum_backward(dy, cache):
 
 
 class Sum(Function):
-    numpy = (_sum_forward, _sum_backward)
+    reference = (_sum_forward, _sum_backward)
 
 
 def sum(x, axis=None, keepdims=False):
@@ -186,12 +200,13 @@ def sum(x, axis=None, keepdims=False):
 def mean(x, axis=None, keepdims=False):
     axes = _normalise_axis("mean", axis, x.ndim)
     count = int(np.prod([x.shape[a] for a in axes])) if axes else 1
-    return mul(sum(x, axes, keepdims), 1.0 / count)
+    # the mean of nothing is NaN (as in NumPy and PyTorch), not a ZeroDivisionError
+    return mul(sum(x, axes, keepdims), 1.0 / count if count else float("nan"))
 
 
 class Reshape(Function):
-    numpy = (lambda x, shape: (x.reshape(shape), x.shape),
-             lambda dy, x_shape: (dy.reshape(x_shape),))
+    reference = (lambda x, shape: (x.reshape(shape), x.shape),
+                 lambda dy, x_shape: (dy.reshape(x_shape),))
 
 
 def reshape(x, shape):
@@ -212,8 +227,8 @@ def flatten(x):
 
 
 class Transpose(Function):
-    numpy = (lambda x, axes: (x.transpose(axes), axes),
-             lambda dy, axes: (dy.transpose(np.argsort(axes)),))  # the inverse permutation
+    reference = (lambda x, axes: (x.transpose(axes), axes),
+                 lambda dy, axes: (dy.transpose(np.argsort(axes)),))  # the inverse permutation
 
 
 def transpose(x, axes=None):
@@ -234,7 +249,7 @@ def _matmul_backward(dy, cache):
 
 
 class MatMul(Function):
-    numpy = (_matmul_forward, _matmul_backward)
+    reference = (_matmul_forward, _matmul_backward)
 
 
 def matmul(a, b):
@@ -257,7 +272,7 @@ def _getitem_backward(dy, cache):
 
 
 class GetItem(Function):
-    numpy = (_getitem_forward, _getitem_backward)
+    reference = (_getitem_forward, _getitem_backward)
 
 
 def getitem(x, index):

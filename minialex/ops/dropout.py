@@ -1,24 +1,36 @@
 """Inverted dropout (paper section 4.2, p = 0.5 in fc6 and fc7).
 
-Training:  y = x * keep / (1 - p),   keep ~ Bernoulli(1 - p) per element
+Training:  y = x / (1 - p) where keep, else 0,   keep ~ Bernoulli(1 - p) per element
 Eval:      y = x                     (the paper instead multiplies by 1-p at test time: the same
                                       network, since we scaled during training)
-Backward:  dx = dy * keep / (1 - p)
+Backward:  dx = dy / (1 - p) where keep, else 0
 
 The mask is a pure function of (seed, element index), a counter-based hash, not a stream of
 random draws: for the flat C-order index i,
     h = fmix32(i * 0x9E3779B9 + fmix32(seed))     (mod 2^32; fmix32 = MurmurHash3's finalizer)
     keep = (h >> 8) >= threshold,  threshold = round(p * 2^24)
-so the same seed gives the identical mask on every device, thread layout and batch order.
-kernels/dropout.cu computes the same hash (one thread per element).
+so the same seed gives the identical mask on every device, thread layout and batch order, and the
+backward recomputes it from the seed instead of storing it.
+NOTE: a dropped element is exactly 0, even when x is inf or NaN (a select, not a product with a
+0/1 mask: PyTorch's inf * 0 gives NaN there).
+CUDA pair: kernels/dropout.cu (one thread per element), minialex/cuda_ops/dropout.py.
 """
+from typing import NamedTuple
+
 import numpy as np
 
-from .. import backend, cuda, random
+from .. import random
+from ..cuda_ops import dropout as kernels
 from ..errors import fail
 from ..function import Function
 
 _GOLDEN = 0x9E3779B9
+MASK_BITS = 24
+
+
+class DropoutCache(NamedTuple):
+    seed: int
+    p: float
 
 
 def fmix32(h):
@@ -31,8 +43,8 @@ def fmix32(h):
 
 
 def keep_threshold(p):
-    """Keep an element when its 24-bit hash is >= this: exactly probability ~ 1 - p."""
-    return int(round(p * (1 << 24)))
+    """Keep an element when its 24-bit hash is >= this: probability 1 - p, to 2^-25."""
+    return int(round(p * (1 << MASK_BITS)))
 
 
 def dropout_keep_mask(seed, shape, p):
@@ -44,30 +56,20 @@ def dropout_keep_mask(seed, shape, p):
 
 
 def dropout_forward(x, p, seed):
-    scale = dropout_keep_mask(seed, x.shape, p).astype(x.dtype) / x.dtype.type(1 - p)  # 0 or 1/(1-p)
-    return x * scale, scale
+    keep = dropout_keep_mask(seed, x.shape, p)
+    y = np.where(keep, x * x.dtype.type(1 / (1 - p)), 0)           # (same shape as x)
+    return y, DropoutCache(seed, p)
 
 
-def dropout_backward(dy, scale):
-    return (dy * scale,)
-
-
-def dropout_forward_cuda(x, p, seed):
-    y = backend.xp_of(x).empty_like(x)
-    args = (np.uint32(seed), np.uint32(keep_threshold(p)), np.float32(1.0 / (1.0 - p)))
-    cuda.launch("dropout", "dropout_forward", *cuda.blocks(x.size), y, x, np.int32(x.size), *args)
-    return y, args                     # the mask is recomputed from the seed, not stored
-
-
-def dropout_backward_cuda(dy, args):
-    dx = backend.xp_of(dy).empty_like(dy)
-    cuda.launch("dropout", "dropout_backward", *cuda.blocks(dy.size), dx, dy, np.int32(dy.size), *args)
+def dropout_backward(dy, cache):
+    keep = dropout_keep_mask(cache.seed, dy.shape, cache.p)        # the forward's mask, recomputed
+    dx = np.where(keep, dy * dy.dtype.type(1 / (1 - cache.p)), 0)
     return (dx,)
 
 
 class Dropout(Function):
-    numpy = (dropout_forward, dropout_backward)
-    cuda = (dropout_forward_cuda, dropout_backward_cuda)
+    reference = (dropout_forward, dropout_backward)
+    cuda = (kernels.dropout_forward, kernels.dropout_backward)
 
 
 def dropout(x, p=0.5, training=True, seed=None):
@@ -75,6 +77,9 @@ def dropout(x, p=0.5, training=True, seed=None):
     minialex.random (so ma.manual_seed reproduces a run)."""
     if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)) or not 0 <= p < 1:
         fail("dropout", "p", "a probability in [0, 1)", repr(p))
+    if keep_threshold(p) >= 1 << MASK_BITS:
+        fail("dropout", "p", f"a probability below 1 - 2^-{MASK_BITS + 1} (the mask has {MASK_BITS} bits; "
+             "this p would drop every element)", repr(p))
     if not training or p == 0:
         return x
     seed = random.next_seed() if seed is None else int(seed)

@@ -8,61 +8,45 @@ Backward (y = x W^T + b):
     db = sum_n dy      (out,)
 
 Paper: fc6, fc7 (4096 units) and fc8 (1000-way, into the softmax), section 3.5.
-CUDA path: kernels/gemm.cu (or cuBLAS), kernels/bias.cu for db.
+CUDA pair: minialex/cuda_ops/linear.py (minialex.cuda.gemm: kernels/gemm.cu or cuBLAS;
+kernels/bias.cu). On the CPU the reference is already one BLAS product per line: no fast pair.
 """
+from typing import NamedTuple
+
 import numpy as np
 
-from .. import backend, cuda
+from ..cuda_ops import linear as kernels
 from ..errors import fail
 from ..function import Function
 
 
+class LinearCache(NamedTuple):
+    x2: object         # (N, in) x with its leading axes flattened
+    w: object          # (out, in)
+    x_shape: tuple
+    has_bias: bool
+
+
 def linear_forward(x, w, b):
     x2 = x.reshape(-1, x.shape[-1])                  # (N, in)
-    y = np.matmul(x2, w.T)                           # (N, out)
+    y = x2 @ w.T                                     # (N, out)
     if b is not None:
         y += b
-    return y.reshape(*x.shape[:-1], w.shape[0]), (x2, w, x.shape, b is not None)
+    return y.reshape(*x.shape[:-1], w.shape[0]), LinearCache(x2, w, x.shape, b is not None)
 
 
-def linear_backward(dy, cache):
-    x2, w, x_shape, has_b = cache
+def linear_backward(dy, cache, needs):
+    x2, w, x_shape, has_bias = cache
     dy2 = dy.reshape(-1, w.shape[0])                 # (N, out)
-    dx = np.matmul(dy2, w).reshape(x_shape)          # (N, in)
-    dw = np.matmul(dy2.T, x2, out=backend.scratch(w.shape, w.dtype))  # (out, in); fc6's is 151 MB: reuse it
-    db = dy2.sum(axis=0) if has_b else None          # (out,)
+    dx = (dy2 @ w).reshape(x_shape) if needs[0] else None    # (N, in)
+    dw = dy2.T @ x2 if needs[1] else None                      # (out, in)
+    db = dy2.sum(axis=0) if has_bias and needs[2] else None    # (out,)
     return dx, dw, db
 
 
-def linear_forward_cuda(x, w, b):
-    xp = backend.xp_of(x)
-    x2 = x.reshape(-1, x.shape[-1])                                   # (N, in)
-    n, (out_f, in_f) = x2.shape[0], w.shape
-    y = xp.empty((n, out_f), dtype=np.float32)
-    cuda.gemm(y, x2, w, n, out_f, in_f, a_mk=(in_f, 1), b_kn=(1, in_f))  # x @ W^T: W read transposed
-    if b is not None:
-        cuda.launch("bias", "bias_forward", *cuda.blocks(y.size), y, b, np.int32(n), np.int32(out_f), np.int32(1))
-    return y.reshape(*x.shape[:-1], out_f), (x2, w, x.shape, b is not None)
-
-
-def linear_backward_cuda(dy, cache):
-    x2, w, x_shape, has_b = cache
-    xp = backend.xp_of(dy)
-    n, (out_f, in_f) = x2.shape[0], w.shape
-    dx = xp.empty((n, in_f), dtype=np.float32)
-    cuda.gemm(dx, dy, w, n, in_f, out_f, a_mk=(out_f, 1), b_kn=(in_f, 1))    # dy @ W
-    dw = xp.empty(w.shape, dtype=np.float32)
-    cuda.gemm(dw, dy, x2, out_f, in_f, n, a_mk=(1, out_f), b_kn=(in_f, 1))   # dy^T @ x
-    db = None
-    if has_b:
-        db = xp.empty((out_f,), dtype=np.float32)
-        cuda.launch("bias", "bias_backward", (out_f,), (256,), db, dy, np.int32(n), np.int32(out_f), np.int32(1))
-    return dx.reshape(x_shape), dw, db
-
-
 class Linear(Function):
-    numpy = (linear_forward, linear_backward)
-    cuda = (linear_forward_cuda, linear_backward_cuda)
+    reference = (linear_forward, linear_backward)
+    cuda = (kernels.linear_forward, kernels.linear_backward)
 
 
 def linear(x, weight, bias=None):

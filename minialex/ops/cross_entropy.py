@@ -4,58 +4,48 @@ Shapes:  logits z (N, K)   target t (N,) integer class labels in [0, K)   loss: 
 
 Forward, stable (subtracting the row max changes nothing mathematically, avoids exp overflow):
     log p[n, k] = z[n, k] - m[n] - log sum_j exp(z[n, j] - m[n]),   m[n] = max_j z[n, j]
-    loss = -(1/N) sum_n log p[n, t[n]]
+    loss = -(1/N) sum_n log p[n, t[n]]           (NaN for an empty batch, as in PyTorch)
 Backward, fused (softmax and log cancel):
     dz[n, k] = dloss * (p[n, k] - [k == t[n]]) / N
 
 Paper: section 4 ("maximizes the multinomial logistic regression objective").
-CUDA path: kernels/softmax.cu (one block per row).
+CUDA pair: kernels/cross_entropy.cu (one block per row), minialex/cuda_ops/cross_entropy.py.
 """
+from typing import NamedTuple
+
 import numpy as np
 
-from .. import backend, cuda
+from .. import backend
+from ..cuda_ops import cross_entropy as kernels
 from ..errors import fail
 from ..function import Function
 from ..tensor import Tensor
 
 
+class CrossEntropyCache(NamedTuple):
+    probs: object      # (N, K) softmax of the logits
+    target: object     # (N,) int32 labels
+
+
 def cross_entropy_forward(z, target):
     n = z.shape[0]
-    xp = backend.xp_of(z)
     shifted = z - z.max(axis=1, keepdims=True)                                    # (N, K)
-    log_p = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))          # (N, K)
-    loss = -log_p[xp.arange(n), target].sum() / z.dtype.type(n)                   # ()
-    return xp.asarray(loss, dtype=z.dtype), (xp.exp(log_p), target)               # probs: (N, K)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))          # (N, K)
+    loss = -log_p[np.arange(n), target].sum() / n if n else np.nan                # ()
+    return np.asarray(loss, dtype=z.dtype), CrossEntropyCache(np.exp(log_p), target)
 
 
 def cross_entropy_backward(dloss, cache):
     probs, target = cache
     n = probs.shape[0]
     dz = probs.copy()                                                             # p
-    dz[backend.xp_of(dz).arange(n), target] -= 1                                  # p - onehot
-    return (dz * (dloss / n),)
-
-
-def cross_entropy_forward_cuda(z, target):
-    xp = backend.xp_of(z)
-    n, k = z.shape
-    row_loss, probs = xp.empty((n,), dtype=np.float32), xp.empty_like(z)
-    cuda.launch("softmax", "softmax_forward", (n,), (256,), row_loss, probs, z, target, np.int32(n), np.int32(k))
-    return row_loss.sum(), (probs, target)                 # the mean: each row holds -log p / N
-
-
-def cross_entropy_backward_cuda(dloss, cache):
-    probs, target = cache
-    n, k = probs.shape
-    dz = backend.xp_of(probs).empty_like(probs)
-    cuda.launch("softmax", "softmax_backward", *cuda.blocks(dz.size), dz, probs, target, dloss,
-                np.int32(n), np.int32(k))
-    return (dz,)
+    dz[np.arange(n), target] -= 1                                                 # p - onehot
+    return (dz * (dloss / max(n, 1)),)
 
 
 class CrossEntropy(Function):
-    numpy = (cross_entropy_forward, cross_entropy_backward)
-    cuda = (cross_entropy_forward_cuda, cross_entropy_backward_cuda)
+    reference = (cross_entropy_forward, cross_entropy_backward)
+    cuda = (kernels.cross_entropy_forward, kernels.cross_entropy_backward)
 
 
 def cross_entropy(logits, target):
@@ -63,8 +53,7 @@ def cross_entropy(logits, target):
     op = "cross_entropy"
     if logits.ndim != 2:
         fail(op, "logits", "2 dimensions (N, K)", f"shape {logits.shape}")
-    t = backend.to_numpy(target.data if isinstance(target, Tensor) else target)
-    t = np.asarray(t)
+    t = np.asarray(backend.to_numpy(target.data if isinstance(target, Tensor) else target))
     if t.dtype.kind not in "iu":
         fail(op, "target", "integer class labels", f"dtype {t.dtype}", TypeError)
     n, k = logits.shape

@@ -1,0 +1,63 @@
+"""conv2d, CUDA pair: im2col and col2im in kernels/conv.cu, the products through minialex.cuda.gemm
+(kernels/gemm.cu or cuBLAS), the bias in kernels/bias.cu. Math: minialex/ops/conv.py."""
+import numpy as np
+
+from .. import backend, cuda
+from ..ops import conv as spec
+from ..ops.windows import window_geometry
+
+
+def conv2d_forward(x, w, b, stride, padding, groups):
+    xp = backend.xp_of(x)
+    geometry = window_geometry(x.shape, w.shape[2:], stride, padding)
+    n, c, oh, ow = x.shape[0], x.shape[1], int(geometry[-2]), int(geometry[-1])
+    o, cg, kh, kw = w.shape
+    g, og, k, nl = groups, o // groups, cg * kh * kw, n * oh * ow
+    cols = xp.empty((c * kh * kw, nl), dtype=np.float32)                        # (C*KH*KW, N*L)
+    y = xp.empty((n, o, oh, ow), dtype=np.float32)
+    cache = spec.ConvCache(cols, w, x.shape, b is not None, stride, padding, groups)
+    if y.size == 0:
+        return y, cache
+    if cols.size:
+        cuda.launch("conv", "conv_im2col", *cuda.planes(nl, c), cols, x, *geometry)
+    y_t = xp.empty((o, nl), dtype=np.float32)                                   # (O, N*L)
+    # y_t[group] = w[group] @ cols[group], one product per group
+    cuda.gemm(y_t, w, cols, og, nl, k, a_mk=(k, 1), b_kn=(nl, 1), batch=g,
+              a_batch=og * k, b_batch=k * nl, c_batch=og * nl)
+    cuda.launch("conv", "conv_swap_axes", *cuda.planes(oh * ow, n * o), y, y_t, np.int32(o), np.int32(n),
+                np.int32(oh * ow))
+    if b is not None:
+        cuda.launch("bias", "bias_forward", *cuda.blocks(y.size), y, b, np.int32(n), np.int32(o), np.int32(oh * ow))
+    return y, cache
+
+
+def conv2d_backward(dy, cache, needs):
+    cols, w, x_shape, has_bias, stride, padding, groups = cache
+    xp = backend.xp_of(dy)
+    n, o, oh, ow = dy.shape
+    c, h, wd = x_shape[1:]
+    _, cg, kh, kw = w.shape
+    g, og, k, nl = groups, o // groups, cg * kh * kw, n * oh * ow
+    new = xp.zeros if dy.size == 0 else xp.empty                                # nothing to add up: zeros
+    dx = new(x_shape, dtype=np.float32) if needs[0] else None
+    dw = new(w.shape, dtype=np.float32) if needs[1] else None
+    db = new((o,), dtype=np.float32) if has_bias and needs[2] else None
+    if dy.size == 0:
+        return dx, dw, db
+    if db is not None:
+        cuda.fits_int32(dy.size, "dy")
+        cuda.launch("bias", "bias_backward", (o,), (256,), db, dy, np.int32(n), np.int32(o), np.int32(oh * ow))
+    dy_t = xp.empty((o, nl), dtype=np.float32)                                  # (O, N*L)
+    cuda.launch("conv", "conv_swap_axes", *cuda.planes(oh * ow, n * o), dy_t, dy, np.int32(n), np.int32(o),
+                np.int32(oh * ow))
+    if dw is not None:  # dw[group] = dy_t[group] @ cols[group]^T   (cols^T: swapped strides)
+        cuda.gemm(dw, dy_t, cols, og, k, nl, a_mk=(nl, 1), b_kn=(1, nl), batch=g,
+                  a_batch=og * nl, b_batch=k * nl, c_batch=og * k)
+    if dx is not None:  # dcols[group] = w[group]^T @ dy_t[group], then col2im
+        dcols = xp.empty(cols.shape, dtype=np.float32)
+        cuda.gemm(dcols, w, dy_t, k, nl, og, a_mk=(1, k), b_kn=(nl, 1), batch=g,
+                  a_batch=og * k, b_batch=og * nl, c_batch=k * nl)
+        if dx.size:
+            cuda.launch("conv", "conv_col2im", *cuda.planes(h * wd, n * c), dx, dcols,
+                        *window_geometry(x_shape, w.shape[2:], stride, padding))
+    return dx, dw, db
