@@ -120,6 +120,10 @@ def test_dataset_stats_find_the_colour_axis(tmp_path):
         (tmp_path / "c").mkdir(exist_ok=True)
         Image.fromarray(a).save(tmp_path / "c" / f"{i}.png")
     stats = dataset_stats(ImageFolder(tmp_path))
+    pixels = np.concatenate([np.asarray(Image.open(tmp_path / "c" / f"{i}.png").resize((64, 64), Image.BILINEAR),
+                                        np.float64).reshape(-1, 3) / 255 for i in range(6)])
+    np.testing.assert_allclose(stats["mean"], pixels.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(stats["std"], pixels.std(0), rtol=1e-5)
     top = stats["eigvecs"][:, -1]  # eigh: ascending eigenvalues, eigenvectors as columns
     assert abs(abs(top @ direction) - 1) < 1e-3
     assert stats["eigvals"][-1] > 100 * stats["eigvals"][1]
@@ -140,7 +144,13 @@ def test_ten_crops_and_transform_shapes():
     assert Transform(8, stats, "train")(img, rng).shape == (3, 8, 8)
     assert Transform(8, stats, "ten_crop")(img, rng).shape == (10, 3, 8, 8)
     v = Transform(8, stats, "val")(img, rng)
-    assert v.dtype == np.float32 and abs(float(v.mean()) - (np.asarray(img.resize((10, 9))).mean() / 255 - 0.5) / 0.25) < 1.0
+    resized = np.asarray(img.resize((11, 9), Image.BILINEAR), np.float32) / 255   # 12x10 to shorter side 9 = resize_for(8)
+    centre = resized[0:8, 1:9]                                                    # (9 - 8) // 2, (11 - 8) // 2
+    expected = (centre - np.array([0.2, 0.4, 0.6], np.float32)) / np.array([0.25, 0.5, 0.125], np.float32)
+    stats = {**stats, "mean": np.array([0.2, 0.4, 0.6], np.float32), "std": np.array([0.25, 0.5, 0.125], np.float32)}
+    v = Transform(8, stats, "val")(img, rng)
+    assert v.dtype == np.float32 and v.shape == (3, 8, 8)
+    np.testing.assert_allclose(v, expected.transpose(2, 0, 1), rtol=1e-5, atol=1e-6)
 
 
 def test_loader_is_deterministic_per_seed_and_epoch(odd_tree):

@@ -69,9 +69,10 @@ def col2im(dcols, x_shape, kh, kw, stride, padding):
 
 def conv2d_forward(x, w, b, stride, padding, groups):
     n, (o, cg, kh, kw) = x.shape[0], w.shape
-    cols = im2col(x, kh, kw, stride, padding)                       # (C*KH*KW, N*OH*OW)
     oh, ow = conv_outsize(x.shape[2], kh, stride[0], padding[0]), conv_outsize(x.shape[3], kw, stride[1], padding[1])
-    y = w.reshape(groups, o // groups, -1) @ cols.reshape(groups, cg * kh * kw, -1)   # (G, O/G, N*OH*OW)
+    cols = im2col(x, kh, kw, stride, padding)                       # (C*KH*KW, N*OH*OW)
+    y = w.reshape(groups, o // groups, cg * kh * kw) @ cols.reshape(groups, cg * kh * kw, n * oh * ow)
+    # y: (G, O/G, N*OH*OW), one product per group
     y = y.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)               # (N, O, OH, OW)
     if b is not None:
         y = y + b.reshape(1, o, 1, 1)
@@ -81,13 +82,14 @@ def conv2d_forward(x, w, b, stride, padding, groups):
 def conv2d_backward(dy, cache, needs):
     cols, w, x_shape, has_bias, stride, padding, groups = cache
     o, cg, kh, kw = w.shape
-    dy_t = dy.transpose(1, 0, 2, 3).reshape(groups, o // groups, -1)    # (G, O/G, N*OH*OW)
+    k, nl = cg * kh * kw, cols.shape[1]
+    dy_t = dy.transpose(1, 0, 2, 3).reshape(groups, o // groups, nl)   # (G, O/G, N*OH*OW)
     dx = dw = db = None
     if needs[0]:
-        dcols = w.reshape(groups, o // groups, -1).transpose(0, 2, 1) @ dy_t   # (G, Cg*KH*KW, N*OH*OW)
-        dx = col2im(dcols.reshape(-1, dcols.shape[-1]), x_shape, kh, kw, stride, padding)
+        dcols = w.reshape(groups, o // groups, k).transpose(0, 2, 1) @ dy_t   # (G, Cg*KH*KW, N*OH*OW)
+        dx = col2im(dcols.reshape(groups * k, nl), x_shape, kh, kw, stride, padding)
     if needs[1]:
-        dw = (dy_t @ cols.reshape(groups, cg * kh * kw, -1).transpose(0, 2, 1)).reshape(w.shape)
+        dw = (dy_t @ cols.reshape(groups, k, nl).transpose(0, 2, 1)).reshape(w.shape)
     if has_bias and needs[2]:
         db = dy.sum(axis=(0, 2, 3))                                    # (O,)
     return dx, dw, db
