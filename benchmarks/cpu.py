@@ -2,10 +2,12 @@
 
     python benchmarks/cpu.py                 # alexnet at batch 16 and alexnet-mini at batch 64
     python benchmarks/cpu.py --reps 7 --skip-mini
+    python benchmarks/cpu.py --no-reference  # only the fast CPU path (the reference is slow on alexnet)
 
-In ONE process, alternating minialex and PyTorch step by step (so both see the same machine state),
-after a warm-up: the min and median step time of each, the ratio minialex / PyTorch per repetition
-(its median is the headline), a per-layer forward/backward breakdown for minialex, the share of
+In ONE process, alternating minialex's fast CPU path, its reference path (the plain NumPy spec of
+each op) and PyTorch step by step (so all see the same machine state), after a warm-up: the min
+and median step time of each, the ratio minialex / PyTorch per repetition (its median is the
+headline), a per-layer forward/backward breakdown for minialex's fast path, the share of
 the step spent in matrix products (every np.matmul call timed inside the real step) versus everything
 else, and the peak memory (RSS) of each
 library's steps, measured in a fresh child process so one does not inherit the other's peak.
@@ -32,7 +34,8 @@ TUNED = ma.cpu.tune()  # malloc and OpenBLAS settings for training (minialex/cpu
 CONFIGS = {"alexnet": 16, "alexnet-mini": 64}
 
 
-def make_minialex(arch, batch):
+def make_minialex(arch, batch, path="fast"):
+    ma.set_cpu_path(path)
     ma.manual_seed(0)
     model = ma.models.AlexNet(1000) if arch == "alexnet" else ma.models.AlexNet.mini(10)
     opt = ma.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
@@ -41,10 +44,11 @@ def make_minialex(arch, batch):
     y = rng.integers(0, model.num_classes, batch)
 
     def step():
-        loss = F.cross_entropy(model(x), y)
-        model.zero_grad()
-        loss.backward()
-        opt.step()
+        with ma.cpu_path(path):
+            loss = F.cross_entropy(model(x), y)
+            model.zero_grad()
+            loss.backward()
+            opt.step()
     return model, step
 
 
@@ -104,7 +108,7 @@ class GemmClock:
         np.matmul = self._real
 
 
-def gemm_shares(step, reps):
+def gemm_shares(step, reps):  # of the fast path
     """Per rep, (seconds in matrix products) / (seconds of the whole step), measured inside the real
     step. One untimed step first, so that the peer's last step does not weigh on the first rep."""
     step()
@@ -145,8 +149,10 @@ def breakdown(model, batch):
 def peak_rss(lib, arch, batch):
     """Peak RSS (MiB) of a child process that builds the model and runs 3 steps."""
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent through fork and exec.
+    make = f"make_minialex({arch!r}, {batch}, {lib[9:]!r})" if lib.startswith("minialex") else \
+        f"make_torch({arch!r}, {batch})"
     code = (f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import cpu; "
-            f"m, s = cpu.make_{lib}({arch!r}, {batch}); [s() for _ in range(3)]; "
+            f"m, s = cpu.{make}; [s() for _ in range(3)]; "
             f"print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
@@ -159,6 +165,7 @@ def main():
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--skip-mini", action="store_true")
     p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--no-reference", action="store_true", help="skip the reference CPU path's row")
     args = p.parse_args()
     try:
         import torch
@@ -172,8 +179,11 @@ def main():
     for arch, batch in CONFIGS.items():
         if args.skip_mini and arch == "alexnet-mini":
             continue
-        model, ma_step = make_minialex(arch, batch)
+        model, ma_step = make_minialex(arch, batch, "fast")
         steps = {"minialex": ma_step}
+        if not args.no_reference:
+            steps["minialex (reference path)"] = make_minialex(arch, batch, "reference")[1]
+        ma.set_cpu_path("fast")
         if torch:
             steps["PyTorch"] = make_torch(arch, batch)[1]
         for s in steps.values():
@@ -185,12 +195,14 @@ def main():
         print(f"\n## {arch}, batch {batch}: one train step (forward, loss, backward, SGD), {args.reps} reps alternating")
         print("| library | min (s) | median (s) | images/s (median) | peak RSS (MiB) |\n|---|---|---|---|---|")
         for k, t in times.items():
-            mem = float("nan") if args.no_memory else peak_rss("minialex" if k == "minialex" else "torch", arch, batch)
+            lib = {"minialex": "minialex-fast", "minialex (reference path)": "minialex-reference"}.get(k, "torch")
+            mem = float("nan") if args.no_memory else peak_rss(lib, arch, batch)
             print(f"| {k} | {min(t):.3f} | {np.median(t):.3f} | {batch / np.median(t):.1f} | {mem:.0f} |")
         if torch:
-            ratios = [a / b for a, b in zip(times["minialex"], times["PyTorch"])]
-            print(f"\nminialex / PyTorch step time: median {np.median(ratios):.2f} (per rep: "
-                  f"{', '.join(f'{r:.2f}' for r in ratios)})")
+            for k in [k for k in times if k.startswith("minialex")]:
+                ratios = [a / b for a, b in zip(times[k], times["PyTorch"])]
+                print(f"\n{k} / PyTorch step time: median {np.median(ratios):.2f} (per rep: "
+                      f"{', '.join(f'{r:.2f}' for r in ratios)})")
         others = [1 - share for share in gemm_shares(ma_step, args.reps)]
         rows = breakdown(model, batch)
         total = sum(f + b for _, f, b, _ in rows)

@@ -48,7 +48,7 @@ def parse_args(argv=None):
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--data", help="folder with train/ and val/ class folders (default: the built-in dataset)")
     p.add_argument("--arch", choices=sorted(ARCHS), default=None,
-                   help="alexnet: the seed table at 227x227; alexnet-mini: the same layers, narrower, 64x64 "
+                   help="alexnet: the paper's table at 227x227; alexnet-mini: the same layers, narrower, 64x64 "
                         "(default: alexnet-mini, or the checkpoint's with --resume)")
     p.add_argument("--epochs", type=int, help="total epochs (alexnet 90, alexnet-mini 10)")
     p.add_argument("--batch-size", type=int, help="alexnet 128 (the paper), alexnet-mini 32")
@@ -215,7 +215,26 @@ def _pictures(out, model, history, val, stats, size, device):
     prediction_grid((a * 255).clip(0, 255).astype(np.uint8), pred, truth, val.classes, out / "predictions.png")
 
 
-# ----- the run -----
+# ----- the run, in named steps -----
+
+class Run:
+    """Everything a training run carries from one epoch to the next."""
+
+    def __init__(self, args, train_set, val_set, stats, model, opt):
+        self.args, self.train_set, self.val_set, self.stats = args, train_set, val_set, stats
+        self.model, self.opt, self.size = model, opt, model.input_size
+        self.start_epoch, self.history = 1, []
+        self.best = {"val_loss": math.inf, "val_top1": -1.0}
+        self.plateau = {"lr": args.lr, "best": math.inf, "bad": 0}
+        self.out = None
+        self.step, self.recent, self.warned = 0, [], False   # for the stall warning
+
+    def state(self, epoch):
+        """The run's state after `epoch`, as a checkpoint's meta/ entries."""
+        return {"format": FORMAT, "arch": self.args.arch, "epoch": epoch, "rng_state": random.get_state(),
+                "classes": np.array(self.train_set.classes), "history": json.dumps(self.history),
+                "best": json.dumps(self.best), "plateau": json.dumps(self.plateau), **self.stats}
+
 
 def _lr_for(args, epoch, plateau):
     if args.lr_schedule == "step":
@@ -225,8 +244,8 @@ def _lr_for(args, epoch, plateau):
     return args.lr
 
 
-def run(args):
-    """Train (or evaluate) as the arguments say; returns the list of per-epoch metrics."""
+def setup(args):
+    """Data, statistics, model and optimizer, from scratch or from --resume; returns a Run."""
     resume = load_checkpoint(args.resume) if args.resume else None
     if resume and args.arch and args.arch != str(resume[2]["arch"]):
         raise TrainError(f"--resume: the checkpoint holds arch {str(resume[2]['arch'])!r}, but --arch is "
@@ -240,7 +259,7 @@ def run(args):
 
     train_set, val_set = open_data(args.data)
     if resume:
-        model_sd, optim_sd, meta = resume
+        meta = resume[2]
         classes = [str(c) for c in meta["classes"]]
         if classes != train_set.classes:
             raise TrainError(f"--resume: the checkpoint was trained on classes {classes[:5]}..., the data has "
@@ -251,119 +270,139 @@ def run(args):
 
     random.manual_seed(args.seed)
     model = ARCHS[args.arch](num_classes=len(train_set.classes), init=args.init, dropout=args.dropout)
-    size = model.input_size
     opt = SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    start_epoch, history, best = 1, [], {"val_loss": math.inf, "val_top1": -1.0}
-    plateau = {"lr": args.lr, "best": math.inf, "bad": 0}
+    run = Run(args, train_set, val_set, stats, model, opt)
     if resume:
+        model_sd, optim_sd, meta = resume
         try:
             model.load_state_dict(model_sd)
         except (KeyError, ValueError) as e:
             raise TrainError(f"--resume: the checkpoint does not fit {args.arch}: {e}") from None
         opt.load_state_dict(optim_sd)
         random.set_state(str(meta["rng_state"]))
-        start_epoch = int(meta["epoch"]) + 1
-        history = json.loads(str(meta["history"]))
-        best = json.loads(str(meta["best"]))
-        plateau = json.loads(str(meta["plateau"]))
+        run.start_epoch = int(meta["epoch"]) + 1
+        run.history = json.loads(str(meta["history"]))
+        run.best = json.loads(str(meta["best"]))
+        run.plateau = json.loads(str(meta["plateau"]))
     model.to(args.device)
+    return run
 
-    val_loader = DataLoader(val_set, Transform(size, stats, "val"), args.batch_size, workers=args.workers)
+
+def train_epoch(run, epoch, loader):
+    """One pass over the training set; returns (images seen, mean loss, top-1, seconds)."""
+    args, model, opt = run.args, run.model, run.opt
+    ln_classes = math.log(len(run.train_set.classes))
+    opt.lr = _lr_for(args, epoch, run.plateau)
+    loader.set_epoch(epoch)
+    t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+    bar = _progress(len(loader), f"epoch {epoch}/{args.epochs}")
+    try:
+        for x, y in loader:
+            logits = model(Tensor(x, device=args.device))
+            loss = F.cross_entropy(logits, y)
+            value = loss.item()
+            if not math.isfinite(value):
+                last = run.out / "last.npz"
+                raise FloatingPointError(
+                    f"the loss became {value} at epoch {epoch}, step {run.step + 1}: stopping. The learning "
+                    f"rate is probably too high (it is {opt.lr:g}; try --lr {opt.lr / 10:g}). The last "
+                    f"good checkpoint is {last}" + ("" if last.exists() else " (none yet)"))
+            model.zero_grad()
+            loss.backward()
+            opt.step()
+            correct += int((logits.numpy().argmax(1) == y).sum())
+            del loss, logits  # free this step's graph before the next forward
+            seen, loss_sum, run.step = seen + len(y), loss_sum + value * len(y), run.step + 1
+            run.recent = (run.recent + [value])[-50:]
+            if not run.warned and run.step >= args.stall_steps and np.mean(run.recent) > 0.98 * ln_classes:
+                run.warned = True
+                warnings.warn(f"after {run.step} steps the loss is still {np.mean(run.recent):.3f}, about "
+                              f"ln({len(run.train_set.classes)}) = {ln_classes:.3f}: the network predicts chance. "
+                              f"Likely causes: the learning rate is too low or so high that ReLUs died (it is "
+                              f"{opt.lr:g}), labels that do not match the images, or images that all look alike",
+                              stacklevel=1)
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.3f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+    finally:
+        bar.close()
+    return seen, loss_sum / seen, correct / seen, time.perf_counter() - t0
+
+
+def end_of_epoch(run, epoch, trained, val_loader, skipped):
+    """Validate, record the epoch's metrics, step the plateau schedule, print one line; returns the record."""
+    seen, train_loss, train_top1, seconds = trained
+    val_loss, val_top1, val_top5 = evaluate(run.model, val_loader, run.args.device)
+    record = {"epoch": epoch, "train_loss": train_loss, "train_top1": train_top1,
+              "val_loss": val_loss, "val_top1": val_top1, "val_top5": val_top5, "lr": run.opt.lr,
+              "images_per_s": seen / seconds, "seconds": seconds}
+    run.history.append(record)
+    if run.args.lr_schedule == "plateau":
+        p = run.plateau
+        if val_loss < p["best"] * (1 - 1e-3):
+            p["best"], p["bad"] = val_loss, 0
+        else:
+            p["bad"] += 1
+            if p["bad"] >= run.args.patience:
+                p["lr"], p["bad"] = p["lr"] / 10, 0
+    with open(run.out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    print(f"epoch {epoch:3d}/{run.args.epochs}  train loss {train_loss:.4f} top-1 {train_top1:6.2%}"
+          f"  |  val loss {val_loss:.4f} top-1 {val_top1:6.2%} top-5 {val_top5:6.2%}  |  lr {run.opt.lr:.2g}"
+          f"  {record['images_per_s']:.0f} img/s  {seconds:.1f}s"
+          + (f"  ({skipped} unreadable images skipped)" if skipped else ""), flush=True)
+    return record
+
+
+def checkpoint(run, epoch, record):
+    """last.npz after every epoch, best.npz when validation top-1 improved, then the pictures."""
+    is_best = record["val_top1"] > run.best["val_top1"]
+    if is_best:
+        run.best = {"val_loss": record["val_loss"], "val_top1": record["val_top1"], "epoch": epoch}
+    save_checkpoint(run.out / "last.npz", run.model, run.opt, run.state(epoch))
+    if is_best:
+        save_checkpoint(run.out / "best.npz", run.model, run.opt, run.state(epoch))
+    _pictures(run.out, run.model, run.history, run.val_set, run.stats, run.size, run.args.device)
+
+
+def run(args):
+    """Train (or evaluate) as the arguments say; returns the list of per-epoch metrics."""
+    r = setup(args)
+    val_loader = DataLoader(r.val_set, Transform(r.size, r.stats, "val"), args.batch_size, workers=args.workers)
     if args.eval_only:
-        loss, top1, top5 = evaluate(model, val_loader, args.device)
+        loss, top1, top5 = evaluate(r.model, val_loader, args.device)
         print(f"val (centre crop): loss {loss:.4f}  top-1 {top1:.2%}  top-5 {top5:.2%}")
         if args.ten_crop:
-            _ten_crop_report(model, val_set, stats, size, args)
-        return history
+            _ten_crop_report(r.model, r.val_set, r.stats, r.size, args)
+        return r.history
 
-    out = Path(args.out or f"runs/{args.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
-    out.mkdir(parents=True, exist_ok=True)
-    train_loader = DataLoader(train_set, Transform(size, stats, "train"), args.batch_size, shuffle=True,
+    r.out = Path(args.out or f"runs/{args.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
+    r.out.mkdir(parents=True, exist_ok=True)
+    train_loader = DataLoader(r.train_set, Transform(r.size, r.stats, "train"), args.batch_size, shuffle=True,
                               drop_last=True, workers=args.workers, seed=args.seed)
     if len(train_loader) == 0:
-        raise TrainError(f"--batch-size {args.batch_size} is larger than the {len(train_set)} training images")
-    print(f"data: {len(train_set)} training and {len(val_set)} validation images, {len(train_set.classes)} "
-          f"classes ({train_set.root.parent})")
-    print(f"model: {args.arch} on {args.device}, init {args.init}\n{summary(model, args.batch_size, args.device)}")
-    print(f"training epochs {start_epoch}..{args.epochs} into {out}", flush=True)
+        raise TrainError(f"--batch-size {args.batch_size} is larger than the {len(r.train_set)} training images")
+    print(f"data: {len(r.train_set)} training and {len(r.val_set)} validation images, {len(r.train_set.classes)} "
+          f"classes ({r.train_set.root.parent})")
+    print(f"model: {args.arch} on {args.device}, init {args.init}\n{summary(r.model, args.batch_size, args.device)}")
+    print(f"training epochs {r.start_epoch}..{args.epochs} into {r.out}", flush=True)
 
-    def state(epoch):
-        return {"format": FORMAT, "arch": args.arch, "epoch": epoch, "rng_state": random.get_state(),
-                "classes": np.array(train_set.classes), "history": json.dumps(history),
-                "best": json.dumps(best), "plateau": json.dumps(plateau), **stats}
-
-    ln_classes, recent, step, warned = math.log(len(train_set.classes)), [], 0, False
-    epoch = start_epoch
+    epoch = r.start_epoch
     try:
-        for epoch in range(start_epoch, args.epochs + 1):
-            opt.lr = _lr_for(args, epoch, plateau)
-            train_loader.set_epoch(epoch)
-            t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-            bar = _progress(len(train_loader), f"epoch {epoch}/{args.epochs}")
-            for x, y in train_loader:
-                logits = model(Tensor(x, device=args.device))
-                loss = F.cross_entropy(logits, y)
-                value = loss.item()
-                if not math.isfinite(value):
-                    bar.close()
-                    raise FloatingPointError(
-                        f"the loss became {value} at epoch {epoch}, step {step + 1}: stopping. The learning "
-                        f"rate is probably too high (it is {opt.lr:g}; try --lr {opt.lr / 10:g}). The last "
-                        f"good checkpoint is {out / 'last.npz'}" + (" (none yet)" if not (out / "last.npz").exists() else ""))
-                model.zero_grad()
-                loss.backward()
-                opt.step()
-                correct += int((logits.numpy().argmax(1) == y).sum())
-                del loss, logits  # free this step's graph before the next forward
-                seen, loss_sum, step = seen + len(y), loss_sum + value * len(y), step + 1
-                recent = (recent + [value])[-50:]
-                if not warned and step >= args.stall_steps and np.mean(recent) > 0.98 * ln_classes:
-                    warned = True
-                    warnings.warn(f"after {step} steps the loss is still {np.mean(recent):.3f}, about ln({len(train_set.classes)}) "
-                                  f"= {ln_classes:.3f}: the network predicts chance. Likely causes: the learning rate is "
-                                  f"too low or so high that ReLUs died (it is {opt.lr:g}), labels that do not match "
-                                  f"the images, or images that all look alike", stacklevel=1)
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.3f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
-            bar.close()
-            seconds = time.perf_counter() - t0
-            val_loss, val_top1, val_top5 = evaluate(model, val_loader, args.device)
-            record = {"epoch": epoch, "train_loss": loss_sum / seen, "train_top1": correct / seen,
-                      "val_loss": val_loss, "val_top1": val_top1, "val_top5": val_top5, "lr": opt.lr,
-                      "images_per_s": seen / seconds, "seconds": time.perf_counter() - t0}
-            history.append(record)
-            if args.lr_schedule == "plateau":
-                if val_loss < plateau["best"] * (1 - 1e-3):
-                    plateau["best"], plateau["bad"] = val_loss, 0
-                else:
-                    plateau["bad"] += 1
-                    if plateau["bad"] >= args.patience:
-                        plateau["lr"], plateau["bad"] = plateau["lr"] / 10, 0
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-            skipped = f"  ({train_loader.skipped + val_loader.skipped} unreadable images skipped)" \
-                if train_loader.skipped + val_loader.skipped else ""
-            print(f"epoch {epoch:3d}/{args.epochs}  train loss {record['train_loss']:.4f} top-1 {record['train_top1']:6.2%}"
-                  f"  |  val loss {val_loss:.4f} top-1 {val_top1:6.2%} top-5 {val_top5:6.2%}  |  lr {opt.lr:.2g}"
-                  f"  {record['images_per_s']:.0f} img/s  {record['seconds']:.1f}s{skipped}", flush=True)
-            is_best = val_top1 > best["val_top1"]
-            if is_best:
-                best = {"val_loss": val_loss, "val_top1": val_top1, "epoch": epoch}
-            save_checkpoint(out / "last.npz", model, opt, state(epoch))
-            if is_best:
-                save_checkpoint(out / "best.npz", model, opt, state(epoch))
-            _pictures(out, model, history, val_set, stats, size, args.device)
+        for epoch in range(r.start_epoch, args.epochs + 1):
+            trained = train_epoch(r, epoch, train_loader)
+            record = end_of_epoch(r, epoch, trained, val_loader, train_loader.skipped + val_loader.skipped)
+            checkpoint(r, epoch, record)
     except KeyboardInterrupt:
-        path = out / "interrupted.npz"
-        save_checkpoint(path, model, opt, state(epoch - 1))
+        path = r.out / "interrupted.npz"
+        save_checkpoint(path, r.model, r.opt, r.state(epoch - 1))
         print(f"\ninterrupted during epoch {epoch}: saved {path} (weights as they were; --resume {path} "
-              f"repeats epoch {epoch}); {out / 'last.npz'} holds the end of epoch {epoch - 1}", file=sys.stderr)
+              f"repeats epoch {epoch}); {r.out / 'last.npz'} holds the end of epoch {epoch - 1}", file=sys.stderr)
         raise
     if args.ten_crop:
-        _ten_crop_report(model, val_set, stats, size, args)
-    print(f"done: best val top-1 {best['val_top1']:.2%} (epoch {best.get('epoch')}); {out}/best.npz, "
+        _ten_crop_report(r.model, r.val_set, r.stats, r.size, args)
+    print(f"done: best val top-1 {r.best['val_top1']:.2%} (epoch {r.best.get('epoch')}); {r.out}/best.npz, "
           f"metrics.jsonl, filters.png, curves.png, predictions.png")
-    return history
+    return r.history
 
 
 def _ten_crop_report(model, val_set, stats, size, args):

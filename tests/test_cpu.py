@@ -1,7 +1,7 @@
 """The fast CPU path (minialex/cpu/) against the reference (minialex/ops/): every op on the case
 lists of tests/test_ops.py, in float32 and float64, and a whole AlexNet.mini train step; bit for
-bit where both compute in the same order. Then the fast path's machinery: threads, the workspace,
-tune(), and an import that changes nothing outside minialex."""
+bit where both compute in the same order. Then the fast path's machinery: threads, tune(), and an
+import that changes nothing outside minialex."""
 import os
 import subprocess
 import sys
@@ -12,7 +12,7 @@ import pytest
 import minialex as ma
 from minialex import functional as F
 from minialex.cpu import conv as fast_conv
-from minialex.cpu import buffers as ws, threads
+from minialex.cpu import threads
 from minialex.function import implementation
 from minialex.ops.conv import Conv2d
 
@@ -123,6 +123,14 @@ def test_relu_fast_equals_reference_bit_for_bit(shape, dtype):
     if x.size > 4:
         x.ravel()[:4] = [np.nan, -np.inf, np.inf, 0.0]
     assert_equal_paths(on_both_paths(F.relu, [x], dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("p", [0.5, 0.1, 0.93])
+def test_dropout_fast_equals_reference_bit_for_bit(p, dtype):
+    x = rng(30).standard_normal((7, 301))
+    x[0, :6] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e30]
+    assert_equal_paths(on_both_paths(lambda x: F.dropout(x, p, seed=11), [x], dtype))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -258,58 +266,6 @@ def test_parallel_works_in_a_forked_child(monkeypatch):
         child.kill()
     assert child.exitcode == 0, "the forked child hung or failed"
     assert queue.get(timeout=5) == 8
-
-
-# ----- the workspace -----
-
-def test_workspace_hands_a_given_buffer_out_again_and_only_then():
-    w = ws.Workspace()
-    shape = (3, 1024, 1024)                  # 12 MiB: kept
-    a = w.take(shape, np.float32)
-    b = w.take(shape, np.float32)
-    assert a is not b                        # a is still owned by its taker
-    w.give(a)
-    assert w.free_bytes() == a.nbytes
-    assert w.take(shape, np.float32) is a    # reused, not allocated anew
-    assert w.take(shape, np.float32) is not a and w.free_bytes() == 0
-    assert w.take(shape, np.float64) is not b and w.take((3, 1024, 1023), np.float32).shape == (3, 1024, 1023)
-    small = w.take((10,), np.float32)
-    w.give(small)                            # small arrays: plain np.empty, never kept
-    assert w.free_bytes() == 0
-    with pytest.raises(ValueError, match="got a view"):
-        w.give(b[1:])
-
-
-def test_workspace_held_buffer_returns_when_its_owner_dies():
-    w = ws.Workspace()
-    held = w.hold((4, 1024, 1024), np.float32)
-    buffer = held.array
-    assert w.free_bytes() == 0
-    del held
-    assert w.free_bytes() == buffer.nbytes and w.take((4, 1024, 1024), np.float32) is buffer
-
-
-def test_fast_conv_reuses_its_columns_once_the_graph_is_freed():
-    """A train step's columns go back to the workspace when the graph dies, and the next step's
-    forward takes them instead of allocating (the page faults the workspace exists to avoid)."""
-    ws.workspace.release()
-    x = ma.Tensor(rng(28).standard_normal((8, 16, 40, 40)).astype(np.float32))
-    w = ma.Tensor(rng(29).standard_normal((8, 16, 5, 5)).astype(np.float32), requires_grad=True)
-    with ma.cpu_path("fast"):
-        y = F.conv2d(x, w, padding=2)
-        first = y._ctx.cache.cols.array
-        assert first.nbytes >= ws.MIN_BYTES
-        y.sum().backward()
-        y2 = F.conv2d(x, w, padding=2)
-        assert y2._ctx.cache.cols.array is not first     # the first graph still holds it
-        del y
-        y3 = F.conv2d(x, w, padding=2)
-        assert y3._ctx.cache.cols.array is first         # freed with its graph, taken again
-        with ma.no_grad():
-            F.conv2d(x, w, padding=2)                    # no graph: given back at once
-        del y2, y3
-    assert ws.workspace.free_bytes() >= 2 * first.nbytes
-    ws.workspace.release()
 
 
 # ----- process-wide settings -----

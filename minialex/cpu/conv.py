@@ -6,7 +6,6 @@ rounding: the products may sum in another order), made faster by:
 - a second column layout, channels-last, where a pixel has many more channels than an output row
   has pixels (`channels_last`): NumPy pays per run of contiguous numbers it moves, and there a run
   is a pixel's Cg channels instead of an OW-long row;
-- the column matrices and other big temporaries taken from the workspace (no fresh pages per step).
 """
 from typing import NamedTuple
 
@@ -15,11 +14,10 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..ops.windows import conv_outsize, pad
 from .threads import parallel
-from .buffers import workspace
 
 
 class FastConvCache(NamedTuple):
-    cols: object       # a workspace Held: (G, K, N*OH*OW) NCHW columns, or (G, N*OH*OW, K) channels-last
+    cols: object       # (G, K, N*OH*OW) NCHW columns, or (G, N*OH*OW, K) channels-last
     w_mat: object      # (G, O/G, K), K in the columns' order
     channels_last: bool
     w_shape: tuple
@@ -120,51 +118,41 @@ def conv2d_forward(x, w, b, stride, padding, groups):
     nl = n * oh * ow
     last = channels_last(cg, ow)
     if last:  # columns (G, N*L, K), K in (i, j, c) order: the product reads them transposed
-        held = workspace.hold((g, nl, k), x.dtype)
-        cols = im2col_channels_last(x, kh, kw, stride, padding, g, held.array).transpose(0, 2, 1)  # (G, K, N*L)
+        cols = im2col_channels_last(x, kh, kw, stride, padding, g, np.empty((g, nl, k), x.dtype))
+        cols_g = cols.transpose(0, 2, 1)                                               # (G, K, N*L) view
         w_mat = np.ascontiguousarray(w.reshape(o, cg, kh * kw).transpose(0, 2, 1)).reshape(g, o // g, k)
     else:
-        held = workspace.hold((c * kh * kw, nl), x.dtype)
-        cols = im2col(x, kh, kw, stride, padding, held.array).reshape(g, k, nl)          # (G, K, N*L)
+        cols = im2col(x, kh, kw, stride, padding, np.empty((c * kh * kw, nl), x.dtype))
+        cols_g = cols.reshape(g, k, nl)                                                # (G, K, N*L)
         w_mat = w.reshape(g, o // g, k)
-    y_t = workspace.take((g, o // g, nl), x.dtype)
-    np.matmul(w_mat, cols, out=y_t)                                     # (G, O/G, N*L)
+    y_t = np.matmul(w_mat, cols_g)                                      # (G, O/G, N*L)
     y = np.empty((n, o, oh, ow), x.dtype)
     y_view = y_t.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)            # the product's (O, N, ...) order
     bias = b.reshape(1, o, 1, 1) if b is not None else x.dtype.type(0)
     parallel(lambda lo, hi: np.add(y_view[lo:hi], bias, out=y[lo:hi]), n, y.size)   # layout and bias
-    del y_view
-    workspace.give(y_t)
-    return y, FastConvCache(held, w_mat, last, w.shape, x.shape, b is not None, stride, padding)
+    return y, FastConvCache(cols, w_mat, last, w.shape, x.shape, b is not None, stride, padding)
 
 
 def conv2d_backward(dy, cache, needs):
-    held, w_mat, last, w_shape, x_shape, has_bias, stride, padding = cache
+    cols, w_mat, last, w_shape, x_shape, has_bias, stride, padding = cache
     o, cg, kh, kw = w_shape
     n, oh, ow = dy.shape[0], dy.shape[2], dy.shape[3]
     g, k, nl = w_mat.shape[0], w_mat.shape[2], n * oh * ow
     db = dy.sum(axis=(0, 2, 3)) if has_bias and needs[2] else None       # (O,)
-    dy_t = workspace.take((o, n, oh, ow), dy.dtype)
+    dy_t = np.empty((o, n, oh, ow), dy.dtype)
     parallel(lambda lo, hi: np.copyto(dy_t[:, lo:hi], dy[lo:hi].transpose(1, 0, 2, 3)), n, dy.size)
     dy_g = dy_t.reshape(g, o // g, nl)                                   # (G, O/G, N*L)
     dw = dx = None
     if needs[1]:
-        cols_t = held.array if last else held.array.reshape(g, k, nl).transpose(0, 2, 1)  # (G, N*L, K)
+        cols_t = cols if last else cols.reshape(g, k, nl).transpose(0, 2, 1)   # (G, N*L, K)
         dw = np.matmul(dy_g, cols_t)                                      # (G, O/G, K)
         if last:  # back from (i, j, c) order
             dw = np.ascontiguousarray(dw.reshape(o, kh * kw, cg).transpose(0, 2, 1))
         dw = dw.reshape(w_shape)
-        del cols_t
     if needs[0] and last:
-        dcols = workspace.take((g, nl, k), dy.dtype)
-        np.matmul(dy_g.transpose(0, 2, 1), w_mat, out=dcols)             # (w_mat^T dy)^T: (G, N*L, K)
+        dcols = np.matmul(dy_g.transpose(0, 2, 1), w_mat)                # (w_mat^T dy)^T: (G, N*L, K)
         dx = col2im_channels_last(dcols, x_shape, kh, kw, stride, padding, g)
-        workspace.give(dcols)
     elif needs[0]:
-        dcols = workspace.take((g, k, nl), dy.dtype)
-        np.matmul(w_mat.transpose(0, 2, 1), dy_g, out=dcols)             # (G, Cg*KH*KW, N*L)
+        dcols = np.matmul(w_mat.transpose(0, 2, 1), dy_g)                # (G, Cg*KH*KW, N*L)
         dx = col2im(dcols, x_shape, kh, kw, stride, padding)              # (N, C, H, W)
-        workspace.give(dcols)
-    del dy_g
-    workspace.give(dy_t)
     return dx, dw, db

@@ -6,12 +6,14 @@ the first offset k (row-major) whose value equals the max: walking k from last t
 overwriting where window(k) == y leaves the smallest such k; the arithmetic update
 a -= eq * (a - k) is several times faster than a masked copy. Windows whose max is NaN or -inf
 (where equality cannot find the reference's winner) are redone with the reference's rule.
+Backward: one select per window offset (masks.select, exact for an infinite dy).
 """
 from typing import NamedTuple
 
 import numpy as np
 
 from ..ops.windows import conv_outsize, pad
+from .masks import select
 from .threads import parallel
 
 
@@ -57,8 +59,8 @@ def max_pool2d_forward(x, kernel, stride, padding):
         a_.fill(kh * kw - 1)
         for k in range(kh * kw - 2, -1, -1):
             a_ -= (window(k) == y_) * (a_ - a_.dtype.type(k))
-        special = ~(y_ > -np.inf)                          # NaN or -inf windows
-        if special.any():
+        if not y_.min(initial=np.inf) > -np.inf:           # a NaN or -inf window (min propagates NaN)
+            special = ~(y_ > -np.inf)
             inside = pad(np.ones((1, 1, h, w), bool), ph, pw, value=False)
             a_[special] = _reference_argmax(xp[lo:hi], inside, oh, ow, kernel, stride)[special]
     parallel(pool, n, x.size * kh * kw)
@@ -73,9 +75,10 @@ def max_pool2d_backward(dy, cache):
 
     def unpool(lo, hi):  # images lo..hi-1
         dxp[lo:hi].fill(0)
+        won, part = np.empty(dy[lo:hi].shape, bool), np.empty_like(dy[lo:hi])
         for i in range(kh):
-            for j in range(kw):  # a select, not a product with a 0/1 mask: an infinite dy stays out
-                view = dxp[lo:hi, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
-                np.add(view, dy[lo:hi], out=view, where=argmax[lo:hi] == i * kw + j)
+            for j in range(kw):  # windows whose winner sat at (i, j) send dy there (a select: inf stays out)
+                np.equal(argmax[lo:hi], i * kw + j, out=won)
+                dxp[lo:hi, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += select(dy[lo:hi], won, part)
     parallel(unpool, n, dxp.size * kh * kw)
     return (dxp[:, :, ph:ph + h, pw:pw + w],)

@@ -7,8 +7,8 @@ the whole process, which is why they are a call and not a side effect of the imp
 1. malloc (glibc only): keep freed memory in the process for reuse. A training step allocates and
    frees the same large arrays every time; by default glibc serves each large one with a fresh mmap
    and unmaps it on free, so every step pays a page fault for every 4 KiB it touches again.
-   Setting the mmap threshold to its maximum (32 MiB) and not trimming the heap lets NumPy reuse
-   that memory. Skipped with MINIALEX_TUNE_MALLOC=0.
+   Serving every size from the heap (no mmap) and never trimming it lets NumPy reuse that memory.
+   Skipped with MINIALEX_TUNE_MALLOC=0.
 2. OpenBLAS: make its idle threads sleep right after a matrix product instead of spinning for about
    0.1 s (2^28 cycles) waiting for the next one, holding the cores that minialex's own passes
    (minialex.cpu.threads) run on next. It sets OPENBLAS_THREAD_TIMEOUT=4 (OpenBLAS's smallest),
@@ -21,7 +21,7 @@ import os
 import platform
 
 BLAS_THREAD_TIMEOUT = 4
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # from <malloc.h>
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -2, -3, -4  # from <malloc.h>
 _tuned = {}
 
 
@@ -51,10 +51,10 @@ def _tune_malloc():
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return "skipped (libc.so.6 not found)"
-    ok = libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
-    ok &= libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    ok = libc.mallopt(_M_MMAP_MAX, 0)                 # no mmap: big arrays come from the heap too
+    ok &= libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)  # and freed heap memory stays for the next step
     ok &= libc.mallopt(_M_TOP_PAD, 64 * 2**20)
-    return "mmap threshold 32 MiB, no heap trimming, 64 MiB top pad" if ok else "failed (mallopt refused)"
+    return "every size from the heap (no mmap), no heap trimming, 64 MiB top pad" if ok else "failed (mallopt refused)"
 
 
 def _tune_blas():

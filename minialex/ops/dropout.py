@@ -13,13 +13,14 @@ so the same seed gives the identical mask on every device, thread layout and bat
 backward recomputes it from the seed instead of storing it.
 NOTE: a dropped element is exactly 0, even when x is inf or NaN (a select, not a product with a
 0/1 mask: PyTorch's inf * 0 gives NaN there).
-CUDA pair: kernels/dropout.cu (one thread per element), minialex/cuda_ops/dropout.py.
+Fast CPU pair: minialex/cpu/dropout.py.   CUDA pair: kernels/dropout.cu, minialex/cuda_ops/dropout.py.
 """
 from typing import NamedTuple
 
 import numpy as np
 
 from .. import random
+from ..cpu import dropout as fast
 from ..cuda_ops import dropout as kernels
 from ..errors import fail
 from ..function import Function
@@ -69,6 +70,7 @@ def dropout_backward(dy, cache):
 
 class Dropout(Function):
     reference = (dropout_forward, dropout_backward)
+    fast = (fast.dropout_forward, fast.dropout_backward)
     cuda = (kernels.dropout_forward, kernels.dropout_backward)
 
 
