@@ -3,7 +3,7 @@
     python benchmarks/gpu_check.py            # prints one table
     python benchmarks/gpu_check.py --record   # ... and appends it to benchmarks/RESULTS.md
 
-1. runs the `gpu`-marked tests (every kernel against the NumPy path on the real GPU);
+1. runs the `gpu`-marked tests (every kernel against the NumPy reference on the real GPU);
 2. times an AlexNet train step (forward, loss, backward, SGD; batch 128, 227x227, float32) in
    minialex (cuBLAS GEMM, then the hand-written tiled GEMM) and in PyTorch with TF32 off, alternating
    in one process, and reports images/s and the ratio;

@@ -1,6 +1,6 @@
 /* dropout.cu: inverted dropout with a counter-based mask; math in minialex/ops/dropout.py.
  * Element i is kept when (fmix32(i * 0x9E3779B9 + fmix32(seed)) >> 8) >= threshold, the same hash
- * as the NumPy path, so one seed gives one mask on every device. Nothing is stored between
+ * as the NumPy reference, so one seed gives one mask on every device. Nothing is stored between
  * forward and backward: the backward recomputes the mask from the seed.
  * Flat, C-contiguous float32; one thread per element. A dropped element is exactly 0, even an
  * infinite one (a multiplication by a 0/1 mask would make it NaN).

@@ -1,4 +1,4 @@
-"""The CUDA path: every kernel on the CPU emulator ("cuda-emu") against the NumPy path, the
+"""The CUDA path: every kernel on the CPU emulator ("cuda-emu") against the NumPy reference, the
 emulator's own behaviour, and (marker `gpu`) the same parity on a real GPU."""
 import numpy as np
 import pytest
@@ -30,18 +30,18 @@ def assert_close(got, want, rtol=1e-5, what=""):
 
 
 def run_both(device, fn, arrays, seed=0):
-    """fn(*tensors) on "cpu" and on `device` from the same float32 arrays and the same random dy:
-    returns ((y_cpu, grads_cpu), (y_dev, grads_dev))."""
-    results = []
-    dy = None
+    """fn(*tensors) on "cpu" (the NumPy reference) and on `device` from the same float32 arrays and
+    the same random dy: returns ((y_cpu, grads_cpu), (y_dev, grads_dev))."""
+    results, dy = [], None
     for dev in ("cpu", device):
-        ts = [ma.Tensor(a.astype(np.float32), requires_grad=True, device=dev) for a in arrays]
-        y = fn(*ts)
-        if dy is None:
-            dy = np.random.default_rng(seed).standard_normal(y.shape).astype(np.float32)
-        y.backward(ma.Tensor(dy, device=dev))
-        results.append((y.numpy(), [t.numpy() if t.grad is None else ma.Tensor(t.grad, device=dev).numpy()
-                                    for t in ts]))
+        with ma.cpu_path("reference"):
+            ts = [ma.Tensor(a.astype(np.float32), requires_grad=True, device=dev) for a in arrays]
+            y = fn(*ts)
+            if dy is None:
+                dy = np.random.default_rng(seed).standard_normal(y.shape).astype(np.float32)
+            y.backward(ma.Tensor(dy, device=dev))
+            results.append((y.numpy(), [t.numpy() if t.grad is None else ma.Tensor(t.grad, device=dev).numpy()
+                                        for t in ts]))
     return results
 
 
@@ -160,10 +160,11 @@ def test_alexnet_train_step_equals_cpu(device):
         opt = ma.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
         for step in range(2):
             ma.manual_seed(100 + step)  # the same dropout seeds on both devices
-            loss = F.cross_entropy(model(ma.Tensor(x, device=dev)), y)
-            model.zero_grad()
-            loss.backward()
-            opt.step()
+            with ma.cpu_path("reference"):
+                loss = F.cross_entropy(model(ma.Tensor(x, device=dev)), y)
+                model.zero_grad()
+                loss.backward()
+                opt.step()
         losses.append(loss.item())
     assert abs(losses[0] - losses[1]) <= 1e-5 * abs(losses[0])
     for (name, a), (_, b) in zip(cpu_model.named_parameters(), dev_model.named_parameters()):

@@ -32,7 +32,7 @@ CONV_CASES = [  # N, C, H, W, O, K, stride, padding, groups  (odd sizes, stride 
     (1, 4, 11, 10, 6, 5, 3, 2, 2),
     (2, 6, 6, 7, 4, 3, 1, 1, 2),
     (1, 2, 13, 13, 3, 11, 4, 0, 1),
-    # many channels on a small map: the NumPy path's channels-last columns (conv.channels_last)
+    # many channels on a small map: the fast path's channels-last columns (minialex.cpu.conv.channels_last)
     (2, 16, 5, 4, 5, 3, 1, 1, 1),
     (2, 24, 6, 5, 4, 3, 2, 1, 2),
 ]

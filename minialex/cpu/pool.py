@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..ops import pool as spec
 from ..ops.windows import conv_outsize, pad
 from .masks import select
 from .threads import parallel
@@ -23,21 +24,6 @@ class FastPoolCache(NamedTuple):
     kernel: tuple
     stride: tuple
     padding: tuple
-
-
-def _reference_argmax(xp, inside, oh, ow, kernel, stride):
-    """The reference's winners (first pixel, larger, NaN) for a few images, int32."""
-    (kh, kw), (sh, sw) = kernel, stride
-    y = np.zeros(xp.shape[:2] + (oh, ow), xp.dtype)
-    argmax = np.full(y.shape, -1, np.int32)
-    for i in range(kh):
-        for j in range(kw):
-            v = xp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
-            real = inside[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
-            take = real & ((argmax < 0) | (v > y) | np.isnan(v))
-            y = np.where(take, v, y)
-            argmax = np.where(take, np.int32(i * kw + j), argmax)
-    return argmax
 
 
 def max_pool2d_forward(x, kernel, stride, padding):
@@ -61,8 +47,7 @@ def max_pool2d_forward(x, kernel, stride, padding):
             a_ -= (window(k) == y_) * (a_ - a_.dtype.type(k))
         if not y_.min(initial=np.inf) > -np.inf:           # a NaN or -inf window (min propagates NaN)
             special = ~(y_ > -np.inf)
-            inside = pad(np.ones((1, 1, h, w), bool), ph, pw, value=False)
-            a_[special] = _reference_argmax(xp[lo:hi], inside, oh, ow, kernel, stride)[special]
+            a_[special] = spec.max_pool2d_forward(x[lo:hi], kernel, stride, padding)[1].argmax[special]
     parallel(pool, n, x.size * kh * kw)
     return y, FastPoolCache(argmax, x.shape, kernel, stride, padding)
 

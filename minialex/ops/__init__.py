@@ -1,1 +1,3 @@
-"""The ops, one family per file: NumPy pair and CUDA pair side by side (see STYLE.md)."""
+"""The ops, one family per file: the math in the docstring, the NumPy reference pair (the spec),
+the Function class naming its fast CPU pair (minialex/cpu/) and CUDA pair (minialex/cuda_ops/),
+and the public function with its argument checks."""

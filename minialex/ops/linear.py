@@ -29,7 +29,7 @@ class LinearCache(NamedTuple):
 
 def linear_forward(x, w, b):
     x2 = x.reshape(-1, x.shape[-1])                  # (N, in)
-    y = x2 @ w.T                                     # (N, out)
+    y = np.matmul(x2, w.T)                           # (N, out)
     if b is not None:
         y += b
     return y.reshape(*x.shape[:-1], w.shape[0]), LinearCache(x2, w, x.shape, b is not None)
@@ -38,9 +38,9 @@ def linear_forward(x, w, b):
 def linear_backward(dy, cache, needs):
     x2, w, x_shape, has_bias = cache
     dy2 = dy.reshape(-1, w.shape[0])                 # (N, out)
-    dx = (dy2 @ w).reshape(x_shape) if needs[0] else None    # (N, in)
-    dw = dy2.T @ x2 if needs[1] else None                      # (out, in)
-    db = dy2.sum(axis=0) if has_bias and needs[2] else None    # (out,)
+    dx = np.matmul(dy2, w).reshape(x_shape) if needs[0] else None   # (N, in)
+    dw = np.matmul(dy2.T, x2) if needs[1] else None                 # (out, in)
+    db = dy2.sum(axis=0) if has_bias and needs[2] else None         # (out,)
     return dx, dw, db
 
 
