@@ -68,12 +68,12 @@ def col2im(dcols, x_shape, kh, kw, stride, padding):
 
 
 def conv2d_forward(x, w, b, stride, padding, groups):
-    n, (o, cg, kh, kw) = x.shape[0], w.shape
-    oh, ow = conv_outsize(x.shape[2], kh, stride[0], padding[0]), conv_outsize(x.shape[3], kw, stride[1], padding[1])
-    cols = im2col(x, kh, kw, stride, padding)                       # (C*KH*KW, N*OH*OW)
-    y = w.reshape(groups, o // groups, cg * kh * kw) @ cols.reshape(groups, cg * kh * kw, n * oh * ow)
-    # y: (G, O/G, N*OH*OW), one product per group
-    y = y.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)               # (N, O, OH, OW)
+    (n, _, h, wd), (o, cg, kh, kw) = x.shape, w.shape
+    oh, ow = conv_outsize(h, kh, stride[0], padding[0]), conv_outsize(wd, kw, stride[1], padding[1])
+    k, nl = cg * kh * kw, n * oh * ow
+    cols = im2col(x, kh, kw, stride, padding)                          # (C*KH*KW, N*OH*OW)
+    y = w.reshape(groups, o // groups, k) @ cols.reshape(groups, k, nl)   # (G, O/G, N*OH*OW), per group
+    y = y.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)                  # (N, O, OH, OW)
     if b is not None:
         y = y + b.reshape(1, o, 1, 1)
     return np.ascontiguousarray(y), ConvCache(cols, w, x.shape, b is not None, stride, padding, groups)
