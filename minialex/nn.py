@@ -71,7 +71,8 @@ class Module:
 
     def load_state_dict(self, state_dict):
         """Copy arrays into the parameters (keeping their device and dtype). Strict: a missing,
-        unexpected or mis-shaped key is an error that names it, raised before anything is copied."""
+        unexpected or mis-shaped key, or an array that is not real floating point, is an error
+        that names it, raised before anything is copied."""
         own = OrderedDict(self.named_parameters())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
@@ -79,9 +80,12 @@ class Module:
             raise KeyError(f"load_state_dict: {type(self).__name__} expected the keys of its "
                            f"state_dict(); missing {missing}, unexpected {unexpected}")
         for name, p in own.items():
-            shape = tuple(np.shape(state_dict[name]))
+            value = state_dict[name]
+            shape, dtype = tuple(np.shape(value)), getattr(value, "dtype", np.asarray(value).dtype)
             if shape != p.shape:
                 raise ValueError(f"load_state_dict: {name} expected shape {p.shape}, got {shape}")
+            if np.dtype(dtype).kind != "f":
+                raise TypeError(f"load_state_dict: {name} expected a floating-point array, got dtype {dtype}")
         for name, p in own.items():
             p.data[...] = backend.to_device(backend.to_numpy(state_dict[name]), p.device, p.dtype)
 
@@ -105,8 +109,11 @@ class Module:
         return self.train(False)
 
     def to(self, device=None, dtype=None):
-        """Move (and/or cast) every parameter in place; returns self."""
+        """Move (and/or cast, to float32 or float64) every parameter in place; returns self."""
         device = None if device is None else backend.check_device(device)
+        if dtype is not None and np.dtype(dtype) not in (np.float32, np.float64):
+            raise TypeError(f"{type(self).__name__}.to: dtype expected float32 or float64 (parameters are "
+                            f"trained by gradients), got {np.dtype(dtype)}")
         for p in self.parameters():
             target = device or p.device
             p.data = backend.to_device(p.data, target, dtype or p.dtype)

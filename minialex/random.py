@@ -11,8 +11,10 @@ _generator = np.random.default_rng(0)
 
 
 def manual_seed(seed):
-    """Reset minialex's generator (initialisation, dropout masks) to a known state."""
+    """Reset minialex's generator (initialisation, dropout masks) to a known state; seed an int >= 0."""
     global _generator
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"manual_seed: seed expected an integer >= 0, got {seed!r}")
     _generator = np.random.default_rng(int(seed))
 
 
@@ -31,6 +33,21 @@ def get_state():
     return json.dumps(_generator.bit_generator.state)
 
 
+def check_state(state):
+    """The parsed state, or ValueError when `state` is not the JSON of a generator state."""
+    try:
+        parsed = json.loads(state)
+        probe = np.random.default_rng()
+        probe.bit_generator.state = parsed         # validates every field
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"expected the JSON of a generator state, got {str(state)[:60]!r} ({e})") from None
+    return parsed
+
+
 def set_state(state):
-    """Restore a state returned by get_state()."""
-    _generator.bit_generator.state = json.loads(state)
+    """Restore a state returned by get_state(); ValueError (before any change) when it is not one."""
+    try:
+        parsed = check_state(state)
+    except ValueError as e:
+        raise ValueError(f"random.set_state: state {e}") from None
+    _generator.bit_generator.state = parsed

@@ -18,14 +18,22 @@ from . import backend
 
 def _as_array(data, device):
     """The array behind a Tensor: float32, except that float64 arrays and integer or bool arrays
-    keep their dtype (Python numbers and lists always become float32)."""
+    keep their dtype (Python numbers and lists always become float32). Anything that is not real
+    numbers is refused: None, strings, complex, dates, objects, masked arrays (the mask would be lost)."""
     if isinstance(data, Tensor):
         data = data.data
-    dtype = getattr(data, "dtype", None)
-    if dtype is not None and not isinstance(dtype, np.dtype):  # another library's array (torch, ...)
-        data = np.asarray(data)
-        dtype = data.dtype
-    if dtype is not None and (dtype == np.float64 or dtype.kind in "iub"):
+    if data is None or isinstance(data, (str, bytes)):
+        raise TypeError(f"Tensor: data expected an array, a number or a list of numbers, got {type(data).__name__}")
+    if isinstance(data, np.ma.MaskedArray):
+        raise TypeError("Tensor: data expected a plain array, got a masked array (its mask would be lost); "
+                        "use array.filled(value) first")
+    from_array = isinstance(data, np.generic) or (hasattr(data, "dtype") and not isinstance(data, (bool, int, float)))
+    if not backend.is_cupy_array(data):
+        data = np.asarray(data)          # numbers, lists, another library's array (torch, ...)
+    if data.dtype.kind not in "biuf":
+        raise TypeError(f"Tensor: data expected real numbers (bool, int or float), got dtype {data.dtype}"
+                        + (" (take .real or abs() first)" if data.dtype.kind == "c" else ""))
+    if from_array and (data.dtype == np.float64 or data.dtype.kind in "iub"):
         return backend.to_device(data, device)
     return backend.to_device(data, device, dtype=np.float32)
 

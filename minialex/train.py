@@ -2,96 +2,245 @@
 
     minialex-train                                   # built-in data, CPU, alexnet-mini
     minialex-train --data ~/imagenette2 --arch alexnet --device cuda --epochs 30
-    minialex-train --resume runs/x/last.npz          # continue exactly where it stopped
+    minialex-train --resume runs/x/last.npz          # continue the same run where it stopped
+    minialex-train --resume runs/x/last.npz --epochs 20   # ... and train it for longer
     minialex-train --resume runs/x/best.npz --eval-only --ten-crop
 
---data DIR must hold DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg. The run writes to --out:
-metrics.jsonl (one JSON object per epoch), last.npz and best.npz (atomic checkpoints), and the
-pictures filters.png (conv1's filters), curves.png and predictions.png.
+--data DIR must hold DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg. The run writes to --out
+(default: a new folder runs/<arch>-<date>-<time>): metrics.jsonl (one JSON object per epoch),
+last.npz and best.npz (atomic checkpoints), and the pictures filters.png (conv1's filters),
+curves.png and predictions.png. A checkpoint records every setting of its run: --resume CKPT alone
+continues it exactly; only --epochs, --workers, --device, --out, --stall-steps, --data, --eval-only
+and --ten-crop may change between invocations. Bad input ends with one line
+"minialex-train: error: ..." and exit status 2, before any work.
 """
 import argparse
+import contextlib
 import hashlib
 import json
 import math
+import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from . import backend, checkpoint, cpu, io, random
 from . import functional as F
-from . import cpu, io, random
-from .paths import cache_root
 from .data import DataLoader, ImageFolder, Transform, dataset_stats, make_synthetic, resize_for
 from .data.transforms import center_crop, resize_shorter, to_array, to_chw
+from .errors import check_finite
 from .function import no_grad
 from .models import AlexNet
+from .ops.dropout import MASK_BITS, keep_threshold
 from .optim import SGD
+from .paths import cache_root
 from .pictures import filter_grid, prediction_grid, training_curves
+from .runfolder import LOCK as LOCK_NAME, FolderError, RunFolder, unique
 from .tensor import Tensor
 
 ARCHS = {"alexnet": AlexNet, "alexnet-mini": AlexNet.mini}
 # Per-architecture defaults: the paper's for alexnet; tuned to the built-in data for alexnet-mini.
-DEFAULTS = {"alexnet": dict(epochs=90, batch_size=128, lr=0.01, lr_step=30, dropout=0.5),
-            "alexnet-mini": dict(epochs=10, batch_size=32, lr=0.01, lr_step=8, dropout=0.25)}
-FORMAT = 1
+ARCH_DEFAULTS = {"alexnet": dict(epochs=90, batch_size=128, lr=0.01, lr_step=30, dropout=0.5),
+                 "alexnet-mini": dict(epochs=10, batch_size=32, lr=0.01, lr_step=8, dropout=0.25)}
+DEFAULTS = dict(momentum=0.9, weight_decay=5e-4, lr_schedule="step", patience=1, init="he", seed=0,
+                flip=True, lighting=True, device="cpu", workers=2, stall_steps=300)
+# The settings that define a run: recorded in each checkpoint (meta/config) and restored by
+# --resume; a flag on --resume that contradicts one is an error. The others may change.
+RUN_SETTINGS = ("arch", "batch_size", "lr", "lr_schedule", "lr_step", "patience", "momentum",
+                "weight_decay", "dropout", "seed", "init", "flip", "lighting")
+SEED_LIMIT = 2**32 - 1
 
 
 class TrainError(Exception):
-    """A problem found before training starts (bad data folder, mismatched checkpoint)."""
+    """Bad input found before training (a flag, a file, a folder): one line, exit status 2."""
+
+
+class Stopped(Exception):
+    """Training had to stop (the loss or weights became non-finite, a write failed): exit status 1."""
+
+
+class Interrupted(BaseException):
+    """SIGINT (Ctrl-C) or SIGTERM (what schedulers send) arrived."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one clean line and exit status 2, as every other user error here
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser():
+    S = argparse.SUPPRESS  # an absent flag stays absent: `given` tells what the user typed
+    p = _Parser(prog="minialex-train", description=__doc__.split("\n\n")[0], argument_default=S,
+                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--data", help="folder with train/ and val/ class folders (default: the built-in dataset)")
+    p.add_argument("--arch", choices=sorted(ARCHS),
+                   help="alexnet: the paper's table at 227x227; alexnet-mini: the same layers, narrower, 64x64 "
+                        "(default: alexnet-mini)")
+    p.add_argument("--epochs", type=int, help="total epochs (alexnet 90, alexnet-mini 10)")
+    p.add_argument("--batch-size", type=int, help="alexnet 128 (the paper), alexnet-mini 32")
+    p.add_argument("--lr", type=float, help="initial learning rate (0.01)")
+    p.add_argument("--momentum", type=float, help="in [0, 1) (0.9)")
+    p.add_argument("--weight-decay", type=float, help="(5e-4)")
+    p.add_argument("--lr-schedule", choices=["step", "plateau", "constant"],
+                   help="step (default): divide by 10 every --lr-step epochs; plateau: divide by 10 when "
+                        "the validation loss stops improving (the paper's rule)")
+    p.add_argument("--lr-step", type=int, help="epochs between divisions with --lr-schedule step (alexnet 30, "
+                                                "alexnet-mini 8)")
+    p.add_argument("--patience", type=int, help="epochs without improvement before a plateau division (1)")
+    p.add_argument("--init", choices=["he", "paper", "xavier"], help="weight initialisation (he)")
+    p.add_argument("--dropout", type=float, help="dropout rate in fc6 and fc7, in [0, 1) (alexnet 0.5 as in "
+                                                  "the paper, alexnet-mini 0.25)")
+    p.add_argument("--no-flip", dest="flip", action="store_false",
+                   help="no horizontal flips (for digits, text, or images whose sides differ)")
+    p.add_argument("--no-lighting", dest="lighting", action="store_false",
+                   help="no PCA colour noise (for images that are not natural colour photos)")
+    p.add_argument("--device", help="cpu (default), cuda, cuda:N or cuda-emu")
+    p.add_argument("--workers", type=int, help="threads decoding and augmenting images (2)")
+    p.add_argument("--seed", type=int, help=f"0 .. {SEED_LIMIT} (0)")
+    p.add_argument("--out", help="output folder (default: a new runs/<arch>-<date>-<time>; on --resume, "
+                                 "the checkpoint's folder)")
+    p.add_argument("--resume", help="a checkpoint (.npz) of minialex-train to continue from")
+    p.add_argument("--overwrite", action="store_true", help="allow an --out that already holds a run")
+    p.add_argument("--eval-only", action="store_true", help="evaluate the --resume checkpoint and stop")
+    p.add_argument("--ten-crop", action="store_true", help="also evaluate with the paper's 10 crops")
+    p.add_argument("--stall-steps", type=int,
+                   help="warn when the loss is still at ln(classes) after this many steps (300)")
+    return p
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="minialex-train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("--data", help="folder with train/ and val/ class folders (default: the built-in dataset)")
-    p.add_argument("--arch", choices=sorted(ARCHS), default=None,
-                   help="alexnet: the paper's table at 227x227; alexnet-mini: the same layers, narrower, 64x64 "
-                        "(default: alexnet-mini, or the checkpoint's with --resume)")
-    p.add_argument("--epochs", type=int, help="total epochs (alexnet 90, alexnet-mini 10)")
-    p.add_argument("--batch-size", type=int, help="alexnet 128 (the paper), alexnet-mini 32")
-    p.add_argument("--lr", type=float, help="initial learning rate (alexnet 0.01, alexnet-mini 0.01)")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--lr-schedule", choices=["step", "plateau", "constant"], default="step",
-                   help="step: divide by 10 every --lr-step epochs; plateau: divide by 10 when the "
-                        "validation loss stops improving (the paper's rule)")
-    p.add_argument("--lr-step", type=int, help="epochs between divisions with --lr-schedule step")
-    p.add_argument("--patience", type=int, default=1, help="epochs without improvement before a plateau division")
-    p.add_argument("--init", choices=["he", "paper", "xavier"], default="he")
-    p.add_argument("--dropout", type=float, help="dropout rate in fc6 and fc7 (alexnet 0.5 as in the paper, "
-                                                  "alexnet-mini 0.25)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or cuda-emu")
-    p.add_argument("--workers", type=int, default=2, help="threads decoding and augmenting images")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="output folder (default: runs/<arch>-<date>-<time>)")
-    p.add_argument("--resume", help="a checkpoint (.npz) to continue from")
-    p.add_argument("--eval-only", action="store_true", help="evaluate the --resume checkpoint and stop")
-    p.add_argument("--ten-crop", action="store_true", help="also evaluate with the paper's 10 crops")
-    p.add_argument("--stall-steps", type=int, default=300,
-                   help="warn when the loss is still at ln(classes) after this many steps")
-    return p.parse_args(argv)
+    """(settings namespace with every value filled in later by resolve(), the set of flags given)."""
+    args = build_parser().parse_args(argv)
+    return args, set(vars(args))
+
+
+# ----- settings: from the flags, the checkpoint and the defaults; checked before any work -----
+
+def resolve(args, given, ckpt):
+    """Fill every setting: a run setting from the checkpoint when resuming (a contradicting flag is
+    an error), else from the flag, else the default."""
+    saved = ckpt.config if ckpt else {}
+    if ckpt and "arch" not in saved:
+        saved = {"arch": ckpt.meta["arch"]}              # a format-1 checkpoint: only its arch is known
+    arch = saved.get("arch") or getattr(args, "arch", "alexnet-mini")
+    defaults = {**DEFAULTS, **ARCH_DEFAULTS.get(arch, ARCH_DEFAULTS["alexnet-mini"]), "arch": arch}
+    eval_only = getattr(args, "eval_only", False)
+    for key in RUN_SETTINGS:
+        if key in saved:
+            if key in given and getattr(args, key) != saved[key] and not (eval_only and key == "batch_size"):
+                flag = "--" + key.replace("_", "-")
+                shown = {"flip": "--no-flip", "lighting": "--no-lighting"}.get(key, f"{flag} {getattr(args, key)}")
+                raise TrainError(f"{shown} contradicts the checkpoint {args.resume}, whose run has {key} = "
+                                 f"{saved[key]!r} (--resume continues that run; start a new run to change it)")
+            if not (eval_only and key == "batch_size" and key in given):
+                setattr(args, key, saved[key])
+        elif key not in given:
+            setattr(args, key, defaults[key])
+    for key in ("epochs", "device", "workers", "stall_steps"):
+        if key not in given:
+            setattr(args, key, saved.get(key, defaults[key]) if key == "epochs" else defaults[key])
+    for key in ("data", "out", "resume"):
+        if key not in given:
+            setattr(args, key, None)
+    for key in ("overwrite", "eval_only", "ten_crop"):
+        setattr(args, key, key in given)
+    return args
+
+
+def _int_at_least(args, key, least):
+    value = getattr(args, key)
+    if value < least:
+        raise TrainError(f"--{key.replace('_', '-')} expected an integer >= {least}, got {value}")
+
+
+def validate(args):
+    """TrainError naming the flag for any setting out of range (flags and checkpoint alike)."""
+    for key, least in (("epochs", 1), ("batch_size", 1), ("workers", 0), ("lr_step", 1), ("patience", 1),
+                       ("stall_steps", 1)):
+        _int_at_least(args, key, least)
+    if not 0 <= args.seed <= SEED_LIMIT:
+        raise TrainError(f"--seed expected an integer in 0 .. {SEED_LIMIT}, got {args.seed}")
+    for key, low, high in (("lr", 0.0, None), ("momentum", 0.0, 1.0), ("weight_decay", 0.0, None),
+                           ("dropout", 0.0, 1.0)):
+        value, flag = getattr(args, key), "--" + key.replace("_", "-")
+        if not math.isfinite(value) or value < low or (high is not None and value >= high):
+            expected = f"a finite number >= {low:g}" + (f" and < {high:g}" if high is not None else "")
+            raise TrainError(f"{flag} expected {expected}, got {value}")
+    if keep_threshold(args.dropout) >= 1 << MASK_BITS:
+        raise TrainError(f"--dropout expected a rate below 1 - 2^-{MASK_BITS + 1} (it would drop every unit), "
+                         f"got {args.dropout}")
+    typed = args.device
+    try:
+        args.device = backend.check_device(args.device)
+        if backend.is_gpu(args.device):
+            cp = backend.cupy()
+            if int(args.device[5:]) >= cp.cuda.runtime.getDeviceCount():
+                raise RuntimeError(f"there is no GPU {args.device[5:]} (this machine has "
+                                   f"{cp.cuda.runtime.getDeviceCount()})")
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise TrainError(f"--device {typed}: {str(e).replace('device: ', '', 1)}") from None
+    if args.eval_only and not args.resume:
+        raise TrainError("--eval-only needs --resume CHECKPOINT")
+
+
+def read_checkpoint(path):
+    try:
+        return checkpoint.read(path)
+    except checkpoint.CheckpointError as e:
+        raise TrainError(f"--resume {path}: {e}") from None
 
 
 # ----- data -----
 
 def _stats_for(folder):
-    """Mean, std and RGB PCA of a training folder, cached by its path and contents' sizes."""
-    sizes = sum(p.stat().st_size for p, _ in folder.samples)
-    key = hashlib.sha1(f"{folder.root.resolve()}|{len(folder)}|{sizes}".encode()).hexdigest()[:16]
-    cache = cache_root() / "stats" / f"{key}.npz"
+    """Mean, std and RGB PCA of a training folder, cached by its file list, sizes and times."""
+    h = hashlib.sha1(str(folder.root.resolve()).encode())
+    for path, label in folder.samples:
+        st = path.stat()
+        h.update(f"|{path}|{label}|{st.st_size}|{st.st_mtime_ns}".encode())
+    cache = cache_root() / "stats" / f"{h.hexdigest()[:20]}.npz"
     if cache.is_file():
-        return {k: v for k, v in io.load(cache).items()}
+        try:
+            stats = io.load(cache)
+            if set(stats) == {"mean", "std", "eigvals", "eigvecs"} and np.isfinite(stats["std"]).all() \
+                    and (stats["std"] > 0).all():
+                return stats
+            raise ValueError("its arrays are not the statistics")
+        except (ValueError, OSError) as e:
+            warnings.warn(f"the dataset-statistics cache {cache} is damaged ({e}); computing it again",
+                          stacklevel=2)
     stats = dataset_stats(folder)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    io.save(stats, cache)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        io.save(stats, cache)
+    except OSError as e:  # a cache that cannot be written costs time, not the run
+        warnings.warn(f"cannot write the dataset-statistics cache {cache} ({e})", stacklevel=2)
     return stats
 
 
-def open_data(data):
-    """(train folder, val folder) for --data, or the built-in dataset."""
+def _first_readable(folder, what):
+    """Decode images until one works; TrainError when none does (checked before any work)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i in range(len(folder)):
+            if folder.load(i)[0] is not None:
+                return
+    raise TrainError(f"--data: none of the {len(folder)} images under {folder.root} can be decoded "
+                     f"(e.g. {folder.samples[0][0]})")
+
+
+def open_data(data, need_train=True):
+    """(train folder, val folder) for --data, or the built-in dataset, checked."""
     root = Path(data) if data else make_synthetic()
     if not root.is_dir():
         raise TrainError(f"--data: expected a folder with train/ and val/ inside, got {root} (no such folder)")
@@ -103,7 +252,15 @@ def open_data(data):
         train = ImageFolder(root / "train")
         val = ImageFolder(root / "val", classes=train.classes)
     except (FileNotFoundError, ValueError) as e:
-        raise TrainError(str(e)) from None
+        raise TrainError(f"--data: {e}") from None
+    if train.empty_classes:
+        raise TrainError(f"--data: class folder(s) with no images in {root / 'train'}: {train.empty_classes[:10]} "
+                         "(a class needs training images; remove the folder or add images)")
+    if val.empty_classes:
+        warnings.warn(f"--data: validation class folder(s) with no images: {val.empty_classes[:10]}", stacklevel=2)
+    if need_train:
+        _first_readable(train, "training")
+    _first_readable(val, "validation")
     return train, val
 
 
@@ -147,28 +304,45 @@ def summary(model, batch_size, device):
 
 # ----- checkpoints -----
 
-def save_checkpoint(path, model, opt, state):
-    """Weights, optimizer momentum and the run's state in one .npz, written atomically (ma.save)."""
-    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
-    arrays.update({f"optim/{k}": v for k, v in opt.state_dict().items()})
-    arrays.update({f"meta/{k}": np.asarray(v) for k, v in state.items()})
-    io.save(arrays, path)
+
+def _json_record(record):
+    """One metrics.jsonl line: strict JSON (a non-finite number becomes null)."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+    return json.dumps(clean, allow_nan=False)
 
 
-def load_checkpoint(path):
-    raw = io.load(path)
-    if raw.get("meta/format") is None:
-        raise TrainError(f"--resume: {path} is not a minialex-train checkpoint (no meta/format)")
-    model = {k[6:]: v for k, v in raw.items() if k.startswith("model/")}
-    optim = {k[6:]: v for k, v in raw.items() if k.startswith("optim/")}
-    meta = {k[5:]: v for k, v in raw.items() if k.startswith("meta/")}
-    return model, optim, meta
+class _PlainProgress:
+    """The progress bar for a log file: at most a few plain lines per epoch, no carriage returns."""
+
+    def __init__(self, total, desc, lines=4):
+        self.total, self.desc, self.n, self.postfix = total, desc, 0, {}
+        self.marks = {max(1, total * k // lines) for k in range(1, lines)}
+
+    def update(self, n=1):
+        self.n += n
+        if self.n in self.marks:
+            extra = "  ".join(f"{k} {v}" for k, v in self.postfix.items())
+            print(f"{self.desc}: {self.n}/{self.total} batches  {extra}", flush=True)
+
+    def set_postfix(self, **kw):
+        self.postfix = kw
+
+    def close(self):
+        pass
+
+
+def _progress(total, desc):
+    if not sys.stderr.isatty():
+        return _PlainProgress(total, desc)
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True, mininterval=0.5)
 
 
 # ----- evaluation -----
 
 def evaluate(model, loader, device, ten_crop=False):
-    """(mean loss, top-1, top-5) on the loader; with ten_crop the softmax is averaged over 10 crops."""
+    """(mean loss, top-1, top-5) on the loader; with ten_crop the softmax is averaged over 10 crops.
+    NaN for all three when no image could be read."""
     model.eval()
     total, loss_sum, top1, top5 = 0, 0.0, 0, 0
     with no_grad():
@@ -191,7 +365,9 @@ def evaluate(model, loader, device, ten_crop=False):
             top5 += int((best == y[:, None]).any(axis=1).sum())
             total += len(y)
     model.train()
-    return loss_sum / max(total, 1), top1 / max(total, 1), top5 / max(total, 1)
+    if total == 0:
+        return math.nan, math.nan, math.nan
+    return loss_sum / total, top1 / total, top5 / total
 
 
 def _pictures(out, model, history, val, stats, size, device):
@@ -217,23 +393,74 @@ def _pictures(out, model, history, val, stats, size, device):
 
 # ----- the run, in named steps -----
 
+
+# ----- signals: Ctrl-C and SIGTERM stop the run cleanly, never in the middle of a save -----
+
+_deferred = {"on": False, "pending": None}
+
+
+def _on_signal(signum, frame):
+    if _deferred["on"]:
+        _deferred["pending"] = signum  # raised when the save in progress is done
+    else:
+        raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def _signals_stop_the_run():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def _not_interrupted():
+    """Hold Ctrl-C / SIGTERM until the block (a save and the state it records) is complete."""
+    _deferred["on"], _deferred["pending"] = True, None
+    try:
+        yield
+    finally:
+        _deferred["on"] = False
+        if _deferred["pending"] is not None:
+            raise Interrupted(_deferred["pending"])
+
+
+# ----- the run, in named steps -----
+
 class Run:
-    """Everything a training run carries from one epoch to the next."""
+    """Everything a training run carries from one epoch to the next. `epoch`, `history`, `best`
+    and `plateau` always describe the last completed epoch, the one last.npz holds."""
 
     def __init__(self, args, train_set, val_set, stats, model, opt):
         self.args, self.train_set, self.val_set, self.stats = args, train_set, val_set, stats
         self.model, self.opt, self.size = model, opt, model.input_size
-        self.start_epoch, self.history = 1, []
+        self.epoch, self.history = 0, []
         self.best = {"val_loss": math.inf, "val_top1": -1.0}
         self.plateau = {"lr": args.lr, "best": math.inf, "bad": 0}
-        self.out = None
+        self.folder = None
         self.step, self.recent, self.warned = 0, [], False   # for the stall warning
 
-    def state(self, epoch):
-        """The run's state after `epoch`, as a checkpoint's meta/ entries."""
-        return {"format": FORMAT, "arch": self.args.arch, "epoch": epoch, "rng_state": random.get_state(),
-                "classes": np.array(self.train_set.classes), "history": json.dumps(self.history),
-                "best": json.dumps(self.best), "plateau": json.dumps(self.plateau), **self.stats}
+    @property
+    def out(self):
+        return self.folder.path
+
+    def config(self):
+        return {**{k: getattr(self.args, k) for k in RUN_SETTINGS}, "epochs": self.args.epochs}
+
+    def meta(self, epoch=None, history=None, best=None, plateau=None, **extra):
+        """The meta/ entries of a checkpoint: the committed state unless told otherwise."""
+        return {"format": checkpoint.FORMAT, "arch": self.args.arch, "epoch": self.epoch if epoch is None else epoch,
+                "rng_state": random.get_state(), "classes": np.array(self.train_set.classes),
+                "history": json.dumps(self.history if history is None else history),
+                "best": json.dumps(self.best if best is None else best),
+                "plateau": json.dumps(self.plateau if plateau is None else plateau),
+                "config": json.dumps(self.config()), **self.stats, **extra}
 
 
 def _lr_for(args, epoch, plateau):
@@ -244,27 +471,66 @@ def _lr_for(args, epoch, plateau):
     return args.lr
 
 
-def setup(args):
-    """Data, statistics, model and optimizer, from scratch or from --resume; returns a Run."""
-    resume = load_checkpoint(args.resume) if args.resume else None
-    if resume and args.arch and args.arch != str(resume[2]["arch"]):
-        raise TrainError(f"--resume: the checkpoint holds arch {str(resume[2]['arch'])!r}, but --arch is "
-                         f"{args.arch!r}")
-    args.arch = args.arch or (str(resume[2]["arch"]) if resume else "alexnet-mini")
-    for key, value in DEFAULTS[args.arch].items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if args.eval_only and not resume:
-        raise TrainError("--eval-only needs --resume CHECKPOINT")
+def _out_folder(args, ckpt):
+    """The run folder: made, checked for writing, locked, cleaned of killed saves' temporaries;
+    a folder holding another run is refused unless --resume continues it or --overwrite."""
+    resume_dir = Path(args.resume).resolve().parent if args.resume else None
+    if args.out:
+        path = Path(args.out)
+    elif resume_dir is not None and RunFolder(resume_dir).holds_a_run():
+        path = resume_dir                               # continue the run where it is
+    else:
+        path = unique("runs", f"{args.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
+    folder = RunFolder(path)
+    try:
+        folder.create()
+        folder.probe()
+        folder.lock()
+    except FolderError as e:
+        raise TrainError(str(e)) from None
+    try:
+        held = folder.holds_a_run()
+        continuing = resume_dir is not None and resume_dir == folder.path.resolve()
+        if held and not continuing and not args.overwrite:
+            raise TrainError(f"--out {folder.path} already holds a run ({', '.join(held)}); resume it with "
+                             f"--resume {folder.path / 'last.npz'}, choose another --out, or add --overwrite")
+        if continuing and (folder.path / "last.npz").exists() and not args.overwrite and \
+                Path(args.resume).resolve() != (folder.path / "last.npz").resolve():
+            try:
+                later = int(io.load(folder.path / "last.npz", keys=["meta/epoch"])["meta/epoch"])
+            except (ValueError, KeyError, OSError):
+                later = None
+            if later is not None and later > ckpt.meta["epoch"]:
+                raise TrainError(f"--resume {args.resume} is epoch {ckpt.meta['epoch']}, but {folder.path / 'last.npz'} "
+                                 f"holds epoch {later}: continuing here would overwrite epochs after "
+                                 f"{ckpt.meta['epoch']}; give --out NEW_FOLDER to branch, or --overwrite")
+        removed = folder.remove_temporaries()
+        if removed:
+            print(f"removed {len(removed)} temporary file(s) left by an interrupted save in {folder.path}")
+        if held and args.overwrite and not continuing:
+            for name in held:
+                (folder.path / name).unlink()
+    except BaseException:
+        folder.unlock()
+        raise
+    return folder
 
-    train_set, val_set = open_data(args.data)
-    if resume:
-        meta = resume[2]
-        classes = [str(c) for c in meta["classes"]]
-        if classes != train_set.classes:
-            raise TrainError(f"--resume: the checkpoint was trained on classes {classes[:5]}..., the data has "
-                             f"{train_set.classes[:5]}... ({len(classes)} vs {len(train_set.classes)})")
-        stats = {k: meta[k] for k in ("mean", "std", "eigvals", "eigvecs")}
+
+def setup(args, given):
+    """Checkpoint, settings, data, statistics, model and optimizer; returns a Run (no folder yet)."""
+    ckpt = read_checkpoint(args.resume) if getattr(args, "resume", None) else None
+    args = resolve(args, given, ckpt)
+    validate(args)
+    if ckpt and not args.eval_only and ckpt.meta["epoch"] >= args.epochs:
+        print(f"{args.resume} has finished epoch {ckpt.meta['epoch']} of the {args.epochs} asked for: nothing "
+              f"to do (give a larger --epochs to train further)")
+        return None
+    train_set, val_set = open_data(args.data, need_train=not args.eval_only)
+    if ckpt:
+        if ckpt.meta["classes"] != train_set.classes:
+            raise TrainError(f"--resume: the checkpoint was trained on classes {ckpt.meta['classes'][:5]}..., the data "
+                             f"has {train_set.classes[:5]}... ({len(ckpt.meta['classes'])} vs {len(train_set.classes)})")
+        stats = {k: ckpt.meta[k] for k in ("mean", "std", "eigvals", "eigvecs")}
     else:
         stats = _stats_for(train_set)
 
@@ -272,18 +538,16 @@ def setup(args):
     model = ARCHS[args.arch](num_classes=len(train_set.classes), init=args.init, dropout=args.dropout)
     opt = SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     run = Run(args, train_set, val_set, stats, model, opt)
-    if resume:
-        model_sd, optim_sd, meta = resume
+    if ckpt:
         try:
-            model.load_state_dict(model_sd)
-        except (KeyError, ValueError) as e:
-            raise TrainError(f"--resume: the checkpoint does not fit {args.arch}: {e}") from None
-        opt.load_state_dict(optim_sd)
-        random.set_state(str(meta["rng_state"]))
-        run.start_epoch = int(meta["epoch"]) + 1
-        run.history = json.loads(str(meta["history"]))
-        run.best = json.loads(str(meta["best"]))
-        run.plateau = json.loads(str(meta["plateau"]))
+            model.load_state_dict(ckpt.model)
+            opt.load_state_dict(ckpt.optim)
+        except (KeyError, ValueError, TypeError) as e:
+            raise TrainError(f"--resume {args.resume}: it does not fit {args.arch} with "
+                             f"{len(train_set.classes)} classes: {e}") from None
+        random.set_state(ckpt.meta["rng_state"])
+        run.epoch, run.history = ckpt.meta["epoch"], ckpt.meta["history"]
+        run.best, run.plateau = ckpt.meta["best"], ckpt.meta["plateau"]
     model.to(args.device)
     return run
 
@@ -302,11 +566,9 @@ def train_epoch(run, epoch, loader):
             loss = F.cross_entropy(logits, y)
             value = loss.item()
             if not math.isfinite(value):
-                last = run.out / "last.npz"
-                raise FloatingPointError(
-                    f"the loss became {value} at epoch {epoch}, step {run.step + 1}: stopping. The learning "
-                    f"rate is probably too high (it is {opt.lr:g}; try --lr {opt.lr / 10:g}). The last "
-                    f"good checkpoint is {last}" + ("" if last.exists() else " (none yet)"))
+                raise Stopped(f"the training loss became {value} at epoch {epoch}, step {run.step + 1}: "
+                              f"stopping. The learning rate is probably too high (it is {opt.lr:g}; try --lr "
+                              f"{opt.lr / 10:g}). " + _last_good(run))
             model.zero_grad()
             loss.backward()
             opt.step()
@@ -321,83 +583,139 @@ def train_epoch(run, epoch, loader):
                               f"Likely causes: the learning rate is too low or so high that ReLUs died (it is "
                               f"{opt.lr:g}), labels that do not match the images, or images that all look alike",
                               stacklevel=1)
-            bar.update(1)
             bar.set_postfix(loss=f"{value:.3f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+            bar.update(1)
     finally:
         bar.close()
+    if seen == 0:
+        raise Stopped(f"no training image could be read in epoch {epoch}. " + _last_good(run))
     return seen, loss_sum / seen, correct / seen, time.perf_counter() - t0
 
 
+def _last_good(run):
+    last = run.out / "last.npz"
+    return f"The last good checkpoint is {last} (epoch {run.epoch})." if run.epoch and last.exists() else \
+        "No epoch had finished, so there is no checkpoint."
+
+
+def _nonfinite_weights(model):
+    return [name for name, p in model.named_parameters() if not np.isfinite(p.numpy()).all()]
+
+
 def end_of_epoch(run, epoch, trained, val_loader, skipped):
-    """Validate, record the epoch's metrics, step the plateau schedule, print one line; returns the record."""
+    """Validate; stop if the validation loss or the weights are not finite; else save last.npz
+    (and best.npz) and commit the epoch to the run's state, all before a Ctrl-C can land, then
+    append the metrics line and draw the pictures."""
     seen, train_loss, train_top1, seconds = trained
     val_loss, val_top1, val_top5 = evaluate(run.model, val_loader, run.args.device)
+    if not math.isfinite(val_loss):
+        raise Stopped(f"the validation loss is {val_loss} after epoch {epoch}"
+                      + (" (no validation image could be read)" if math.isnan(val_top1) else
+                         f": the weights diverged; the learning rate is probably too high (it is {run.opt.lr:g})")
+                      + ". " + _last_good(run))
+    bad = _nonfinite_weights(run.model)
+    if bad:
+        raise Stopped(f"the weights became non-finite during epoch {epoch} ({', '.join(bad[:4])}): the learning "
+                      f"rate is probably too high (it is {run.opt.lr:g}). " + _last_good(run))
     record = {"epoch": epoch, "train_loss": train_loss, "train_top1": train_top1,
               "val_loss": val_loss, "val_top1": val_top1, "val_top5": val_top5, "lr": run.opt.lr,
               "images_per_s": seen / seconds, "seconds": seconds}
-    run.history.append(record)
+    history = run.history + [record]
+    plateau = dict(run.plateau)
     if run.args.lr_schedule == "plateau":
-        p = run.plateau
-        if val_loss < p["best"] * (1 - 1e-3):
-            p["best"], p["bad"] = val_loss, 0
+        if val_loss < plateau["best"] * (1 - 1e-3):
+            plateau["best"], plateau["bad"] = val_loss, 0
         else:
-            p["bad"] += 1
-            if p["bad"] >= run.args.patience:
-                p["lr"], p["bad"] = p["lr"] / 10, 0
-    with open(run.out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+            plateau["bad"] += 1
+            if plateau["bad"] >= run.args.patience:
+                plateau["lr"], plateau["bad"] = plateau["lr"] / 10, 0
+    is_best = val_top1 > run.best["val_top1"]
+    best = {"val_loss": val_loss, "val_top1": val_top1, "epoch": epoch} if is_best else run.best
+    meta = run.meta(epoch, history, best, plateau)
+    with _not_interrupted():
+        try:
+            checkpoint.save(run.out / "last.npz", run.model, run.opt, meta)
+            if is_best:
+                checkpoint.save(run.out / "best.npz", run.model, run.opt, meta)
+            with open(run.out / "metrics.jsonl", "a") as f:
+                f.write(_json_record(record) + "\n")
+        except OSError as e:
+            raise Stopped(f"writing into {run.out} failed after epoch {epoch} ({e}); "
+                          + _last_good(run)) from None
+        run.epoch, run.history, run.best, run.plateau = epoch, history, best, plateau
     print(f"epoch {epoch:3d}/{run.args.epochs}  train loss {train_loss:.4f} top-1 {train_top1:6.2%}"
           f"  |  val loss {val_loss:.4f} top-1 {val_top1:6.2%} top-5 {val_top5:6.2%}  |  lr {run.opt.lr:.2g}"
           f"  {record['images_per_s']:.0f} img/s  {seconds:.1f}s"
           + (f"  ({skipped} unreadable images skipped)" if skipped else ""), flush=True)
-    return record
+    try:
+        _pictures(run.out, run.model, run.history, run.val_set, run.stats, run.size, run.args.device)
+    except OSError as e:
+        warnings.warn(f"could not draw the pictures into {run.out} ({e})", stacklevel=2)
 
 
-def checkpoint(run, epoch, record):
-    """last.npz after every epoch, best.npz when validation top-1 improved, then the pictures."""
-    is_best = record["val_top1"] > run.best["val_top1"]
-    if is_best:
-        run.best = {"val_loss": record["val_loss"], "val_top1": record["val_top1"], "epoch": epoch}
-    save_checkpoint(run.out / "last.npz", run.model, run.opt, run.state(epoch))
-    if is_best:
-        save_checkpoint(run.out / "best.npz", run.model, run.opt, run.state(epoch))
-    _pictures(run.out, run.model, run.history, run.val_set, run.stats, run.size, run.args.device)
+def _rewrite_metrics(run):
+    """metrics.jsonl as the run's history says (a resumed run continues the file it belongs to)."""
+    path = run.out / "metrics.jsonl"
+    tmp = run.out / f".metrics.jsonl.{os.getpid()}.tmp"
+    tmp.write_text("".join(_json_record(r) + "\n" for r in run.history))
+    os.replace(tmp, path)
 
 
-def run(args):
-    """Train (or evaluate) as the arguments say; returns the list of per-epoch metrics."""
-    r = setup(args)
-    val_loader = DataLoader(r.val_set, Transform(r.size, r.stats, "val"), args.batch_size, workers=args.workers)
-    if args.eval_only:
-        loss, top1, top5 = evaluate(r.model, val_loader, args.device)
-        print(f"val (centre crop): loss {loss:.4f}  top-1 {top1:.2%}  top-5 {top5:.2%}")
-        if args.ten_crop:
-            _ten_crop_report(r.model, r.val_set, r.stats, r.size, args)
-        return r.history
+def _save_interrupted(run, epoch, signum):
+    path = run.out / "interrupted.npz"
+    with _not_interrupted():
+        checkpoint.save(path, run.model, run.opt, run.meta(interrupted_in_epoch=epoch))
+    name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    last = run.out / "last.npz"
+    print(f"\n{name} during epoch {epoch}: saved {path} (the weights as they were, the state of epoch "
+          f"{run.epoch}; --resume {path} repeats epoch {epoch}); "
+          + (f"{last} holds the end of epoch {run.epoch}" if run.epoch and last.exists() else
+             "no epoch had finished, so there is no last.npz"), file=sys.stderr)
 
-    r.out = Path(args.out or f"runs/{args.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
-    r.out.mkdir(parents=True, exist_ok=True)
-    train_loader = DataLoader(r.train_set, Transform(r.size, r.stats, "train"), args.batch_size, shuffle=True,
-                              drop_last=True, workers=args.workers, seed=args.seed)
+
+def run(args, given=None):
+    """Train (or evaluate) as the settings say; returns the list of per-epoch metrics."""
+    given = set(vars(args)) if given is None else given
+    with _signals_stop_the_run():
+        r = setup(args, given)
+        if r is None:
+            return []
+        args = r.args
+        val_loader = DataLoader(r.val_set, Transform(r.size, r.stats, "val"), args.batch_size, workers=args.workers)
+        if args.eval_only:
+            loss, top1, top5 = evaluate(r.model, val_loader, args.device)
+            print(f"val (centre crop): loss {loss:.4f}  top-1 {top1:.2%}  top-5 {top5:.2%}")
+            if args.ten_crop:
+                _ten_crop_report(r.model, r.val_set, r.stats, r.size, args)
+            return r.history
+        r.folder = _out_folder(args, checkpoint.Checkpoint(None, None, {"epoch": r.epoch}, None) if args.resume else None)
+        try:
+            return _train(r, args)
+        finally:
+            r.folder.unlock()
+
+
+def _train(r, args):
+    train_loader = DataLoader(r.train_set, Transform(r.size, r.stats, "train", args.flip, args.lighting),
+                              args.batch_size, shuffle=True, drop_last=True, workers=args.workers, seed=args.seed)
     if len(train_loader) == 0:
         raise TrainError(f"--batch-size {args.batch_size} is larger than the {len(r.train_set)} training images")
+    val_loader = DataLoader(r.val_set, Transform(r.size, r.stats, "val"), args.batch_size, workers=args.workers)
+    if args.resume:
+        _rewrite_metrics(r)
     print(f"data: {len(r.train_set)} training and {len(r.val_set)} validation images, {len(r.train_set.classes)} "
           f"classes ({r.train_set.root.parent})")
     print(f"model: {args.arch} on {args.device}, init {args.init}\n{summary(r.model, args.batch_size, args.device)}")
-    print(f"training epochs {r.start_epoch}..{args.epochs} into {r.out}", flush=True)
-
-    epoch = r.start_epoch
+    print(f"training epochs {r.epoch + 1}..{args.epochs} into {r.out}", flush=True)
+    epoch = r.epoch + 1
     try:
-        for epoch in range(r.start_epoch, args.epochs + 1):
+        for epoch in range(r.epoch + 1, args.epochs + 1):
             trained = train_epoch(r, epoch, train_loader)
-            record = end_of_epoch(r, epoch, trained, val_loader, train_loader.skipped + val_loader.skipped)
-            checkpoint(r, epoch, record)
-    except KeyboardInterrupt:
-        path = r.out / "interrupted.npz"
-        save_checkpoint(path, r.model, r.opt, r.state(epoch - 1))
-        print(f"\ninterrupted during epoch {epoch}: saved {path} (weights as they were; --resume {path} "
-              f"repeats epoch {epoch}); {r.out / 'last.npz'} holds the end of epoch {epoch - 1}", file=sys.stderr)
-        raise
+            end_of_epoch(r, epoch, trained, val_loader, train_loader.skipped + val_loader.skipped)
+    except (Interrupted, KeyboardInterrupt) as e:
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        _save_interrupted(r, epoch, signum)
+        raise Interrupted(signum) from None
     if args.ten_crop:
         _ten_crop_report(r.model, r.val_set, r.stats, r.size, args)
     print(f"done: best val top-1 {r.best['val_top1']:.2%} (epoch {r.best.get('epoch')}); {r.out}/best.npz, "
@@ -412,24 +730,20 @@ def _ten_crop_report(model, val_set, stats, size, args):
     print(f"val (10 crops): loss {loss:.4f}  top-1 {top1:.2%}  top-5 {top5:.2%}")
 
 
-def _progress(total, desc):
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True, mininterval=0.5)
-
-
 def main(argv=None):
-    args = parse_args(argv)
+    args, given = parse_args(argv)
     cpu.tune()  # process-wide malloc and OpenBLAS settings that speed up CPU training
     try:
-        run(args)
+        run(args, given)
     except TrainError as e:
         print(f"minialex-train: error: {e}", file=sys.stderr)
         return 2
-    except FloatingPointError as e:
+    except Stopped as e:
         print(f"minialex-train: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
+    except (Interrupted, KeyboardInterrupt) as e:
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        return 128 + int(signum)
     return 0
 
 

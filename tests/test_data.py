@@ -1,4 +1,5 @@
 """The data pipeline: ImageFolder on every odd case, the paper's transforms, the threaded loader."""
+import os
 import warnings
 
 import numpy as np
@@ -172,3 +173,126 @@ def test_loader_is_deterministic_per_seed_and_epoch(odd_tree):
         np.testing.assert_array_equal(y0, y1)
     other = batches(2, 2)
     assert not all(np.array_equal(a[0], b[0]) for a, b in zip(first, other))
+
+
+# ----- hostile and odd images -----
+
+def _one_class(tmp_path, **images):
+    folder = tmp_path / "c"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, img in images.items():
+        img.save(folder / name)
+    return ImageFolder(tmp_path)
+
+
+def test_sixteen_bit_grayscale_is_scaled_to_eight_bits(tmp_path):
+    ramp = (np.arange(64, dtype=np.uint32).reshape(8, 8) * 1000).astype(np.uint16)   # 0 .. 63000
+    folder = _one_class(tmp_path, **{"ramp.png": Image.fromarray(ramp)})
+    with Image.open(tmp_path / "c" / "ramp.png") as raw:
+        assert raw.mode in ("I;16", "I")
+    img, _ = folder.load(0)
+    a = np.asarray(img)
+    assert img.mode == "RGB" and a.shape == (8, 8, 3)
+    np.testing.assert_array_equal(a[..., 0], np.round(ramp / 257.0).astype(np.uint8))   # not all white
+
+
+def test_an_extreme_aspect_ratio_is_centre_cropped_before_any_resize(tmp_path):
+    line = np.zeros((1, 40000, 3), np.uint8)
+    line[0, 19998:20002] = 255                                   # the centre
+    folder = _one_class(tmp_path, **{"line.png": Image.fromarray(line)})
+    img, _ = folder.load(0)
+    assert img.size == (4, 1) and (np.asarray(img) == 255).all()  # MAX_ASPECT = 4: the centre 4 pixels
+    tall = _one_class(tmp_path / "t", **{"tall.png": Image.new("RGB", (10, 100))}).load(0)[0]
+    assert tall.size == (10, 40)
+    from minialex.data.transforms import Transform
+    stats = {"mean": np.zeros(3, np.float32), "std": np.ones(3, np.float32),
+             "eigvals": np.zeros(3, np.float32), "eigvecs": np.eye(3, dtype=np.float32)}
+    assert Transform(64, stats, "train")(img, np.random.default_rng(0)).shape == (3, 64, 64)
+
+
+def test_images_over_the_pixel_bound_or_pillows_bomb_limit_are_skipped_by_name(tmp_path, monkeypatch):
+    from minialex.data import folder as folder_module
+    folder = _one_class(tmp_path, **{"big.png": Image.new("RGB", (300, 200)), "ok.png": Image.new("RGB", (20, 20))})
+    monkeypatch.setattr(folder_module, "MAX_PIXELS", 10_000)
+    with pytest.warns(UserWarning, match=r"big.png: 300x200 pixels, more than"):
+        assert folder.load(0) == (None, 0)
+    assert folder.load(1)[0].size == (20, 20)
+    monkeypatch.setattr(folder_module, "MAX_PIXELS", 10**9)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)          # Pillow's own decompression-bomb check
+    fresh = ImageFolder(tmp_path)
+    with pytest.warns(UserWarning, match=r"big.png: too many pixels, a possible decompression bomb"):
+        assert fresh.load(0) == (None, 0)
+
+
+def test_links_never_lead_out_of_the_root(tmp_path):
+    root = tmp_path / "data"
+    for split, cls in (("train", "cat"), ("train", "dog"), ("val", "cat")):
+        (root / split / cls).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(root / split / cls / f"{split}_{cls}.png")
+    (root / "train" / "everything").symlink_to(root / "train")          # the split's own root
+    (root / "train" / "valcats").symlink_to(root / "val" / "cat")       # another split
+    (root / "train" / "dogs_too").symlink_to(root / "train" / "dog")    # another class
+    (root / "train" / "cat" / "stolen.png").symlink_to(root / "val" / "cat" / "val_cat.png")
+    (root / "train" / "cat" / "loop").symlink_to(root / "train" / "cat")   # a loop inside the class
+    with pytest.warns(UserWarning) as caught:
+        folder = ImageFolder(root / "train")
+    names = sorted(p.name for p, _ in folder.samples)
+    assert names == ["train_cat.png", "train_dog.png"]
+    said = " ".join(str(w.message) for w in caught)
+    assert "everything" in said and "valcats" in said and "dogs_too" in said and "stolen.png" in said
+
+
+def test_a_deep_tree_is_walked_without_recursion(tmp_path):
+    levels = [tmp_path / "c"]
+    for _ in range(1200):                                               # deeper than the recursion limit
+        levels.append(levels[-1] / "d")
+    for level in levels:
+        level.mkdir()                                                   # (mkdir(parents=True) would recurse)
+    Image.new("RGB", (8, 8)).save(levels[-1] / "x.png")
+    try:
+        assert len(ImageFolder(tmp_path)) == 1
+    finally:  # removed here, bottom up: shutil.rmtree (pytest's clean-up) would recurse too deep
+        (levels[-1] / "x.png").unlink()
+        for level in reversed(levels):
+            level.rmdir()
+
+
+def test_statistics_cache_follows_content_and_rebuilds_a_damaged_file(tmp_path, monkeypatch):
+    from minialex import train
+    monkeypatch.setenv("MINIALEX_CACHE", str(tmp_path / "cache"))
+    folder_path = tmp_path / "data"
+    _one_class(folder_path, **{"a.png": Image.new("RGB", (16, 16), (10, 20, 30))})
+    calls = []
+    real = train.dataset_stats
+    monkeypatch.setattr(train, "dataset_stats", lambda f: calls.append(1) or real(f))
+    first = train._stats_for(ImageFolder(folder_path))
+    assert train._stats_for(ImageFolder(folder_path))["mean"].tolist() == first["mean"].tolist() and len(calls) == 1
+    path = folder_path / "c" / "a.png"
+    size = path.stat().st_size
+    Image.new("RGB", (16, 16), (200, 100, 50)).save(path)              # new content, the same size
+    assert path.stat().st_size == size
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    second = train._stats_for(ImageFolder(folder_path))
+    assert len(calls) == 2 and second["mean"][0] > first["mean"][0]
+    cache = next((tmp_path / "cache" / "stats").glob("*.npz"))
+    for f in (tmp_path / "cache" / "stats").glob("*.npz"):
+        f.write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match=f"{cache.parent}.* is damaged"):
+        np.testing.assert_allclose(train._stats_for(ImageFolder(folder_path))["mean"], second["mean"])
+    assert len(calls) == 3
+
+
+def test_no_flip_and_no_lighting(tmp_path):
+    a = (np.random.default_rng(6).random((12, 12, 3)) * 255).astype(np.uint8)
+    img = Image.fromarray(a)
+    stats = {"mean": np.zeros(3, np.float32), "std": np.ones(3, np.float32),
+             "eigvals": np.ones(3, np.float32), "eigvecs": np.eye(3, dtype=np.float32)}
+    plain = [T.Transform(10, stats, "train", flip=False, lighting=False)(img, np.random.default_rng(s)) for s in range(20)]
+    flipped_some = [T.Transform(10, stats, "train", flip=True, lighting=False)(img, np.random.default_rng(s)) for s in range(20)]
+    resized = T.to_array(T.resize_shorter(img, T.resize_for(10)))
+    for x in plain:  # every output is an unflipped crop, with no colour noise
+        crops = [resized[t:t + 10, l:l + 10].transpose(2, 0, 1) for t in range(2) for l in range(2)]
+        assert any(np.allclose(x, c, atol=1e-6) for c in crops)
+    assert sum(not np.allclose(p, f) for p, f in zip(plain, flipped_some)) >= 5   # flips happen by default
+    lit = T.Transform(10, stats, "train", flip=False, lighting=True)(img, np.random.default_rng(0))
+    assert not np.allclose(lit, plain[0])

@@ -153,10 +153,10 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "ckpt.npz"
     ma.save({"w": np.arange(3.0)}, path)
 
-    def crash(f, **arrays):
-        f.write(b"half a file")
+    def crash(f, array, **kw):
+        f.write(b"half an array")
         raise KeyboardInterrupt
-    monkeypatch.setattr(np, "savez", crash)
+    monkeypatch.setattr(np.lib.format, "write_array", crash)
     with pytest.raises(KeyboardInterrupt):
         ma.save({"w": np.zeros(3)}, path)
     monkeypatch.undo()
@@ -206,3 +206,38 @@ def test_float32_model_never_makes_float64_arrays():
     ma.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4).step()
     assert {p.grad.dtype for p in model.parameters()} == {np.dtype(np.float32)}
     assert {p.dtype for p in model.parameters()} == {np.dtype(np.float32)}
+
+
+def test_load_state_dict_checks_every_entry_before_copying_any():
+    ma.manual_seed(0)
+    model = ma.models.AlexNet.mini()
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    ma.manual_seed(1)
+    sd = ma.models.AlexNet.mini().state_dict()
+    for bad in (np.zeros(10, np.int8), np.zeros(10, np.complex64), np.zeros(11, np.float32)):
+        sd["fc8.bias"] = bad                                  # the last key: all others would be copied first
+        with pytest.raises((TypeError, ValueError), match="fc8.bias expected"):
+            model.load_state_dict(sd)
+        for k, v in model.state_dict().items():
+            np.testing.assert_array_equal(v, before[k], err_msg=k)
+
+
+def test_api_refuses_what_it_cannot_represent(tmp_path):
+    for bad, words in [(None, "got NoneType"), ("1.5", "got str"), (["1.5", "2"], "dtype <U3"),
+                       (np.ma.array([1.0, 2.0], mask=[0, 1]), "masked array"),
+                       (np.array(["2020-01-01"], dtype="datetime64[D]"), "datetime64"),
+                       (np.array([1 + 2j]), "complex128"), (np.array([{}], dtype=object), "object")]:
+        with pytest.raises(TypeError, match=words.replace("[", r"\[")):
+            ma.Tensor(bad)
+    model = ma.nn.Linear(2, 2)
+    with pytest.raises(TypeError, match=r"Linear.to: dtype expected float32 or float64 .*got int32"):
+        model.to(dtype=np.int32)
+    assert model.weight.dtype == np.float32
+    for seed in (-1, 1.5, "3", True):
+        with pytest.raises(ValueError, match="manual_seed: seed expected an integer >= 0"):
+            ma.manual_seed(seed)
+    names = {"file": np.arange(3), "allow_pickle": np.ones(2), "a/b c": np.zeros((2, 2), np.float32)}
+    ma.save(names, tmp_path / "odd.npz")
+    back = ma.load(tmp_path / "odd.npz")
+    assert set(back) == set(names) and all(np.array_equal(back[k], v) for k, v in names.items())
+    assert np.load(tmp_path / "odd.npz")["file"].tolist() == [0, 1, 2]     # still a plain .npz

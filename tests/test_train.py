@@ -1,13 +1,17 @@
-"""minialex-train end to end on a tiny rendered dataset: metrics, checkpoints, pictures, resume,
-guard rails."""
+"""minialex-train end to end on a tiny rendered dataset: metrics, checkpoints, pictures, exact
+resume, the run folder's safety (refusal, lock, temporaries), interrupts, the NaN guard, logs."""
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import minialex as ma
-from minialex import train
+from minialex import checkpoint, train
 from minialex.data import make_synthetic
 
 KEYS = {"epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr", "images_per_s", "seconds"}
@@ -22,11 +26,17 @@ def _run(tiny, out, *extra):
     return train.main(["--data", str(tiny), "--batch-size", "8", "--workers", "2", "--out", str(out), *extra])
 
 
+def _strict_json_lines(path):
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+
+
 def test_one_epoch_writes_metrics_checkpoints_and_pictures(tiny, tmp_path, capsys):
     assert _run(tiny, tmp_path, "--epochs", "1") == 0
     printed = capsys.readouterr().out
     assert "conv1" in printed and "MFLOPs" in printed and "epoch   1/1" in printed
-    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    records = _strict_json_lines(tmp_path / "metrics.jsonl")
     assert len(records) == 1 and set(records[0]) == KEYS and records[0]["epoch"] == 1
     assert 0 <= records[0]["val_top1"] <= records[0]["val_top5"] <= 1 and records[0]["lr"] == 0.01
     for name in ("filters.png", "curves.png", "predictions.png"):
@@ -36,65 +46,188 @@ def test_one_epoch_writes_metrics_checkpoints_and_pictures(tiny, tmp_path, capsy
     assert str(ckpt["meta/arch"]) == "alexnet-mini" and int(ckpt["meta/epoch"]) == 1
     assert [str(c) for c in ckpt["meta/classes"]][:2] == ["checker", "circle"]
     assert ckpt["meta/mean"].shape == (3,) and "optim/velocity.0" in ckpt
-    assert (tmp_path / "best.npz").is_file()
+    config = json.loads(str(ckpt["meta/config"]))
+    assert config["batch_size"] == 8 and config["lr"] == 0.01 and config["flip"] is True
+    assert (tmp_path / "best.npz").is_file() and not (tmp_path / train.LOCK_NAME).exists()
 
 
-def test_resume_equals_continuous(tiny, tmp_path):
-    assert _run(tiny, tmp_path / "two", "--epochs", "2") == 0
-    assert _run(tiny, tmp_path / "one", "--epochs", "1") == 0
-    assert _run(tiny, tmp_path / "resumed", "--epochs", "2", "--resume", str(tmp_path / "one" / "last.npz")) == 0
-    a, b = ma.load(tmp_path / "two" / "last.npz"), ma.load(tmp_path / "resumed" / "last.npz")
-    weights = [k for k in a if k.startswith(("model/", "optim/velocity"))]
-    assert len(weights) == 32
+NON_DEFAULT = ["--lr", "0.02", "--lr-schedule", "constant", "--momentum", "0.8", "--weight-decay", "0.001",
+               "--dropout", "0.1", "--seed", "3", "--init", "xavier", "--no-flip", "--no-lighting"]
+
+
+def test_resume_alone_continues_the_same_run_exactly(tiny, tmp_path):
+    """A run with non-default settings, resumed with nothing but --resume (and more --epochs),
+    ends with the very weights, momentum and random state of one uninterrupted run."""
+    assert _run(tiny, tmp_path / "two", "--epochs", "2", *NON_DEFAULT) == 0
+    assert _run(tiny, tmp_path / "one", "--epochs", "1", *NON_DEFAULT) == 0
+    assert train.main(["--data", str(tiny), "--resume", str(tmp_path / "one" / "last.npz"), "--epochs", "2"]) == 0
+    a, b = ma.load(tmp_path / "two" / "last.npz"), ma.load(tmp_path / "one" / "last.npz")
+    weights = [k for k in a if k.startswith(("model/", "optim/"))]
+    assert len(weights) == 35
     for k in weights:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    assert str(a["meta/rng_state"]) == str(b["meta/rng_state"])
+    assert str(a["meta/rng_state"]) == str(b["meta/rng_state"]) and int(b["meta/epoch"]) == 2
+    assert [r["epoch"] for r in _strict_json_lines(tmp_path / "one" / "metrics.jsonl")] == [1, 2]
 
 
-def test_errors_before_training(tiny, tmp_path, capsys):
-    assert train.main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
-    assert "no such folder" in capsys.readouterr().err
-    bad = tmp_path / "bad"
-    (bad / "train" / "cat").mkdir(parents=True)
-    (bad / "val" / "dog").mkdir(parents=True)
-    Image.new("RGB", (8, 8)).save(bad / "train" / "cat" / "1.png")
-    Image.new("RGB", (8, 8)).save(bad / "val" / "dog" / "1.png")
-    assert train.main(["--data", str(bad), "--out", str(tmp_path)]) == 2
-    assert "classes that the training set lacks: ['dog']" in capsys.readouterr().err
-    assert _run(tiny, tmp_path / "run", "--epochs", "1") == 0
+def test_resume_refuses_a_contradicting_flag_and_allows_the_changeable_ones(tiny, tmp_path, capsys):
+    assert _run(tiny, tmp_path, "--epochs", "1", *NON_DEFAULT) == 0
+    last = str(tmp_path / "last.npz")
+    for flag in (["--lr", "0.5"], ["--momentum", "0.9"], ["--batch-size", "4"], ["--seed", "1"], ["--arch", "alexnet"],
+                 ["--lr-schedule", "step"], ["--dropout", "0.5"], ["--init", "he"], ["--weight-decay", "0"]):
+        capsys.readouterr()
+        assert train.main(["--data", str(tiny), "--resume", last, "--epochs", "2", *flag]) == 2, flag
+        err = capsys.readouterr().err
+        assert err.startswith(f"minialex-train: error: {flag[0]}") and "contradicts the checkpoint" in err, err
+    assert train.main(["--data", str(tiny), "--resume", last, "--epochs", "2", "--lr", "0.02", "--no-flip",
+                       "--workers", "0", "--stall-steps", "5"]) == 0   # agreeing flags and changeable ones
+
+
+def test_resume_at_or_past_the_last_epoch_says_so_and_rewrites_nothing(tiny, tmp_path, capsys):
+    assert _run(tiny, tmp_path, "--epochs", "2") == 0
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
     capsys.readouterr()
-    assert _run(tiny, tmp_path / "x", "--arch", "alexnet", "--resume", str(tmp_path / "run" / "last.npz")) == 2
-    assert "holds arch 'alexnet-mini'" in capsys.readouterr().err
+    for epochs in ("2", "1"):
+        assert train.main(["--data", str(tiny), "--resume", str(tmp_path / "last.npz"), "--epochs", epochs]) == 0
+        assert "nothing to do" in capsys.readouterr().out
+    assert train.main(["--data", str(tiny), "--resume", str(tmp_path / "last.npz")]) == 0  # the run's own 2 epochs
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+
+
+def test_an_out_folder_holding_a_run_is_refused(tiny, tmp_path, capsys):
+    assert _run(tiny, tmp_path, "--epochs", "1") == 0
+    best = (tmp_path / "best.npz").read_bytes()
+    capsys.readouterr()
+    assert _run(tiny, tmp_path, "--epochs", "1") == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (tmp_path / "best.npz").read_bytes() == best and len(_strict_json_lines(tmp_path / "metrics.jsonl")) == 1
+    assert _run(tiny, tmp_path, "--epochs", "1", "--overwrite", "--lr", "0.001") == 0
+    assert len(_strict_json_lines(tmp_path / "metrics.jsonl")) == 1        # a fresh run, not appended
+
+
+def test_resuming_an_older_checkpoint_into_its_folder_would_overwrite_later_epochs(tiny, tmp_path, capsys):
+    assert _run(tiny, tmp_path, "--epochs", "1") == 0
+    (tmp_path / "keep.npz").write_bytes((tmp_path / "last.npz").read_bytes())   # epoch 1
+    assert train.main(["--data", str(tiny), "--resume", str(tmp_path / "last.npz"), "--epochs", "2"]) == 0
+    capsys.readouterr()
+    assert train.main(["--data", str(tiny), "--resume", str(tmp_path / "keep.npz"), "--epochs", "3"]) == 2
+    assert "would overwrite epochs after 1" in capsys.readouterr().err
+    assert int(ma.load(tmp_path / "last.npz")["meta/epoch"]) == 2
+
+
+def test_default_folders_are_unique(tiny, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train.time, "strftime", lambda fmt, *a: "20260101-000000")   # the same second
+    for _ in range(2):
+        assert train.main(["--data", str(tiny), "--batch-size", "8", "--epochs", "1"]) == 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["alexnet-mini-20260101-000000",
+                                                                       "alexnet-mini-20260101-000000-2"]
+
+
+def test_a_live_lock_refuses_a_second_run_and_a_stale_one_is_taken_over(tiny, tmp_path, capsys):
+    tmp_path.mkdir(exist_ok=True)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import socket
+        (tmp_path / train.LOCK_NAME).write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname()}))
+        assert _run(tiny, tmp_path, "--epochs", "1") == 2
+        assert f"in use by another minialex-train (pid {sleeper.pid}" in capsys.readouterr().err
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert _run(tiny, tmp_path, "--epochs", "1") == 0                # its process is gone: stale
+    assert not (tmp_path / train.LOCK_NAME).exists()
+
+
+def test_temporary_files_of_a_killed_save_are_removed_at_the_next_start(tiny, tmp_path):
+    assert _run(tiny, tmp_path, "--epochs", "1") == 0
+    leftover = tmp_path / ".last.npz.99999.0badf00d.tmp"
+    leftover.write_bytes(b"half a checkpoint")
+    (tmp_path / "notes.tmp").write_text("mine")                      # not a save's temporary: kept
+    assert train.main(["--data", str(tiny), "--resume", str(tmp_path / "last.npz"), "--epochs", "2"]) == 0
+    assert not leftover.exists() and (tmp_path / "notes.tmp").exists()
+
+
+def test_ctrl_c_during_the_end_of_epoch_save_leaves_consistent_checkpoints(tiny, tmp_path, monkeypatch):
+    real, calls = checkpoint.save, {"n": 0}
+
+    def save_then_signal(path, *args):
+        real(path, *args)
+        calls["n"] += 1
+        if calls["n"] == 3:                     # epoch 2's last.npz (epoch 1 saved last and best)
+            os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(checkpoint, "save", save_then_signal)
+    assert _run(tiny, tmp_path, "--epochs", "3") == 130
+    last, interrupted = ma.load(tmp_path / "last.npz"), ma.load(tmp_path / "interrupted.npz")
+    for ckpt in (last, interrupted):            # each consistent with itself
+        history = json.loads(str(ckpt["meta/history"]))
+        assert int(ckpt["meta/epoch"]) == 2 == len(history) == history[-1]["epoch"]
+    np.testing.assert_array_equal(last["model/fc8.weight"], interrupted["model/fc8.weight"])
+    assert len(_strict_json_lines(tmp_path / "metrics.jsonl")) == 2
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_in_epoch_one_saves_the_weights_and_claims_no_last_checkpoint(tiny, tmp_path, monkeypatch,
+                                                                               capsys, signum, code):
+    real, calls = train.F.cross_entropy, {"n": 0}
+
+    def signal_on_third(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signum)
+        return real(*args)
+    monkeypatch.setattr(train.F, "cross_entropy", signal_on_third)
+    assert _run(tiny, tmp_path, "--epochs", "2") == code
+    saved = ma.load(tmp_path / "interrupted.npz")
+    assert int(saved["meta/epoch"]) == 0 and int(saved["meta/interrupted_in_epoch"]) == 1
+    assert json.loads(str(saved["meta/history"])) == [] and "model/fc8.weight" in saved
+    err = capsys.readouterr().err
+    assert "no last.npz" in err and not (tmp_path / "last.npz").exists()
+    assert not (tmp_path / train.LOCK_NAME).exists()
+
+
+def test_nan_weights_stop_the_run_and_keep_the_last_finite_checkpoint(tiny, tmp_path, monkeypatch, capsys):
+    real, steps = ma.optim.SGD.step, {"n": 0}
+
+    def step_then_poison(self):
+        real(self)
+        steps["n"] += 1
+        if steps["n"] == 10:                    # the last step of epoch 2 (5 steps an epoch)
+            self.params[0].data[0, 0, 0, 0] = np.nan
+    monkeypatch.setattr(ma.optim.SGD, "step", step_then_poison)
+    assert _run(tiny, tmp_path, "--epochs", "3") == 1
+    err = capsys.readouterr().err
+    assert "after epoch 2" in err and "last good checkpoint is" in err and "(epoch 1)" in err
+    last = ma.load(tmp_path / "last.npz")
+    assert int(last["meta/epoch"]) == 1 and all(np.isfinite(v).all() for k, v in last.items() if k.startswith("model/"))
+    assert len(_strict_json_lines(tmp_path / "metrics.jsonl")) == 1
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's overflow warnings on the way to inf
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, capsys):
-    assert _run(tiny, tmp_path, "--epochs", "1") == 0
-    before = ma.load(tmp_path / "last.npz")["model/conv1.weight"]
-    assert _run(tiny, tmp_path, "--epochs", "3", "--lr", "1e12", "--resume", str(tmp_path / "last.npz")) == 1
+def test_a_diverging_loss_stops_at_once_without_claiming_a_checkpoint(tiny, tmp_path, capsys):
+    assert _run(tiny, tmp_path, "--epochs", "1", "--lr", "1e12") == 1
     err = capsys.readouterr().err
-    assert "learning rate" in err and "last.npz" in err
-    np.testing.assert_array_equal(ma.load(tmp_path / "last.npz")["model/conv1.weight"], before)
+    assert "learning rate" in err and "no checkpoint" in err and not (tmp_path / "last.npz").exists()
+
+
+def test_a_write_failure_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatch, capsys):
+    real, calls = checkpoint.save, {"n": 0}
+
+    def disk_full(path, *args):
+        calls["n"] += 1
+        if calls["n"] >= 3:
+            raise OSError(28, "No space left on device")
+        real(path, *args)
+    monkeypatch.setattr(checkpoint, "save", disk_full)
+    assert _run(tiny, tmp_path, "--epochs", "3") == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "(epoch 1)" in err
+    assert int(ma.load(tmp_path / "last.npz")["meta/epoch"]) == 1
 
 
 def test_stall_warning(tiny, tmp_path):
     with pytest.warns(UserWarning, match=r"still .* about ln\(10\)"):
         assert _run(tiny, tmp_path, "--epochs", "1", "--lr", "0", "--stall-steps", "2") == 0
-
-
-def test_ctrl_c_saves_a_checkpoint(tiny, tmp_path, monkeypatch):
-    calls = {"n": 0}
-    real = train.F.cross_entropy
-
-    def interrupt_on_third(*args):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*args)
-    monkeypatch.setattr(train.F, "cross_entropy", interrupt_on_third)
-    assert _run(tiny, tmp_path, "--epochs", "2") == 130
-    saved = ma.load(tmp_path / "interrupted.npz")
-    assert int(saved["meta/epoch"]) == 0 and "model/fc8.weight" in saved
 
 
 def test_eval_only_with_ten_crops(tiny, tmp_path, capsys):
@@ -103,3 +236,14 @@ def test_eval_only_with_ten_crops(tiny, tmp_path, capsys):
     assert _run(tiny, tmp_path, "--resume", str(tmp_path / "last.npz"), "--eval-only", "--ten-crop") == 0
     out = capsys.readouterr().out
     assert "val (centre crop)" in out and "val (10 crops)" in out
+
+
+def test_a_log_file_gets_a_few_plain_progress_lines(tiny, tmp_path):
+    """Not a terminal: no carriage-return bar updates, a few progress lines per epoch."""
+    run = subprocess.run([sys.executable, "-m", "minialex.train", "--data", str(tiny), "--batch-size", "2",
+                          "--epochs", "2", "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    log = run.stdout + run.stderr
+    assert "\r" not in log
+    progress = [line for line in log.splitlines() if " batches" in line]
+    assert 2 <= len(progress) <= 8                                     # 20 batches an epoch, 2 epochs

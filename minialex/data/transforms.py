@@ -2,7 +2,8 @@
 
 Training: resize the shorter side to `resize` (256 for 227x227 inputs; scaled for small inputs),
 take a random `size` x `size` crop and flip it horizontally with probability 1/2 ("translations
-and horizontal reflections"), then add the PCA colour noise:
+and horizontal reflections"), then add the PCA colour noise (each can be turned off: flip=False,
+lighting=False):
     each RGB pixel += [p1 p2 p3] @ (alpha * lambda),  alpha ~ N(0, 0.1^2) per image per component
 where p_i, lambda_i are the eigenvectors and eigenvalues of the 3x3 covariance of RGB pixel
 values over the training set (`dataset_stats`). Then subtract the training set's mean and, unlike
@@ -68,21 +69,25 @@ def to_chw(a, mean, std):
 
 
 class Transform:
-    """The per-image pipeline for one mode: "train", "val" or "ten_crop"."""
+    """The per-image pipeline for one mode: "train", "val" or "ten_crop". flip=False and
+    lighting=False turn off the horizontal flips and the PCA colour noise of training, which suit
+    photos but not digits, text or images whose left and right differ (many medical images)."""
 
-    def __init__(self, size, stats, mode="train"):
+    def __init__(self, size, stats, mode="train", flip=True, lighting=True):
         if mode not in ("train", "val", "ten_crop"):
             raise ValueError(f"Transform: mode expected 'train', 'val' or 'ten_crop', got {mode!r}")
         self.size, self.stats, self.mode = size, stats, mode
+        self.flip, self.lighting = bool(flip), bool(lighting)
         self.resize = resize_for(size)
 
     def __call__(self, img, rng):
         a = to_array(resize_shorter(img, self.resize))
         if self.mode == "train":
             a = random_crop(a, self.size, rng)
-            if rng.random() < 0.5:
+            if rng.random() < 0.5 and self.flip:    # drawn either way: the same crops with or without flips
                 a = hflip(a)
-            a = pca_lighting(a, self.stats["eigvals"], self.stats["eigvecs"], rng)
+            if self.lighting:
+                a = pca_lighting(a, self.stats["eigvals"], self.stats["eigvecs"], rng)
         elif self.mode == "val":
             a = center_crop(a, self.size)
         else:
