@@ -28,6 +28,19 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the entry and what is wrong."""
 
 
+def strict_json(value):
+    """json.dumps, with non-finite floats (an unset best loss) written as null: strict JSON."""
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    return json.dumps(clean(value), allow_nan=False)
+
+
 def save(path, model, opt, meta):
     """Weights, optimizer momentum and the run's state in one .npz, written atomically (ma.save)."""
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
@@ -36,15 +49,22 @@ def save(path, model, opt, meta):
     io.save(arrays, path)
 
 
-def _json(meta, key, kind, required=True):
+def _json(meta, key, kind, required=True, infinity=False):
+    """meta/key parsed as strict JSON (NaN refused; Infinity only where `infinity`: format-1 files
+    wrote an unset best loss that way)."""
     if key not in meta:
         if required:
             raise CheckpointError(f"meta/{key} is missing")
         return None
+
+    def refuse(constant):
+        if infinity and constant == "Infinity":
+            return math.inf
+        raise ValueError(f"{constant} is not JSON")
     try:
-        value = json.loads(str(meta[key][()]))
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"meta/{key} expected JSON text, got {str(meta[key])[:40]!r} ({e})") from None
+        value = json.loads(str(meta[key][()]), parse_constant=refuse)
+    except (ValueError, TypeError, RecursionError) as e:
+        raise CheckpointError(f"meta/{key} expected JSON text, got {str(meta[key])[:40]!r} ({str(e)[:80]})") from None
     if not isinstance(value, kind):
         raise CheckpointError(f"meta/{key} expected a JSON {kind.__name__}, got {type(value).__name__}")
     return value
@@ -124,13 +144,18 @@ def read(path):
         raise CheckpointError(f"meta/rng_state: {e}") from None
     decoded["rng_state"] = str(meta["rng_state"][()])
     decoded["history"] = _json(meta, "history", list)
-    if not all(isinstance(r, dict) and isinstance(r.get("epoch"), int) for r in decoded["history"]):
-        raise CheckpointError("meta/history expected a list of per-epoch records")
-    decoded["best"] = _json(meta, "best", dict)
-    decoded["plateau"] = _json(meta, "plateau", dict)
-    for key, fields in (("best", ("val_top1",)), ("plateau", ("lr", "best", "bad"))):
-        if any(not isinstance(decoded[key].get(f), (int, float)) for f in fields):
-            raise CheckpointError(f"meta/{key} expected the numbers {fields}, got {decoded[key]}")
+    if not all(isinstance(r, dict) and isinstance(r.get("epoch"), int) and
+               all(isinstance(v, (int, float)) or v is None for v in r.values()) for r in decoded["history"]):
+        raise CheckpointError("meta/history expected a list of per-epoch records of numbers")
+    decoded["best"] = _json(meta, "best", dict, infinity=True)
+    decoded["plateau"] = _json(meta, "plateau", dict, infinity=True)
+    for key, fields in (("best", ("val_top1", "val_loss")), ("plateau", ("lr", "best", "bad"))):
+        for f in fields:  # null stands for a best loss not yet set (infinity)
+            value = decoded[key].get(f, None if f in ("val_loss", "best") else "missing")
+            if value is None and f in ("val_loss", "best"):
+                decoded[key][f] = math.inf
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+                raise CheckpointError(f"meta/{key} expected numbers for {fields}, got {decoded[key]}")
     for key, shape in (("mean", (3,)), ("std", (3,)), ("eigvals", (3,)), ("eigvecs", (3, 3))):
         decoded[key] = _float_array(arrays, f"meta/{key}", shape).astype(np.float32)
     if (decoded["std"] <= 0).any():

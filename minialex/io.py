@@ -61,6 +61,8 @@ def _check_archive(path):
         raise FileNotFoundError(f"load: {path}: no such file")
     if os.path.isdir(path):
         raise IsADirectoryError(f"load: {path} is a folder, not a .npz file")
+    if not os.path.isfile(path):  # a FIFO or a device would block or never end
+        raise ValueError(f"load: {path} is not a regular file")
     with open(path, "rb") as f:
         head = f.read(4)
     if head not in _ZIP_MAGIC:
@@ -68,7 +70,31 @@ def _check_archive(path):
         raise ValueError(f"load: {path} expected a .npz archive (a zip of .npy arrays), got {what}")
 
 
+def _check_member(archive, key, path):
+    """ValueError unless the .npy member's header agrees with its size: a damaged or hostile header
+    declaring a huge shape is refused before numpy allocates for it."""
+    info = archive.zip.getinfo(key + ".npy") if key + ".npy" in archive.zip.namelist() else archive.zip.getinfo(key)
+    with archive.zip.open(info) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f, max_header_size=10000)
+        except (ValueError, SyntaxError, EOFError, TypeError) as e:
+            raise ValueError(f"load: {path}: {key} has a damaged array header ({e})") from None
+        header = f.tell()
+    if dtype.hasobject:
+        return  # refused when read (it would need pickle)
+    count = 1
+    for n in shape:
+        count *= int(n)
+    if count * dtype.itemsize != info.file_size - header:
+        raise ValueError(f"load: {path}: {key} declares {dtype} shape {shape} ({count * dtype.itemsize} bytes) "
+                         f"but holds {info.file_size - header} bytes: the file is damaged")
+
+
 def _read(archive, key, path):
+    _check_member(archive, key, path)
     try:
         a = archive[key]
     except ValueError as e:  # allow_pickle=False: the array holds Python objects

@@ -39,8 +39,8 @@ def check_state(state):
         parsed = json.loads(state)
         probe = np.random.default_rng()
         probe.bit_generator.state = parsed         # validates every field
-    except (ValueError, TypeError, KeyError) as e:
-        raise ValueError(f"expected the JSON of a generator state, got {str(state)[:60]!r} ({e})") from None
+    except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as e:
+        raise ValueError(f"expected the JSON of a generator state, got {str(state)[:60]!r} ({str(e)[:80]})") from None
     return parsed
 
 

@@ -27,25 +27,47 @@ class FolderError(Exception):
 def unique(base, name):
     """A new folder base/name[-k], created now."""
     base = Path(base)
-    base.mkdir(parents=True, exist_ok=True)
-    for k in range(1, 10_000):
-        path = base / (name if k == 1 else f"{name}-{k}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        for k in range(1, 10_000):
+            path = base / (name if k == 1 else f"{name}-{k}")
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+    except OSError as e:
+        raise FolderError(f"cannot make a run folder under {base} ({e.strerror}); give --out") from None
     raise FolderError(f"no free folder name {base / name}-<k>")
 
 
 def _alive(pid):
+    """Whether process `pid` runs on this host (a zombie, killed but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _read_lock(lock):
+    """{"pid", "host", "started"} of a lock file, or None when it is not one of ours."""
+    try:
+        owner = json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(owner, dict) or not isinstance(owner.get("host"), str):
+        return None
+    pid = owner.get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid < 2**31:
+        return None
+    return owner
 
 
 class RunFolder:
@@ -54,9 +76,9 @@ class RunFolder:
         self._locked = False
 
     def create(self):
-        if self.path.exists() and not self.path.is_dir():
-            raise FolderError(f"--out {self.path} is a file, not a folder")
         try:
+            if self.path.exists() and not self.path.is_dir():
+                raise FolderError(f"--out {self.path} is a file, not a folder")
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise FolderError(f"--out {self.path} cannot be created ({e.strerror})") from None
@@ -77,32 +99,40 @@ class RunFolder:
                 pass
 
     def holds_a_run(self):
-        return [name for name in RUN_FILES if (self.path / name).exists()]
+        """The run files present; FolderError when one of those names is not a regular file."""
+        held = []
+        for name in RUN_FILES:
+            path = self.path / name
+            if path.exists() or path.is_symlink():
+                if not path.is_file():
+                    raise FolderError(f"{path} is not a regular file: remove it, or choose another --out")
+                held.append(name)
+        return held
 
     def lock(self):
         lock = self.path / LOCK
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-        for _ in range(2):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
+        staged = self.path / f".minialex-lock.{os.getpid()}"
+        try:
+            staged.write_text(json.dumps(me))
+            for _ in range(2):
                 try:
-                    owner = json.loads(lock.read_text())
-                except (OSError, ValueError):
-                    owner = {}
-                pid, host = owner.get("pid"), owner.get("host")
-                if host == me["host"] and isinstance(pid, int) and not _alive(pid):
-                    lock.unlink(missing_ok=True)  # stale: its process is gone
-                    continue
-                raise FolderError(f"{self.path} is in use by another minialex-train (pid {pid} on {host}, "
-                                  f"started {owner.get('started')}); wait for it, choose another --out, or "
-                                  f"delete {lock} if that run is dead") from None
-            except OSError as e:
-                raise FolderError(f"--out {self.path}: cannot create its lock file ({e.strerror})") from None
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self._locked = True
-            return
+                    os.link(staged, lock)  # atomic, and the lock never exists without its content
+                    self._locked = True
+                    return
+                except FileExistsError:
+                    owner = _read_lock(lock)
+                    if owner and owner["host"] == me["host"] and not _alive(owner["pid"]):
+                        lock.unlink(missing_ok=True)  # stale: its process is gone
+                        continue
+                    who = f"pid {owner['pid']} on {owner['host']}, started {owner.get('started')}" if owner else \
+                        "its lock file cannot be read"
+                    raise FolderError(f"{self.path} is in use by another minialex-train ({who}); wait for it, "
+                                      f"choose another --out, or delete {lock} if that run is dead") from None
+        except OSError as e:
+            raise FolderError(f"--out {self.path}: cannot create its lock file ({e.strerror})") from None
+        finally:
+            staged.unlink(missing_ok=True)
         raise FolderError(f"{self.path}: could not take the lock {lock}")
 
     def unlock(self):
@@ -114,7 +144,9 @@ class RunFolder:
         """Delete the temporary files of saves that were killed; returns their names."""
         removed = []
         for entry in os.scandir(self.path):
-            if entry.is_file() and io.is_temporary(entry.name):
+            staged_lock = entry.name.startswith(".minialex-lock.") and entry.name[15:].isdigit() and \
+                not _alive(int(entry.name[15:]))
+            if entry.is_file() and (io.is_temporary(entry.name) or staged_lock):
                 os.unlink(entry.path)
                 removed.append(entry.name)
         return removed

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -130,8 +131,17 @@ def resolve(args, given, ckpt):
     """Fill every setting: a run setting from the checkpoint when resuming (a contradicting flag is
     an error), else from the flag, else the default."""
     saved = ckpt.config if ckpt else {}
-    if ckpt and "arch" not in saved:
-        saved = {"arch": ckpt.meta["arch"]}              # a format-1 checkpoint: only its arch is known
+    args.from_checkpoint = set()     # the settings read from the checkpoint: its errors name it, not a flag
+    if ckpt:
+        if ckpt.meta["arch"] not in ARCHS:
+            raise TrainError(f"--resume {args.resume}: meta/arch expected one of {tuple(ARCHS)}, got {ckpt.meta['arch']!r}")
+        check_config(saved, ckpt.meta["format"], ckpt.meta["arch"], args.resume)
+        if "arch" not in saved:
+            saved = {"arch": ckpt.meta["arch"]}          # a format-1 checkpoint: only its arch is known
+        for key in ("momentum", "weight_decay"):
+            if key in saved and ckpt.optim[key] != saved[key]:
+                raise TrainError(f"--resume {args.resume}: optim/{key} {ckpt.optim[key]} disagrees with "
+                                 f"meta/config {key} {saved[key]}: the file is damaged")
     arch = saved.get("arch") or getattr(args, "arch", "alexnet-mini")
     defaults = {**DEFAULTS, **ARCH_DEFAULTS.get(arch, ARCH_DEFAULTS["alexnet-mini"]), "arch": arch}
     eval_only = getattr(args, "eval_only", False)
@@ -144,11 +154,14 @@ def resolve(args, given, ckpt):
                                  f"{saved[key]!r} (--resume continues that run; start a new run to change it)")
             if not (eval_only and key == "batch_size" and key in given):
                 setattr(args, key, saved[key])
+                args.from_checkpoint.add(key)
         elif key not in given:
             setattr(args, key, defaults[key])
     for key in ("epochs", "device", "workers", "stall_steps"):
         if key not in given:
             setattr(args, key, saved.get(key, defaults[key]) if key == "epochs" else defaults[key])
+            if key == "epochs" and key in saved:
+                args.from_checkpoint.add(key)
     for key in ("data", "out", "resume"):
         if key not in given:
             setattr(args, key, None)
@@ -157,27 +170,65 @@ def resolve(args, given, ckpt):
     return args
 
 
+CHOICES = {"arch": tuple(ARCHS), "lr_schedule": ("step", "plateau", "constant"), "init": ("he", "paper", "xavier")}
+INTS = ("batch_size", "lr_step", "patience", "seed", "epochs")
+FLOATS = ("lr", "momentum", "weight_decay", "dropout")
+
+
+def check_config(config, fmt, meta_arch, path):
+    """TrainError unless a checkpoint's meta/config holds every run setting with a valid type and
+    value (a hostile or damaged file must not run as another run, or crash)."""
+    def bad(key, expected):
+        raise TrainError(f"--resume {path}: meta/config {key} expected {expected}, got {config.get(key)!r}")
+    if fmt < 2:
+        return
+    for key in RUN_SETTINGS + ("epochs",):
+        if key not in config:
+            raise TrainError(f"--resume {path}: meta/config has no {key}: the run's settings are incomplete")
+        value = config[key]
+        if key in CHOICES and value not in CHOICES[key]:
+            bad(key, f"one of {CHOICES[key]}")
+        if key in INTS and (isinstance(value, bool) or not isinstance(value, int)):
+            bad(key, "an integer")
+        if key in FLOATS and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            bad(key, "a number")
+        if key in ("flip", "lighting") and not isinstance(value, bool):
+            bad(key, "true or false")
+    if config["arch"] != meta_arch:
+        bad("arch", f"meta/arch {meta_arch!r}")
+
+
+def _name(args, key):
+    """How an error names a setting: its flag, or the checkpoint entry it came from."""
+    if key in getattr(args, "from_checkpoint", ()):
+        return f"--resume {args.resume}: meta/config {key}"
+    return "--" + key.replace("_", "-")
+
+
 def _int_at_least(args, key, least):
     value = getattr(args, key)
     if value < least:
-        raise TrainError(f"--{key.replace('_', '-')} expected an integer >= {least}, got {value}")
+        raise TrainError(f"{_name(args, key)} expected an integer >= {least}, got {value}")
 
 
 def validate(args):
     """TrainError naming the flag for any setting out of range (flags and checkpoint alike)."""
+    for key in ("data", "out", "resume"):
+        if getattr(args, key) == "":
+            raise TrainError(f"--{key} expected a path, got an empty string")
     for key, least in (("epochs", 1), ("batch_size", 1), ("workers", 0), ("lr_step", 1), ("patience", 1),
                        ("stall_steps", 1)):
         _int_at_least(args, key, least)
     if not 0 <= args.seed <= SEED_LIMIT:
-        raise TrainError(f"--seed expected an integer in 0 .. {SEED_LIMIT}, got {args.seed}")
+        raise TrainError(f"{_name(args, 'seed')} expected an integer in 0 .. {SEED_LIMIT}, got {args.seed}")
     for key, low, high in (("lr", 0.0, None), ("momentum", 0.0, 1.0), ("weight_decay", 0.0, None),
                            ("dropout", 0.0, 1.0)):
-        value, flag = getattr(args, key), "--" + key.replace("_", "-")
+        value, flag = getattr(args, key), _name(args, key)
         if not math.isfinite(value) or value < low or (high is not None and value >= high):
             expected = f"a finite number >= {low:g}" + (f" and < {high:g}" if high is not None else "")
             raise TrainError(f"{flag} expected {expected}, got {value}")
     if keep_threshold(args.dropout) >= 1 << MASK_BITS:
-        raise TrainError(f"--dropout expected a rate below 1 - 2^-{MASK_BITS + 1} (it would drop every unit), "
+        raise TrainError(f"{_name(args, 'dropout')} expected a rate below 1 - 2^-{MASK_BITS + 1} (it would drop every unit), "
                          f"got {args.dropout}")
     typed = args.device
     try:
@@ -204,15 +255,17 @@ def read_checkpoint(path):
 
 def _stats_for(folder):
     """Mean, std and RGB PCA of a training folder, cached by its file list, sizes and times."""
-    h = hashlib.sha1(str(folder.root.resolve()).encode())
+    h = hashlib.sha1(os.fsencode(folder.root.resolve()))
     for path, label in folder.samples:
         st = path.stat()
-        h.update(f"|{path}|{label}|{st.st_size}|{st.st_mtime_ns}".encode())
+        h.update(b"|" + os.fsencode(path) + f"|{label}|{st.st_size}|{st.st_mtime_ns}".encode())
     cache = cache_root() / "stats" / f"{h.hexdigest()[:20]}.npz"
     if cache.is_file():
         try:
             stats = io.load(cache)
-            if set(stats) == {"mean", "std", "eigvals", "eigvecs"} and np.isfinite(stats["std"]).all() \
+            shapes = {"mean": (3,), "std": (3,), "eigvals": (3,), "eigvecs": (3, 3)}
+            if set(stats) == set(shapes) and all(stats[k].shape == v and stats[k].dtype.kind == "f" and
+                                                  np.isfinite(stats[k]).all() for k, v in shapes.items()) \
                     and (stats["std"] > 0).all():
                 return stats
             raise ValueError("its arrays are not the statistics")
@@ -228,39 +281,46 @@ def _stats_for(folder):
     return stats
 
 
-def _first_readable(folder, what):
-    """Decode images until one works; TrainError when none does (checked before any work)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for i in range(len(folder)):
-            if folder.load(i)[0] is not None:
-                return
-    raise TrainError(f"--data: none of the {len(folder)} images under {folder.root} can be decoded "
-                     f"(e.g. {folder.samples[0][0]})")
+def _first_readable(folder, per_class=False):
+    """Decode images until one works (one per class with per_class); TrainError when a split (or
+    a class) has none that decodes. Checked before any work."""
+    by_class = {}
+    for i, (_, label) in enumerate(folder.samples):
+        by_class.setdefault(label if per_class else 0, []).append(i)
+    for label, indices in by_class.items():
+        if not any(folder.load(i)[0] is not None for i in indices):
+            where = f"class {folder.classes[label]!r} of {folder.root}" if per_class else str(folder.root)
+            raise TrainError(f"--data: none of the {len(indices)} images under {where} can be decoded "
+                             f"(e.g. {folder.samples[indices[0]][0]})")
 
 
 def open_data(data, need_train=True):
     """(train folder, val folder) for --data, or the built-in dataset, checked."""
     root = Path(data) if data else make_synthetic()
-    if not root.is_dir():
-        raise TrainError(f"--data: expected a folder with train/ and val/ inside, got {root} (no such folder)")
-    for split in ("train", "val"):
-        if not (root / split).is_dir():
-            raise TrainError(f"--data: expected {root / split}/<class>/<images> (ImageNet layout), "
-                             f"but {root / split} does not exist")
     try:
+        if not root.is_dir():
+            raise TrainError(f"--data: expected a folder with train/ and val/ inside, got {root} (no such folder)")
+        for split in ("train", "val"):
+            if not (root / split).is_dir():
+                raise TrainError(f"--data: expected {root / split}/<class>/<images> (ImageNet layout), "
+                                 f"but {root / split} does not exist")
         train = ImageFolder(root / "train")
         val = ImageFolder(root / "val", classes=train.classes)
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:
         raise TrainError(f"--data: {e}") from None
+    if len(train.classes) < 2:
+        raise TrainError(f"--data: expected at least 2 classes in {root / 'train'}, got {train.classes} "
+                         "(a classifier of one class has nothing to learn)")
     if train.empty_classes:
         raise TrainError(f"--data: class folder(s) with no images in {root / 'train'}: {train.empty_classes[:10]} "
                          "(a class needs training images; remove the folder or add images)")
     if val.empty_classes:
         warnings.warn(f"--data: validation class folder(s) with no images: {val.empty_classes[:10]}", stacklevel=2)
-    if need_train:
-        _first_readable(train, "training")
-    _first_readable(val, "validation")
+    with warnings.catch_warnings():  # the files that fail are reported again, by name, when training reads them
+        warnings.simplefilter("ignore")
+        if need_train:
+            _first_readable(train, per_class=True)
+        _first_readable(val)
     return train, val
 
 
@@ -307,8 +367,16 @@ def summary(model, batch_size, device):
 
 def _json_record(record):
     """One metrics.jsonl line: strict JSON (a non-finite number becomes null)."""
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-    return json.dumps(clean, allow_nan=False)
+    return checkpoint.strict_json(record)
+
+
+def _say(text):
+    """print to stdout; a closed pipe (`minialex-train ... | head`) silences it instead of ending the run."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 class _PlainProgress:
@@ -322,7 +390,7 @@ class _PlainProgress:
         self.n += n
         if self.n in self.marks:
             extra = "  ".join(f"{k} {v}" for k, v in self.postfix.items())
-            print(f"{self.desc}: {self.n}/{self.total} batches  {extra}", flush=True)
+            _say(f"{self.desc}: {self.n}/{self.total} batches  {extra}")
 
     def set_postfix(self, **kw):
         self.postfix = kw
@@ -457,10 +525,10 @@ class Run:
         """The meta/ entries of a checkpoint: the committed state unless told otherwise."""
         return {"format": checkpoint.FORMAT, "arch": self.args.arch, "epoch": self.epoch if epoch is None else epoch,
                 "rng_state": random.get_state(), "classes": np.array(self.train_set.classes),
-                "history": json.dumps(self.history if history is None else history),
-                "best": json.dumps(self.best if best is None else best),
-                "plateau": json.dumps(self.plateau if plateau is None else plateau),
-                "config": json.dumps(self.config()), **self.stats, **extra}
+                "history": checkpoint.strict_json(self.history if history is None else history),
+                "best": checkpoint.strict_json(self.best if best is None else best),
+                "plateau": checkpoint.strict_json(self.plateau if plateau is None else plateau),
+                "config": checkpoint.strict_json(self.config()), **self.stats, **extra}
 
 
 def _lr_for(args, epoch, plateau):
@@ -471,34 +539,42 @@ def _lr_for(args, epoch, plateau):
     return args.lr
 
 
-def _out_folder(args, ckpt):
+def _out_folder(args, ckpt, data_root):
     """The run folder: made, checked for writing, locked, cleaned of killed saves' temporaries;
-    a folder holding another run is refused unless --resume continues it or --overwrite."""
+    a folder holding another run is refused unless --resume continues it or --overwrite (whose
+    old files are removed only when training starts: Run.folder.stale)."""
     resume_dir = Path(args.resume).resolve().parent if args.resume else None
-    if args.out:
-        path = Path(args.out)
-    elif resume_dir is not None and RunFolder(resume_dir).holds_a_run():
-        path = resume_dir                               # continue the run where it is
-    else:
-        path = unique("runs", f"{args.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
-    folder = RunFolder(path)
     try:
+        if args.out:
+            path = Path(args.out)
+        elif resume_dir is not None and RunFolder(resume_dir).holds_a_run():
+            path = resume_dir                               # continue the run where it is
+        else:
+            path = unique("runs", f"{args.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
+        data = data_root.resolve()
+        if path.resolve() == data or data in path.resolve().parents:
+            raise TrainError(f"--out {path} is inside the data folder {data_root}: the run's files would become "
+                             "training images; choose a folder outside it")
+        folder = RunFolder(path)
         folder.create()
         folder.probe()
         folder.lock()
     except FolderError as e:
         raise TrainError(str(e)) from None
+    except OSError as e:
+        raise TrainError(f"--out {args.out}: {e.strerror or e}") from None
     try:
         held = folder.holds_a_run()
         continuing = resume_dir is not None and resume_dir == folder.path.resolve()
         if held and not continuing and not args.overwrite:
+            last = folder.path / ("last.npz" if "last.npz" in held else held[0] if held[0].endswith(".npz") else "last.npz")
             raise TrainError(f"--out {folder.path} already holds a run ({', '.join(held)}); resume it with "
-                             f"--resume {folder.path / 'last.npz'}, choose another --out, or add --overwrite")
-        if continuing and (folder.path / "last.npz").exists() and not args.overwrite and \
+                             f"--resume {last}, choose another --out, or add --overwrite")
+        if continuing and "last.npz" in held and not args.overwrite and \
                 Path(args.resume).resolve() != (folder.path / "last.npz").resolve():
             try:
                 later = int(io.load(folder.path / "last.npz", keys=["meta/epoch"])["meta/epoch"])
-            except (ValueError, KeyError, OSError):
+            except (ValueError, KeyError, OSError, TypeError):
                 later = None
             if later is not None and later > ckpt.meta["epoch"]:
                 raise TrainError(f"--resume {args.resume} is epoch {ckpt.meta['epoch']}, but {folder.path / 'last.npz'} "
@@ -506,10 +582,11 @@ def _out_folder(args, ckpt):
                                  f"{ckpt.meta['epoch']}; give --out NEW_FOLDER to branch, or --overwrite")
         removed = folder.remove_temporaries()
         if removed:
-            print(f"removed {len(removed)} temporary file(s) left by an interrupted save in {folder.path}")
-        if held and args.overwrite and not continuing:
-            for name in held:
-                (folder.path / name).unlink()
+            _say(f"removed {len(removed)} temporary file(s) left by an interrupted save in {folder.path}")
+        folder.stale = held if held and args.overwrite and not continuing else []
+    except FolderError as e:
+        folder.unlock()
+        raise TrainError(str(e)) from None
     except BaseException:
         folder.unlock()
         raise
@@ -517,38 +594,55 @@ def _out_folder(args, ckpt):
 
 
 def setup(args, given):
-    """Checkpoint, settings, data, statistics, model and optimizer; returns a Run (no folder yet)."""
+    """Checkpoint, settings, data, run folder, statistics, model and optimizer, in that order, so
+    that every check that can fail runs before the statistics pass; returns a Run (or None when a
+    resumed run has nothing left to do). The run folder, when made, is locked: Run.folder.unlock()."""
     ckpt = read_checkpoint(args.resume) if getattr(args, "resume", None) else None
     args = resolve(args, given, ckpt)
     validate(args)
     if ckpt and not args.eval_only and ckpt.meta["epoch"] >= args.epochs:
-        print(f"{args.resume} has finished epoch {ckpt.meta['epoch']} of the {args.epochs} asked for: nothing "
-              f"to do (give a larger --epochs to train further)")
+        _say(f"{args.resume} has finished epoch {ckpt.meta['epoch']} of the {args.epochs} asked for: nothing "
+             f"to do (give a larger --epochs to train further)")
         return None
     train_set, val_set = open_data(args.data, need_train=not args.eval_only)
-    if ckpt:
-        if ckpt.meta["classes"] != train_set.classes:
-            raise TrainError(f"--resume: the checkpoint was trained on classes {ckpt.meta['classes'][:5]}..., the data "
-                             f"has {train_set.classes[:5]}... ({len(ckpt.meta['classes'])} vs {len(train_set.classes)})")
-        stats = {k: ckpt.meta[k] for k in ("mean", "std", "eigvals", "eigvecs")}
-    else:
-        stats = _stats_for(train_set)
-
-    random.manual_seed(args.seed)
-    model = ARCHS[args.arch](num_classes=len(train_set.classes), init=args.init, dropout=args.dropout)
-    opt = SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    run = Run(args, train_set, val_set, stats, model, opt)
-    if ckpt:
-        try:
-            model.load_state_dict(ckpt.model)
-            opt.load_state_dict(ckpt.optim)
-        except (KeyError, ValueError, TypeError) as e:
-            raise TrainError(f"--resume {args.resume}: it does not fit {args.arch} with "
-                             f"{len(train_set.classes)} classes: {e}") from None
-        random.set_state(ckpt.meta["rng_state"])
-        run.epoch, run.history = ckpt.meta["epoch"], ckpt.meta["history"]
-        run.best, run.plateau = ckpt.meta["best"], ckpt.meta["plateau"]
-    model.to(args.device)
+    if ckpt and ckpt.meta["classes"] != train_set.classes:
+        theirs, ours = ckpt.meta["classes"], train_set.classes
+        raise TrainError(f"--resume {args.resume}: the checkpoint's {len(theirs)} classes are not the data's "
+                         f"{len(ours)}: only in the checkpoint {sorted(set(theirs) - set(ours))[:5]}, only in the data "
+                         f"{sorted(set(ours) - set(theirs))[:5]}" + ("" if set(theirs) != set(ours) else " (another order)"))
+    if not args.eval_only and len(train_set) < args.batch_size:
+        raise TrainError(f"--batch-size {args.batch_size} is larger than the {len(train_set)} training images")
+    folder = None
+    if not args.eval_only and not ckpt:  # a fresh run: the folder before the statistics pass
+        folder = _out_folder(args, ckpt, train_set.root.parent)
+    try:
+        stats = {k: ckpt.meta[k] for k in ("mean", "std", "eigvals", "eigvecs")} if ckpt else _stats_for(train_set)
+        random.manual_seed(args.seed)
+        model = ARCHS[args.arch](num_classes=len(train_set.classes), init=args.init, dropout=args.dropout)
+        opt = SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+        run = Run(args, train_set, val_set, stats, model, opt)
+        if ckpt:
+            try:
+                model.load_state_dict(ckpt.model)
+                opt.load_state_dict(ckpt.optim)
+            except (KeyError, ValueError, TypeError) as e:
+                raise TrainError(f"--resume {args.resume}: it does not fit {args.arch} with "
+                                 f"{len(train_set.classes)} classes: {e}") from None
+            missing = [i for i, v in enumerate(opt.velocity) if v is None]
+            if ckpt.meta["epoch"] > 0 and missing:
+                raise TrainError(f"--resume {args.resume}: optim/velocity.{missing[0]} is missing (a trained run has "
+                                 "momentum for every parameter): the file is damaged")
+            random.set_state(ckpt.meta["rng_state"])
+            run.epoch, run.history = ckpt.meta["epoch"], ckpt.meta["history"]
+            run.best, run.plateau = ckpt.meta["best"], ckpt.meta["plateau"]
+            if not args.eval_only:  # a resumed run: the folder once the checkpoint is known to fit
+                folder = _out_folder(args, ckpt, train_set.root.parent)
+        run.folder = folder
+        model.to(args.device)
+    except BaseException:
+        if folder is not None:
+            folder.unlock()
+        raise
     return run
 
 
@@ -593,9 +687,13 @@ def train_epoch(run, epoch, loader):
 
 
 def _last_good(run):
+    """What last.npz holds now (read from the file, not assumed)."""
     last = run.out / "last.npz"
-    return f"The last good checkpoint is {last} (epoch {run.epoch})." if run.epoch and last.exists() else \
-        "No epoch had finished, so there is no checkpoint."
+    try:
+        epoch = int(io.load(last, keys=["meta/epoch"])["meta/epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "There is no last.npz checkpoint yet."
+    return f"The last good checkpoint is {last} (epoch {epoch})."
 
 
 def _nonfinite_weights(model):
@@ -633,20 +731,20 @@ def end_of_epoch(run, epoch, trained, val_loader, skipped):
     best = {"val_loss": val_loss, "val_top1": val_top1, "epoch": epoch} if is_best else run.best
     meta = run.meta(epoch, history, best, plateau)
     with _not_interrupted():
-        try:
-            checkpoint.save(run.out / "last.npz", run.model, run.opt, meta)
+        try:  # best.npz first: a kill between the two leaves best.npz ahead of last.npz, never stale
             if is_best:
                 checkpoint.save(run.out / "best.npz", run.model, run.opt, meta)
+            checkpoint.save(run.out / "last.npz", run.model, run.opt, meta)
             with open(run.out / "metrics.jsonl", "a") as f:
                 f.write(_json_record(record) + "\n")
         except OSError as e:
             raise Stopped(f"writing into {run.out} failed after epoch {epoch} ({e}); "
                           + _last_good(run)) from None
         run.epoch, run.history, run.best, run.plateau = epoch, history, best, plateau
-    print(f"epoch {epoch:3d}/{run.args.epochs}  train loss {train_loss:.4f} top-1 {train_top1:6.2%}"
+    _say(f"epoch {epoch:3d}/{run.args.epochs}  train loss {train_loss:.4f} top-1 {train_top1:6.2%}"
           f"  |  val loss {val_loss:.4f} top-1 {val_top1:6.2%} top-5 {val_top5:6.2%}  |  lr {run.opt.lr:.2g}"
           f"  {record['images_per_s']:.0f} img/s  {seconds:.1f}s"
-          + (f"  ({skipped} unreadable images skipped)" if skipped else ""), flush=True)
+         + (f"  ({skipped} unreadable images skipped)" if skipped else ""))
     try:
         _pictures(run.out, run.model, run.history, run.val_set, run.stats, run.size, run.args.device)
     except OSError as e:
@@ -656,21 +754,30 @@ def end_of_epoch(run, epoch, trained, val_loader, skipped):
 def _rewrite_metrics(run):
     """metrics.jsonl as the run's history says (a resumed run continues the file it belongs to)."""
     path = run.out / "metrics.jsonl"
-    tmp = run.out / f".metrics.jsonl.{os.getpid()}.tmp"
-    tmp.write_text("".join(_json_record(r) + "\n" for r in run.history))
-    os.replace(tmp, path)
+    tmp = run.out / f".metrics.jsonl.{os.getpid()}.{secrets.token_hex(4)}.tmp"   # minialex.io's pattern
+    try:
+        tmp.write_text("".join(_json_record(r) + "\n" for r in run.history))
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise TrainError(f"--out {run.out}: cannot write {path} ({e.strerror or e})") from None
 
 
 def _save_interrupted(run, epoch, signum):
     path = run.out / "interrupted.npz"
-    with _not_interrupted():
-        checkpoint.save(path, run.model, run.opt, run.meta(interrupted_in_epoch=epoch))
     name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
     last = run.out / "last.npz"
+    after = (f"{last} holds the end of epoch {run.epoch}" if run.epoch and last.exists() else
+             "no epoch had finished, so there is no last.npz")
+    try:
+        with _not_interrupted():
+            checkpoint.save(path, run.model, run.opt, run.meta(interrupted_in_epoch=epoch))
+    except (OSError, Interrupted) as e:
+        why = e.strerror if isinstance(e, OSError) else "interrupted again"
+        print(f"\n{name} during epoch {epoch}: could not save {path} ({why}); {after}", file=sys.stderr)
+        return
     print(f"\n{name} during epoch {epoch}: saved {path} (the weights as they were, the state of epoch "
-          f"{run.epoch}; --resume {path} repeats epoch {epoch}); "
-          + (f"{last} holds the end of epoch {run.epoch}" if run.epoch and last.exists() else
-             "no epoch had finished, so there is no last.npz"), file=sys.stderr)
+          f"{run.epoch}; --resume {path} repeats epoch {epoch}); {after}", file=sys.stderr)
 
 
 def run(args, given=None):
@@ -681,14 +788,13 @@ def run(args, given=None):
         if r is None:
             return []
         args = r.args
-        val_loader = DataLoader(r.val_set, Transform(r.size, r.stats, "val"), args.batch_size, workers=args.workers)
         if args.eval_only:
+            val_loader = DataLoader(r.val_set, Transform(r.size, r.stats, "val"), args.batch_size, workers=args.workers)
             loss, top1, top5 = evaluate(r.model, val_loader, args.device)
-            print(f"val (centre crop): loss {loss:.4f}  top-1 {top1:.2%}  top-5 {top5:.2%}")
+            _say(f"val (centre crop): loss {loss:.4f}  top-1 {top1:.2%}  top-5 {top5:.2%}")
             if args.ten_crop:
                 _ten_crop_report(r.model, r.val_set, r.stats, r.size, args)
             return r.history
-        r.folder = _out_folder(args, checkpoint.Checkpoint(None, None, {"epoch": r.epoch}, None) if args.resume else None)
         try:
             return _train(r, args)
         finally:
@@ -698,15 +804,15 @@ def run(args, given=None):
 def _train(r, args):
     train_loader = DataLoader(r.train_set, Transform(r.size, r.stats, "train", args.flip, args.lighting),
                               args.batch_size, shuffle=True, drop_last=True, workers=args.workers, seed=args.seed)
-    if len(train_loader) == 0:
-        raise TrainError(f"--batch-size {args.batch_size} is larger than the {len(r.train_set)} training images")
     val_loader = DataLoader(r.val_set, Transform(r.size, r.stats, "val"), args.batch_size, workers=args.workers)
+    for name in r.folder.stale:  # --overwrite: the old run's files go now that every check has passed
+        (r.out / name).unlink(missing_ok=True)
     if args.resume:
         _rewrite_metrics(r)
-    print(f"data: {len(r.train_set)} training and {len(r.val_set)} validation images, {len(r.train_set.classes)} "
+    _say(f"data: {len(r.train_set)} training and {len(r.val_set)} validation images, {len(r.train_set.classes)} "
           f"classes ({r.train_set.root.parent})")
-    print(f"model: {args.arch} on {args.device}, init {args.init}\n{summary(r.model, args.batch_size, args.device)}")
-    print(f"training epochs {r.epoch + 1}..{args.epochs} into {r.out}", flush=True)
+    _say(f"model: {args.arch} on {args.device}, init {args.init}\n{summary(r.model, args.batch_size, args.device)}")
+    _say(f"training epochs {r.epoch + 1}..{args.epochs} into {r.out}")
     epoch = r.epoch + 1
     try:
         for epoch in range(r.epoch + 1, args.epochs + 1):
@@ -718,7 +824,7 @@ def _train(r, args):
         raise Interrupted(signum) from None
     if args.ten_crop:
         _ten_crop_report(r.model, r.val_set, r.stats, r.size, args)
-    print(f"done: best val top-1 {r.best['val_top1']:.2%} (epoch {r.best.get('epoch')}); {r.out}/best.npz, "
+    _say(f"done: best val top-1 {r.best['val_top1']:.2%} (epoch {r.best.get('epoch')}); {r.out}/best.npz, "
           f"metrics.jsonl, filters.png, curves.png, predictions.png")
     return r.history
 
@@ -727,7 +833,7 @@ def _ten_crop_report(model, val_set, stats, size, args):
     loader = DataLoader(val_set, Transform(size, stats, "ten_crop"), max(1, args.batch_size // 10),
                         workers=args.workers)
     loss, top1, top5 = evaluate(model, loader, args.device, ten_crop=True)
-    print(f"val (10 crops): loss {loss:.4f}  top-1 {top1:.2%}  top-5 {top5:.2%}")
+    _say(f"val (10 crops): loss {loss:.4f}  top-1 {top1:.2%}  top-5 {top5:.2%}")
 
 
 def main(argv=None):

@@ -61,6 +61,8 @@ FLAG_CASES = [
     (["--device", "bogus"], "--device bogus"), (["--device", "cuda:abc"], "--device cuda:abc"),
     (["--stall-steps", "0"], "--stall-steps"), (["--batch-size", "abc"], "--batch-size"),
     (["--arch", "vgg"], "--arch"), (["--eval-only"], "--eval-only"), (["--lr"], "--lr"),
+    (["--data", ""], "--data expected a path"), (["--out", ""], "--out expected a path"),
+    (["--resume", ""], "--resume expected a path"), (["--batch-size", "41"], "larger than the 40 training images"),
 ]
 
 
@@ -126,7 +128,45 @@ def _bad_checkpoints(good, d):
         (_rewrite(good, d / "shape.npz", put={"model/fc6.weight": np.zeros((3, 3), np.float32)}), "fc6.weight expected shape"),
         (_rewrite(good, d / "epoch.npz", put={"meta/epoch": np.array(-4)}), "meta/epoch"),
         (_rewrite(good, d / "arch.npz", put={"meta/arch": np.array(3)}), "meta/arch expected text"),
+        (_rewrite(good, d / "arch2.npz", put={"meta/arch": np.array("bogus")}), "meta/arch expected one of"),
+        (_rewrite(good, d / "arch3.npz", put={"meta/arch": np.array("alexnet")}), "meta/config arch expected meta/arch"),
+        (_config(good, d / "c_arch.npz", arch="bogus"), "meta/config arch expected one of"),
+        (_config(good, d / "c_init.npz", init="bogus"), "meta/config init"),
+        (_config(good, d / "c_lr.npz", lr="x"), "meta/config lr expected a number"),
+        (_config(good, d / "c_seed.npz", seed=1.5), "meta/config seed expected an integer"),
+        (_config(good, d / "c_batch.npz", batch_size="8"), "meta/config batch_size expected an integer"),
+        (_config(good, d / "c_sched.npz", lr_schedule="bogus"), "meta/config lr_schedule"),
+        (_config(good, d / "c_flip.npz", flip="no"), "meta/config flip expected true or false"),
+        (_config(good, d / "c_missing.npz", drop="lr"), "meta/config has no lr"),
+        (_config(good, d / "c_neg.npz", batch_size=-3), "meta/config batch_size expected an integer >= 1, got -3"),
+        (_rewrite(good, d / "deep.npz", put={"meta/history": np.array("[" * 100000 + "]" * 100000)}), "meta/history"),
+        (_rewrite(good, d / "nested_nan.npz", put={"meta/history": np.array('[{"epoch": 1, "val_loss": [NaN]}]')}),
+         "meta/history"),
+        (_rewrite(good, d / "rng_big.npz", put={"meta/rng_state": np.array(
+            '{"bit_generator": "PCG64", "state": {"state": ' + "9" * 400 + ', "inc": 1}, "has_uint32": 0, "uinteger": 0}')}),
+         "meta/rng_state"),
+        (_huge(good, d / "huge.npz"), "declares float32 shape (1000000000000,)"),
+        (_rewrite(good, d / "momentum.npz", put={"optim/momentum": np.array(2.0)}), "optim/momentum 2.0 disagrees"),
+        (_rewrite(good, d / "no_velocity.npz", drop=["optim/velocity.3"]), "optim/velocity.3 is missing"),
     ]
+
+
+def _config(good, dst, drop=None, **changes):
+    config = json.loads(str(ma.load(good)["meta/config"]))
+    config.update(changes)
+    config.pop(drop, None)
+    return _rewrite(good, dst, put={"meta/config": np.array(json.dumps(config))})
+
+
+def _huge(good, dst):
+    """A checkpoint whose conv1.weight header declares 10^12 floats but holds 16 bytes."""
+    import io as _io
+    _rewrite(good, dst, drop=["model/conv1.weight"])
+    header = _io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**12,)})
+    with zipfile.ZipFile(dst, "a") as z:
+        z.writestr("model/conv1.weight.npy", header.getvalue() + b"\0" * 16)
+    return dst
 
 
 def test_bad_checkpoints_are_refused_naming_the_problem(tiny, good_ckpt, tmp_path, capsys, no_work):
@@ -135,6 +175,12 @@ def test_bad_checkpoints_are_refused_naming_the_problem(tiny, good_ckpt, tmp_pat
                 f"--resume {path}", words)
         refused(capsys, ["--data", str(tiny), "--resume", str(path), "--eval-only"], f"--resume {path}", words)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_fifo_is_refused_without_blocking(tiny, tmp_path, capsys, no_work):
+    import os
+    os.mkfifo(tmp_path / "pipe.npz")
+    refused(capsys, ["--data", str(tiny), "--resume", str(tmp_path / "pipe.npz")], "not a regular file")
 
 
 def test_unknown_entries_in_a_checkpoint_are_never_read(tiny, good_ckpt, tmp_path, monkeypatch):
@@ -155,6 +201,12 @@ def test_an_unwritable_out_is_reported_at_the_start(tiny, tmp_path, capsys, no_w
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(runfolder.os, "fsync", full)
     refused(capsys, ["--data", str(tiny), "--out", str(tmp_path / "o")], "not writable", "No space left")
+    monkeypatch.undo()
+    refused(capsys, ["--data", str(tiny), "--out", str(tmp_path / ("a" * 300))], "File name too long")
+    refused(capsys, ["--data", str(tiny), "--out", str(tiny / "train" / "cross")], "inside the data folder")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").write_text("a file where the default folder's parent goes")
+    refused(capsys, ["--data", str(tiny)], "cannot make a run folder under runs", "give --out")
 
 
 # ----- data -----
@@ -176,7 +228,12 @@ def _dataset(root, train_files, val_files):
 def test_data_that_cannot_train(tmp_path, capsys, no_work):
     junk = b"\xff\xd8 not a jpeg"
     bad_train = _dataset(tmp_path / "a", {"x": [("1.jpg", junk)], "y": [("2.jpg", junk)]}, {"x": [("3.jpg", None)]})
-    refused(capsys, ["--data", str(bad_train)], "none of the 2 images", "can be decoded")
+    refused(capsys, ["--data", str(bad_train)], "none of the 1 images under class 'x'", "can be decoded")
+    one_bad_class = _dataset(tmp_path / "d", {"x": [("1.jpg", None)], "y": [("2.jpg", junk), ("4.jpg", junk)]},
+                             {"x": [("3.jpg", None)]})
+    refused(capsys, ["--data", str(one_bad_class)], "none of the 2 images under class 'y'")
+    one_class = _dataset(tmp_path / "e", {"x": [("1.jpg", None), ("2.jpg", None)]}, {"x": [("3.jpg", None)]})
+    refused(capsys, ["--data", str(one_class)], "at least 2 classes")
     bad_val = _dataset(tmp_path / "b", {"x": [("1.jpg", None)], "y": [("2.jpg", None)]}, {"x": [("3.jpg", junk)]})
     refused(capsys, ["--data", str(bad_val)], "none of the 1 images", "val")
     empty = _dataset(tmp_path / "c", {"x": [("1.jpg", None)], "y": []}, {"x": [("3.jpg", None)]})

@@ -296,3 +296,32 @@ def test_no_flip_and_no_lighting(tmp_path):
     assert sum(not np.allclose(p, f) for p, f in zip(plain, flipped_some)) >= 5   # flips happen by default
     lit = T.Transform(10, stats, "train", flip=False, lighting=True)(img, np.random.default_rng(0))
     assert not np.allclose(lit, plain[0])
+
+
+def test_link_loops_and_undecodable_names_are_survived(tmp_path):
+    from minialex import train
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / cls / "x.png")
+    (tmp_path / "a" / "self.png").symlink_to(tmp_path / "a" / "self.png")      # a link to itself
+    odd = os.fsdecode(b"\xff\xfe.png")                                          # not UTF-8
+    Image.new("RGB", (8, 8)).save(tmp_path / "b" / odd)
+    with pytest.warns(UserWarning, match="self.png"):
+        folder = ImageFolder(tmp_path)
+    assert sorted(p.name for p, _ in folder.samples) == sorted(["x.png", "x.png", odd])
+    assert folder.load(2)[0] is not None or folder.load(1)[0] is not None
+    stats = train._stats_for(folder)                                           # hashing the odd name
+    assert stats["mean"].shape == (3,)
+
+
+def test_a_statistics_cache_of_the_wrong_shape_is_rebuilt(tmp_path, monkeypatch):
+    from minialex import io, train
+    monkeypatch.setenv("MINIALEX_CACHE", str(tmp_path / "cache"))
+    folder = _one_class(tmp_path / "d", **{"a.png": Image.new("RGB", (16, 16), (10, 20, 30))})
+    good = train._stats_for(folder)
+    cache = next((tmp_path / "cache" / "stats").glob("*.npz"))
+    for damage in ({"mean": np.zeros((3, 1, 1), np.float32)}, {"eigvals": np.full(3, np.nan, np.float32)}):
+        io.save({**good, **damage}, cache)
+        with pytest.warns(UserWarning, match="is damaged"):
+            again = train._stats_for(folder)
+        np.testing.assert_allclose(again["mean"], good["mean"])

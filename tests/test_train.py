@@ -70,6 +70,7 @@ def test_resume_alone_continues_the_same_run_exactly(tiny, tmp_path):
     assert [r["epoch"] for r in _strict_json_lines(tmp_path / "one" / "metrics.jsonl")] == [1, 2]
 
 
+@pytest.mark.filterwarnings("ignore:after 5 steps the loss")
 def test_resume_refuses_a_contradicting_flag_and_allows_the_changeable_ones(tiny, tmp_path, capsys):
     assert _run(tiny, tmp_path, "--epochs", "1", *NON_DEFAULT) == 0
     last = str(tmp_path / "last.npz")
@@ -207,7 +208,7 @@ def test_nan_weights_stop_the_run_and_keep_the_last_finite_checkpoint(tiny, tmp_
 def test_a_diverging_loss_stops_at_once_without_claiming_a_checkpoint(tiny, tmp_path, capsys):
     assert _run(tiny, tmp_path, "--epochs", "1", "--lr", "1e12") == 1
     err = capsys.readouterr().err
-    assert "learning rate" in err and "no checkpoint" in err and not (tmp_path / "last.npz").exists()
+    assert "learning rate" in err and "no last.npz checkpoint yet" in err and not (tmp_path / "last.npz").exists()
 
 
 def test_a_write_failure_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatch, capsys):
@@ -247,3 +248,69 @@ def test_a_log_file_gets_a_few_plain_progress_lines(tiny, tmp_path):
     assert "\r" not in log
     progress = [line for line in log.splitlines() if " batches" in line]
     assert 2 <= len(progress) <= 8                                     # 20 batches an epoch, 2 epochs
+
+
+def test_odd_lock_files_never_crash_and_an_unreadable_one_is_refused(tiny, tmp_path, capsys):
+    import socket
+    host = socket.gethostname()
+    for content, outcome in [(json.dumps({"pid": 10**20, "host": host}), 2), ("[1, 2]", 2), ("", 2),
+                             (json.dumps({"pid": -1, "host": host}), 2), (json.dumps({"pid": 2**22 - 3, "host": host}), 0)]:
+        out = tmp_path / f"run{len(content)}-{outcome}"
+        out.mkdir()
+        (out / train.LOCK_NAME).write_text(content)
+        capsys.readouterr()
+        assert _run(tiny, out, "--epochs", "1") == outcome, content
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        if outcome == 2:
+            assert "in use by another minialex-train (its lock file cannot be read)" in err and "delete" in err
+
+
+def test_overwrite_keeps_the_old_run_until_every_check_has_passed(tiny, tmp_path, capsys):
+    assert _run(tiny, tmp_path, "--epochs", "1") == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.suffix in (".npz", ".jsonl")}
+    assert _run(tiny, tmp_path, "--epochs", "1", "--overwrite", "--batch-size", "100") == 2   # too large: refused
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.suffix in (".npz", ".jsonl")} == before
+    (tmp_path / "best.npz").unlink()
+    (tmp_path / "best.npz").mkdir()                                      # not a file: refused, not crashed
+    capsys.readouterr()
+    assert _run(tiny, tmp_path, "--epochs", "1", "--overwrite") == 2
+    assert "best.npz is not a regular file" in capsys.readouterr().err
+
+
+def test_a_folder_left_by_an_interrupted_first_epoch_points_to_interrupted_npz(tiny, tmp_path, monkeypatch, capsys):
+    real, calls = train.F.cross_entropy, {"n": 0}
+
+    def interrupt_on_second(*args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+    monkeypatch.setattr(train.F, "cross_entropy", interrupt_on_second)
+    assert _run(tiny, tmp_path, "--epochs", "1") == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert _run(tiny, tmp_path, "--epochs", "1") == 2
+    assert f"--resume {tmp_path / 'interrupted.npz'}" in capsys.readouterr().err
+    assert train.main(["--data", str(tiny), "--resume", str(tmp_path / "interrupted.npz")]) == 0
+
+
+def test_best_is_saved_before_last(tiny, tmp_path, monkeypatch):
+    """A kill between the two saves leaves best.npz ahead of last.npz, never behind it."""
+    order = []
+    real = train.checkpoint.save
+    monkeypatch.setattr(train.checkpoint, "save", lambda path, *a: (order.append(path.name), real(path, *a)))
+    assert _run(tiny, tmp_path, "--epochs", "1") == 0
+    assert order == ["best.npz", "last.npz"]
+
+
+def test_a_closed_stdout_does_not_end_the_run(tiny, tmp_path):
+    """Like `minialex-train ... | head -1`: every write to stdout fails with a broken pipe."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)                                                 # nobody will ever read
+    r = subprocess.run([sys.executable, "-m", "minialex.train", "--data", str(tiny), "--batch-size", "8",
+                        "--epochs", "1", "--out", str(tmp_path / "run")], stdout=write_end, stderr=subprocess.PIPE,
+                       text=True, timeout=300)
+    os.close(write_end)
+    assert r.returncode == 0, r.stderr
+    assert "BrokenPipeError" not in r.stderr and (tmp_path / "run" / "last.npz").exists()

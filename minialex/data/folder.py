@@ -73,8 +73,12 @@ class ImageFolder:
 
     def _images_under(self, folder):
         """Image files below a class folder, sorted, walking iteratively and never leaving the root."""
-        real = folder.resolve()
-        others = [(self.root / c).resolve() for c in self.classes if c != folder.name and (self.root / c).is_dir()]
+        try:
+            real = folder.resolve()
+            others = [(self.root / c).resolve() for c in self.classes if c != folder.name and (self.root / c).is_dir()]
+        except (OSError, RuntimeError) as e:
+            warnings.warn(f"ImageFolder: skipping class folder {folder}: the link cannot be followed ({e})", stacklevel=3)
+            return []
         if folder.is_symlink() and (not _inside(real, self._real_root) or real == self._real_root
                                     or any(_inside(o, real) or _inside(real, o) for o in others)):
             warnings.warn(f"ImageFolder: skipping class folder {folder}: it is a link to {real}, outside "
@@ -93,7 +97,11 @@ class ImageFolder:
                 if entry.name.startswith("."):
                     continue
                 if entry.is_symlink():
-                    target = path.resolve()
+                    try:
+                        target = path.resolve()
+                    except (OSError, RuntimeError) as e:  # a link loop, or a name too long
+                        warnings.warn(f"ImageFolder: skipping {path}: the link cannot be followed ({e})", stacklevel=3)
+                        continue
                     if not _inside(target, real):
                         warnings.warn(f"ImageFolder: skipping {path}: a link to {target}, outside {folder}",
                                       stacklevel=3)
@@ -106,7 +114,10 @@ class ImageFolder:
                 if entry.is_dir():
                     stack.append(path)
                 elif entry.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-                    st = entry.stat()
+                    try:
+                        st = entry.stat()
+                    except OSError:
+                        continue
                     if (st.st_dev, st.st_ino) not in files:  # a file reached twice (through a link) counts once
                         files.add((st.st_dev, st.st_ino))
                         found.append(path)
