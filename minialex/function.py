@@ -26,6 +26,8 @@ import contextlib
 import inspect
 import os
 
+import numpy as np
+
 from . import backend
 from .tensor import Tensor
 
@@ -147,22 +149,57 @@ class Function:
                                 f"got {dtype}; use device='cpu' for float64")
             # kernels index flat memory: give them C-contiguous arrays
             arrays = [None if a is None else backend.xp_of(a).ascontiguousarray(a) for a in arrays]
-        y, cache = forward(*arrays, **hyper)
+        result = forward(*arrays, **hyper)
+        if not isinstance(result, tuple) or len(result) != 2:
+            raise TypeError(f"{cls.name()} forward ({kind}): expected to return a pair (y, cache), got "
+                            f"{_describe(result)} (the contract: forward(*arrays, **hyper) -> (y, cache))")
+        y, cache = result
+        if isinstance(y, np.generic):  # a NumPy reduction to a scalar: keep it a 0-d array
+            y = np.asarray(y)
+        if not (isinstance(y, np.ndarray) or backend.is_cupy_array(y)):
+            raise TypeError(f"{cls.name()} forward ({kind}): expected y to be an array, got {_describe(y)}")
         if dtype.kind == "f" and y.dtype != dtype:
-            raise AssertionError(f"{cls.name()} forward ({kind}): output dtype {y.dtype}, expected the "
-                                 f"inputs' {dtype}")
+            raise TypeError(f"{cls.name()} forward ({kind}): output dtype {y.dtype}, expected the "
+                            f"inputs' {dtype}")
         needs_grad = _grad_enabled and any(t is not None and t.requires_grad for t in inputs)
         ctx = cls(backward, cache, inputs, kind == "cuda") if needs_grad else None
         return Tensor._make(y, device, needs_grad, ctx)
 
     def run_backward(self, dy):
-        """The input gradients for the output gradient dy (None where an input needs none)."""
+        """The input gradients for the output gradient dy (None where an input needs none), each
+        checked against the contract: one per input, the input's shape and dtype."""
         if self.on_kernels:
             dy = backend.xp_of(dy).ascontiguousarray(dy)
         if _wants_needs(self.backward_fn):
             needs = tuple(t is not None and t.requires_grad for t in self.inputs)
-            return self.backward_fn(dy, self.cache, needs)
-        return self.backward_fn(dy, self.cache)
+            grads = self.backward_fn(dy, self.cache, needs)
+        else:
+            grads = self.backward_fn(dy, self.cache)
+        n = len(self.inputs)
+        if not isinstance(grads, (tuple, list)) or len(grads) != n:
+            raise TypeError(f"{self.name()} backward: expected a tuple of {n} gradient(s), one per input (None "
+                            f"where an input needs none), got {_describe(grads)}; a single input still "
+                            f"returns a tuple: (dx,)")
+        grads = [np.asarray(g) if isinstance(g, np.generic) else g for g in grads]
+        for i, (x, dx) in enumerate(zip(self.inputs, grads)):
+            if x is None or dx is None or not x.requires_grad:
+                continue
+            if not (isinstance(dx, np.ndarray) or backend.is_cupy_array(dx)):
+                raise TypeError(f"{self.name()} backward: gradient of input {i} expected an array (or None), "
+                                f"got {_describe(dx)}")
+            if tuple(dx.shape) != x.shape or dx.dtype != x.dtype:
+                raise ValueError(f"{self.name()} backward: gradient of input {i} has shape {tuple(dx.shape)} and "
+                                 f"dtype {dx.dtype}, expected the input's shape {x.shape} and dtype {x.dtype}")
+        return grads
+
+
+def _describe(value):
+    """A short description of a returned value, for contract errors."""
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    if isinstance(value, np.ndarray) or backend.is_cupy_array(value):
+        return f"an array of shape {tuple(value.shape)}"
+    return type(value).__name__
 
 
 def _topological_order(root):
@@ -209,16 +246,16 @@ def backward(root, grad=None):
         g = grads.pop(id(t), None)
         if g is None:
             continue
-        if t._ctx is None:  # a leaf: keep the gradient
+        for hook in t._hooks or ():  # register_hook: see (or replace) the gradient once it is complete
+            changed = hook(Tensor._make(g, t.device))
+            if changed is not None:
+                g = changed.data if isinstance(changed, Tensor) else changed
+        if t._ctx is None or t._retain:  # a leaf, or a tensor that asked to keep its gradient
             t.grad = g if t.grad is None else t.grad + g
+        if t._ctx is None:
             continue
         ctx = t._ctx
-        input_grads = ctx.run_backward(g)
-        for i, (x, dx) in enumerate(zip(ctx.inputs, input_grads)):
+        for i, (x, dx) in enumerate(zip(ctx.inputs, ctx.run_backward(g))):
             if x is None or dx is None or not x.requires_grad:
                 continue
-            if tuple(dx.shape) != x.shape or dx.dtype != x.dtype:
-                raise AssertionError(f"{ctx.name()} backward: gradient of input {i} has shape "
-                                     f"{tuple(dx.shape)} and dtype {dx.dtype}, expected the input's "
-                                     f"shape {x.shape} and dtype {x.dtype}")
             grads[id(x)] = dx if id(x) not in grads else grads[id(x)] + dx

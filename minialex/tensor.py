@@ -49,6 +49,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self.grad = None
         self._ctx = None
+        self._hooks, self._retain = None, False
 
     # ----- array facts -----
     @property
@@ -79,6 +80,7 @@ class Tensor:
         """The one constructor of op outputs: `data` is already an array of `device` (no conversion)."""
         out = cls.__new__(cls)
         out.device, out.data, out.requires_grad, out.grad, out._ctx = device, data, requires_grad, None, ctx
+        out._hooks, out._retain = None, False
         return out
 
     # ----- moving and reading -----
@@ -109,6 +111,26 @@ class Tensor:
         self.grad = None
 
     # ----- autograd -----
+    def retain_grad(self):
+        """Keep this (intermediate) tensor's gradient in .grad after backward, as leaves do."""
+        self._retain = True
+        return self
+
+    def register_hook(self, fn):
+        """fn(grad) runs when backward has this tensor's whole gradient (a Tensor); returning a
+        Tensor or array replaces it for the rest of the pass. Returns a handle with .remove()."""
+        if self._hooks is None:
+            self._hooks = []
+        self._hooks.append(fn)
+        hooks = self._hooks
+
+        class Handle:
+            @staticmethod
+            def remove():
+                if fn in hooks:
+                    hooks.remove(fn)
+        return Handle()
+
     def backward(self, grad=None):
         """Accumulate d(self)/d(leaf) * grad into every leaf's .grad (grad defaults to 1 for a scalar)."""
         _function.backward(self, grad)

@@ -103,7 +103,7 @@ def test_engine_names_an_op_whose_gradient_has_the_wrong_shape():
     class Broken(Function):
         numpy = (lambda x: (x * 2, None), lambda dy, cache: (dy[:1],))
     x = T(np.ones(3))
-    with pytest.raises(AssertionError, match=r"Broken backward: gradient of input 0 has shape \(1,\)"):
+    with pytest.raises(ValueError, match=r"Broken backward: gradient of input 0 has shape \(1,\)"):
         Broken.apply(x).sum().backward()
 
 
@@ -127,3 +127,63 @@ def test_tensor_basics():
         ma.Tensor(np.array([1, 2]), requires_grad=True)
     y = x.to("cuda-emu")
     assert y.device == "cuda-emu" and y is not x and np.array_equal(y.numpy(), x.numpy())
+
+
+def _op(forward, backward):
+    class Custom(Function):
+        reference = (forward, backward)
+    return Custom.apply
+
+
+def test_the_engine_checks_the_custom_op_contract():
+    x = T(np.ones((2, 3)))
+    bare = _op(lambda x: x * 2, lambda dy, cache: (dy,))                         # forward without a cache
+    with pytest.raises(TypeError, match=r"Custom forward \(reference\): expected to return a pair \(y, cache\), "
+                                        r"got an array of shape \(2, 3\)"):
+        bare(x)
+    with pytest.raises(TypeError, match=r"expected y to be an array, got a list of 1"):
+        _op(lambda x: ([1.0], None), lambda dy, c: (dy,))(x)
+    for backward, words in [(lambda dy, c: dy * 2, r"expected a tuple of 1 gradient\(s\).*got an array .*\(dx,\)"),
+                            (lambda dy, c: (), r"expected a tuple of 1 gradient\(s\).*got a tuple of 0"),
+                            (lambda dy, c: ([1.0],), r"gradient of input 0 expected an array \(or None\), got a list of 1"),
+                            (lambda dy, c: (dy.astype(np.float32),), r"gradient of input 0 has shape \(2, 3\) and "
+                                                                     r"dtype float32, expected .* dtype float64")]:
+        y = _op(lambda x: (x * 2, None), backward)(x)
+        with pytest.raises((TypeError, ValueError), match=words):
+            y.sum().backward()
+    two = _op(lambda a, b: (a * b, (a, b)), lambda dy, c: (dy * c[1],))            # one gradient for two inputs
+    with pytest.raises(TypeError, match=r"expected a tuple of 2 gradient\(s\)"):
+        two(x, T(np.ones((2, 3)))).sum().backward()
+
+
+def test_leaky_relu_as_a_custom_op_passes_gradcheck():
+    """The README's custom op: forward and backward of leaky ReLU, checked numerically."""
+    def forward(x, slope):
+        return np.where(x > 0, x, slope * x), x
+
+    def backward(dy, x):
+        return (np.where(x > 0, dy, 0.01 * dy),)
+
+    class LeakyReLU(Function):
+        reference = (lambda x, slope=0.01: forward(x, slope), backward)
+    x = T(np.random.default_rng(5).uniform(0.1, 1, (4, 5)) * np.random.default_rng(6).choice([-1, 1], (4, 5)))
+    assert ma.gradcheck(LeakyReLU.apply, [x])
+
+
+def test_retain_grad_and_hooks():
+    x = T([1.0, -2.0, 3.0])
+    h = x * 2.0
+    h.retain_grad()
+    seen = []
+    handle = h.register_hook(lambda g: seen.append(g.numpy().copy()))
+    doubled = x.register_hook(lambda g: g * 2.0)                                 # replaces the leaf's gradient
+    (h * h).sum().backward()
+    np.testing.assert_allclose(h.grad, 2 * h.data)                                # d(h^2)/dh
+    np.testing.assert_allclose(seen[0], 2 * h.data)
+    np.testing.assert_allclose(x.grad, 2 * (2 * h.data * 2))                      # doubled by the hook
+    handle.remove()
+    doubled.remove()
+    x.grad, h.grad = None, None
+    (h * h).sum().backward()
+    assert len(seen) == 1 and h.grad is not None
+    np.testing.assert_allclose(x.grad, 2 * h.data * 2)
