@@ -12,10 +12,11 @@ from .function import cpu_path, get_cpu_path, is_grad_enabled, no_grad, set_cpu_
 from .gradcheck import GradcheckError, gradcheck
 from .io import load, save
 from .random import manual_seed
+from .summary import summary
 from .tensor import Tensor
 
 __version__ = "0.1.0"
 
 __all__ = ["cuda", "cpu", "Tensor", "no_grad", "is_grad_enabled", "functional", "nn", "optim", "models",
            "gradcheck", "GradcheckError", "save", "load", "manual_seed", "set_cpu_path", "get_cpu_path",
-           "cpu_path"]
+           "cpu_path", "summary"]

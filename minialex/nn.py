@@ -25,6 +25,7 @@ class Module:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_forward_hooks", [])
 
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
@@ -39,7 +40,45 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} defines no forward()")
 
     def __call__(self, *args):
-        return self.forward(*args)
+        out = self.forward(*args)
+        for hook in self.__dict__.get("_forward_hooks", ()):
+            hook(self, args, out)
+        return out
+
+    def register_forward_hook(self, fn):
+        """fn(module, inputs, output) after every forward of this module; returns a handle with .remove()."""
+        hooks = self.__dict__.setdefault("_forward_hooks", [])
+        hooks.append(fn)
+
+        class Handle:
+            @staticmethod
+            def remove():
+                if fn in hooks:
+                    hooks.remove(fn)
+        return Handle()
+
+    def named_modules(self, prefix=""):
+        """(dotted name, module) for this module ("" for itself) and every sub-module, each once."""
+        seen, stack = set(), [(prefix, self)]
+        while stack:
+            name, m = stack.pop(0)
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            yield name, m
+            stack[:0] = [(f"{name}.{k}" if name else k, c) for k, c in m._modules.items()]
+
+    def extra_repr(self):
+        """The settings shown in repr, e.g. "3, 96, kernel_size=11, stride=4"."""
+        return ""
+
+    def __repr__(self):
+        if not self._modules:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}("]
+        for name, m in self._modules.items():
+            lines.append("  (" + name + "): " + repr(m).replace("\n", "\n  "))
+        return "\n".join(lines) + "\n)"
 
     # ----- parameters -----
     def named_parameters(self, prefix=""):
@@ -156,6 +195,7 @@ class Conv2d(Module):
             raise ValueError(f"Conv2d: groups expected a divisor of in_ch={in_ch} and "
                              f"out_ch={out_ch}, got {groups}")
         self.stride, self.padding, self.groups = stride, padding, groups
+        self.in_ch, self.out_ch, self.kernel_size = in_ch, out_ch, (kh, kw)
         shape = (out_ch, in_ch // groups, kh, kw)
         self.weight = Parameter(normal(shape, he_std(fan_in(shape)) if weight_std is None else weight_std))
         self.bias = Parameter(np.zeros(out_ch, np.float32)) if bias else None
@@ -163,17 +203,26 @@ class Conv2d(Module):
     def forward(self, x):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.groups)
 
+    def extra_repr(self):
+        k = self.kernel_size[0] if self.kernel_size[0] == self.kernel_size[1] else self.kernel_size
+        return (f"{self.in_ch}, {self.out_ch}, kernel_size={k}, stride={self.stride}, padding={self.padding}"
+                + (f", groups={self.groups}" if self.groups != 1 else "") + (", bias=False" if self.bias is None else ""))
+
 
 class Linear(Module):
     """Weights N(0, weight_std^2), He's std (he_std) when not given; bias 0."""
 
     def __init__(self, in_f, out_f, bias=True, *, weight_std=None):
         super().__init__()
+        self.in_f, self.out_f = in_f, out_f
         self.weight = Parameter(normal((out_f, in_f), he_std(in_f) if weight_std is None else weight_std))
         self.bias = Parameter(np.zeros(out_f, np.float32)) if bias else None
 
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"{self.in_f}, {self.out_f}" + (", bias=False" if self.bias is None else "")
 
 
 class ReLU(Module):
@@ -191,6 +240,9 @@ class LocalResponseNorm(Module):
     def forward(self, x):
         return F.local_response_norm(x, self.size, self.alpha, self.beta, self.k)
 
+    def extra_repr(self):
+        return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+
 
 class MaxPool2d(Module):
     def __init__(self, kernel_size=3, stride=2, padding=0):
@@ -200,6 +252,9 @@ class MaxPool2d(Module):
     def forward(self, x):
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
 
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}" + (f", padding={self.padding}" if self.padding else "")
+
 
 class Dropout(Module):
     def __init__(self, p=0.5):
@@ -208,6 +263,9 @@ class Dropout(Module):
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"
 
 
 class Flatten(Module):

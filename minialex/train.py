@@ -41,6 +41,7 @@ from .ops.dropout import MASK_BITS, keep_threshold
 from .optim import SGD
 from .paths import cache_root
 from .pictures import filter_grid, prediction_grid, training_curves
+from .summary import summary as ma_summary
 from .runfolder import LOCK as LOCK_NAME, FolderError, RunFolder, unique
 from .tensor import Tensor
 
@@ -328,41 +329,7 @@ def open_data(data, need_train=True):
 
 def summary(model, batch_size, device):
     """Per layer: output shape, parameters, forward FLOPs per image, activation memory of a batch."""
-    size = model.input_size
-    x = Tensor(np.zeros((1, 3, size, size), np.float32), device=device)
-    rows, total_params, total_flops, total_bytes = [], 0, 0, 0
-    model.eval()  # no dropout: the summary must not draw from the random generator (exact resume)
-    with no_grad():
-        for name in model.layer_order:
-            layer = getattr(model, name)
-            x_in, x = x, layer(x)
-            out = x.size
-            params = sum(p.size for p in layer.parameters())
-            if name.startswith("conv"):
-                flops = 2 * int(np.prod(layer.weight.shape[1:])) * out      # multiply-adds per output
-            elif name.startswith("fc"):
-                flops = 2 * layer.weight.shape[1] * out
-            elif name.startswith("pool"):
-                flops = 9 * out
-            elif name.startswith("norm"):
-                flops = (layer.size + 4) * out
-            elif name == "flatten":
-                flops = 0
-            else:
-                flops = x_in.size
-            act = out * 4 * batch_size
-            rows.append((name, " x ".join(str(d) for d in x.shape[1:]), params, flops, act))
-            total_params, total_flops, total_bytes = total_params + params, total_flops + flops, total_bytes + act
-    model.train()
-    lines = [f"{'layer':8} {'output':>16} {'params':>12} {'MFLOPs/img':>11} {'activations':>12}"]
-    for name, shape, params, flops, act in rows:
-        lines.append(f"{name:8} {shape:>16} {params:>12,} {flops / 1e6:>11.1f} {act / 2**20:>9.1f} MiB")
-    lines.append(f"{'total':8} {'':>16} {total_params:>12,} {total_flops / 1e6:>11.1f} {total_bytes / 2**20:>9.1f} MiB"
-                 f"   (batch {batch_size}; a train step is about 3x the forward FLOPs)")
-    return "\n".join(lines)
-
-
-# ----- checkpoints -----
+    return ma_summary(model, (3, model.input_size, model.input_size), batch_size, device)
 
 
 def _json_record(record):

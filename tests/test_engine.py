@@ -187,3 +187,16 @@ def test_retain_grad_and_hooks():
     (h * h).sum().backward()
     assert len(seen) == 1 and h.grad is not None
     np.testing.assert_allclose(x.grad, 2 * h.data * 2)
+
+
+def test_gradcheck_report_instead_of_raising():
+    class WrongSquare(Function):  # d(x^2)/dx is 2x, not x
+        reference = (lambda x: (x * x, x), lambda dy, x: (dy * x,))
+    x, y = T([1.0, 2.0, 3.0]), T([0.5, -1.0])
+    report = ma.gradcheck(lambda x, y: WrongSquare.apply(x).sum() + (y * y).sum(), [x, y], raise_exception=False)
+    assert not report.ok and [r["ok"] for r in report.rows] == [False, True]
+    assert report.rows[0]["worst"] == (2,) and report.rows[0]["elements"] == 3
+    assert "WrongSquare" in report.ops and "FAIL" in str(report) and "pass" in str(report)
+    with pytest.raises(ma.GradcheckError, match=r"gradcheck of .*WrongSquare.*: input 0 element \(2,\)"):
+        ma.gradcheck(lambda x: WrongSquare.apply(x), [x])
+    assert ma.gradcheck(lambda y: y * y, [y], raise_exception=False).ok

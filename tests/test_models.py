@@ -241,3 +241,21 @@ def test_api_refuses_what_it_cannot_represent(tmp_path):
     back = ma.load(tmp_path / "odd.npz")
     assert set(back) == set(names) and all(np.array_equal(back[k], v) for k, v in names.items())
     assert np.load(tmp_path / "odd.npz")["file"].tolist() == [0, 1, 2]     # still a plain .npz
+
+
+def test_summary_repr_and_forward_hooks_for_any_model():
+    model = ma.nn.Sequential(ma.nn.Conv2d(3, 4, 3, padding=1), ma.nn.ReLU(), ma.nn.MaxPool2d(2, 2), ma.nn.Flatten(),
+                             ma.nn.Linear(4 * 4 * 4, 5))
+    table = ma.summary(model, (3, 8, 8), batch_size=2)
+    lines = table.splitlines()
+    assert [line.split()[0] for line in lines[1:6]] == ["0", "1", "2", "3", "4"]
+    assert "4 x 8 x 8" in lines[1] and "112" in lines[1]                 # conv: 4*3*3*3 + 4 parameters
+    assert lines[1].split()[-2] == f"{2 * 4 * 8 * 8 * 4 / 2**20:.1f}"   # activations of a batch of 2, MiB
+    assert "325" in lines[5] and lines[5].split()[3] == f"{2 * 64 * 5 / 1e6:.1f}"
+    assert repr(model).startswith("Sequential(\n  (0): Conv2d(3, 4, kernel_size=3, stride=1, padding=1)")
+    seen = []
+    handle = model._modules["1"].register_forward_hook(lambda m, inputs, out: seen.append(out.shape))
+    model(ma.Tensor(np.zeros((2, 3, 8, 8), np.float32)))
+    handle.remove()
+    model(ma.Tensor(np.zeros((2, 3, 8, 8), np.float32)))
+    assert seen == [(2, 4, 8, 8)]
