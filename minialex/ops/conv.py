@@ -17,6 +17,7 @@ Backward (each line inverts the forward line above it):
              overlapping windows (stride < kernel) add several entries into one pixel.
 
 Paper: section 3.5 (the architecture), 11x11 stride 4 in conv1.
+Naive loops, forward and backward: minialex/ops/loops.py (conv2d_forward, conv2d_backward).
 Fast CPU pair: minialex/cpu/conv.py.
 CUDA pair: kernels/conv.cu (im2col, col2im), kernels/gemm.cu or cuBLAS, minialex/cuda_ops/conv.py.
 """

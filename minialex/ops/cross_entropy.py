@@ -9,6 +9,7 @@ Backward, fused (softmax and log cancel):
     dz[n, k] = dloss * (p[n, k] - [k == t[n]]) / N
 
 Paper: section 4 ("maximizes the multinomial logistic regression objective").
+Naive loops, forward and backward: minialex/ops/loops.py (cross_entropy_forward, cross_entropy_backward).
 CUDA pair: kernels/cross_entropy.cu (one block per row), minialex/cuda_ops/cross_entropy.py.
 """
 from typing import NamedTuple

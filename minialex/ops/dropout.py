@@ -13,6 +13,7 @@ so the same seed gives the identical mask on every device, thread layout and bat
 backward recomputes it from the seed instead of storing it.
 NOTE: a dropped element is exactly 0, even when x is inf or NaN (a select, not a product with a
 0/1 mask: PyTorch's inf * 0 gives NaN there).
+Naive loops, forward and backward: minialex/ops/loops.py (dropout_forward, dropout_backward).
 Fast CPU pair: minialex/cpu/dropout.py.   CUDA pair: kernels/dropout.cu, minialex/cuda_ops/dropout.py.
 """
 from typing import NamedTuple

@@ -8,6 +8,7 @@ Backward (y = x W^T + b):
     db = sum_n dy      (out,)
 
 Paper: fc6, fc7 (4096 units) and fc8 (1000-way, into the softmax), section 3.5.
+Naive loops, forward and backward: minialex/ops/loops.py (linear_forward, linear_backward).
 CUDA pair: minialex/cuda_ops/linear.py (minialex.cuda.gemm: kernels/gemm.cu or cuBLAS;
 kernels/bias.cu). On the CPU the reference is already one BLAS product per line: no fast pair.
 """

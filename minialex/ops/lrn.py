@@ -13,6 +13,7 @@ Backward, with y = b and t[c] = dy[c] * y[c] / s[c]:
 NOTE: the paper's alpha multiplies the plain sum. PyTorch (nn.LocalResponseNorm), Caffe and the
 original cuda-convnet code divide alpha by `size` first: their alpha=size*a equals our alpha=a.
 Paper hyper-parameters: k=2, n=5, alpha=1e-4, beta=0.75 (our defaults).
+Naive loops, forward and backward: minialex/ops/loops.py (lrn_forward, lrn_backward).
 Fast CPU pair: minialex/cpu/lrn.py.   CUDA pair: kernels/lrn.cu, minialex/cuda_ops/lrn.py.
 """
 from typing import NamedTuple

@@ -10,6 +10,7 @@ cuDNN); a NaN is always taken, so a window holding NaN gives NaN (its last NaN w
 Backward: each dy goes to the input pixel that won its window; where windows overlap
 (stride < kernel) a pixel that won several windows receives the sum of their gradients.
 
+Naive loops, forward and backward: minialex/ops/loops.py (max_pool2d_forward, max_pool2d_backward).
 Fast CPU pair: minialex/cpu/pool.py.   CUDA pair: kernels/pool.cu, minialex/cuda_ops/pool.py.
 """
 from typing import NamedTuple
