@@ -17,7 +17,7 @@ setup(
     package_dir={"minialex.kernels": "kernels"},
     package_data={"minialex.kernels": ["*.cu", "*.h", "README.md"]},
     install_requires=["numpy>=1.24", "pillow>=9.0", "tqdm>=4.60"],
-    entry_points={"console_scripts": ["minialex-train = minialex.train:main"]},
+    entry_points={"console_scripts": ["minialex-train = minialex.train:main", "minialex-audit = minialex.audit:main"]},
     extras_require={
         "gpu": ["cupy-cuda12x>=13"],
         "test": ["pytest>=7", "cupy-cuda12x>=13", "nvidia-cuda-nvrtc-cu12"],  # NVRTC: compile-check the kernels in CI
