@@ -70,6 +70,12 @@ def _json(meta, key, kind, required=True, infinity=False):
     return value
 
 
+def _numbers(record, depth=0):
+    """A metrics record: numbers or null, or (the per-layer diagnostics) dicts of such, two deep."""
+    return all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) or
+               (isinstance(v, dict) and depth < 2 and _numbers(v, depth + 1)) for v in record.values())
+
+
 def _scalar(arrays, key, kind="f"):
     if key not in arrays:
         raise CheckpointError(f"{key} is missing")
@@ -144,8 +150,7 @@ def read(path):
         raise CheckpointError(f"meta/rng_state: {e}") from None
     decoded["rng_state"] = str(meta["rng_state"][()])
     decoded["history"] = _json(meta, "history", list)
-    if not all(isinstance(r, dict) and isinstance(r.get("epoch"), int) and
-               all(isinstance(v, (int, float)) or v is None for v in r.values()) for r in decoded["history"]):
+    if not all(isinstance(r, dict) and isinstance(r.get("epoch"), int) and _numbers(r) for r in decoded["history"]):
         raise CheckpointError("meta/history expected a list of per-epoch records of numbers")
     decoded["best"] = _json(meta, "best", dict, infinity=True)
     decoded["plateau"] = _json(meta, "plateau", dict, infinity=True)

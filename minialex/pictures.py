@@ -91,3 +91,27 @@ def prediction_grid(images, predicted, truth, classes, path, columns=6):
         d.text((x, y + h * scale + 2), f"{classes[predicted[i]]}"[:16], fill=colour, font=font)
         d.text((x, y + h * scale + 15), f"true: {classes[truth[i]]}"[:16], fill=(60, 60, 60), font=font)
     img.save(path)
+
+
+def layer_diagnostics(history, path):
+    """history: metrics records with a "layers" field. Four panels over the epochs: the output's
+    std per layer, the dead fraction per ReLU, the weight-gradient norm and log10 update ratio per
+    layer with weights."""
+    font = _font()
+    img = Image.new("RGB", (1020, 680), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    palette = [(31, 119, 180), (230, 110, 20), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+               (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+    records = [h for h in history if h.get("layers")]
+
+    def series(key, names):
+        return [(n, palette[k % len(palette)], [(h["epoch"], h["layers"].get(n, {}).get(key)) for h in records])
+                for k, n in enumerate(names)]
+    names = list(records[-1]["layers"]) if records else []
+    weighted = [n for n in names if "grad_norm" in records[-1]["layers"][n]]
+    relus = [n for n in names if "dead" in records[-1]["layers"][n]]
+    _panel(d, (60, 40, 480, 300), "activation std (layers with weights)", series("act_std", weighted), font)
+    _panel(d, (580, 40, 1000, 300), "dead ReLU units (fraction)", series("dead", relus), font, (0, 1))
+    _panel(d, (60, 380, 480, 640), "weight-gradient norm", series("grad_norm", weighted), font)
+    _panel(d, (580, 380, 1000, 640), "log10 update / weight (~ -3 is healthy)", series("update_log10", weighted), font)
+    img.save(path)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend, checkpoint, cpu, io, random
+from . import backend, checkpoint, cpu, diagnostics, io, random
 from . import functional as F
 from .data import DataLoader, ImageFolder, Transform, dataset_stats, make_synthetic, resize_for
 from .data.transforms import center_crop, resize_shorter, to_array, to_chw
@@ -40,7 +40,7 @@ from .models import AlexNet
 from .ops.dropout import MASK_BITS, keep_threshold
 from .optim import SGD
 from .paths import cache_root
-from .pictures import filter_grid, prediction_grid, training_curves
+from .pictures import filter_grid, layer_diagnostics, prediction_grid, training_curves
 from .summary import summary as ma_summary
 from .runfolder import LOCK as LOCK_NAME, FolderError, RunFolder, unique
 from .tensor import Tensor
@@ -408,6 +408,7 @@ def evaluate(model, loader, device, ten_crop=False):
 def _pictures(out, model, history, val, stats, size, device):
     filter_grid(model.conv1.weight.numpy(), out / "filters.png")
     training_curves(history, out / "curves.png")
+    layer_diagnostics(history, out / "layers.png")
     picks = np.linspace(0, len(val) - 1, num=min(18, len(val))).astype(int)
     shown, truth = [], []
     for i in picks:
@@ -480,6 +481,7 @@ class Run:
         self.plateau = {"lr": args.lr, "best": math.inf, "bad": 0}
         self.folder = None
         self.step, self.recent, self.warned = 0, [], False   # for the stall warning
+        self.diag, self.warned_layers = diagnostics.Diagnostics(model), set()
 
     @property
     def out(self):
@@ -619,20 +621,30 @@ def train_epoch(run, epoch, loader):
     ln_classes = math.log(len(run.train_set.classes))
     opt.lr = _lr_for(args, epoch, run.plateau)
     loader.set_epoch(epoch)
-    t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+    t0, seen, loss_sum, correct, layers = time.perf_counter(), 0, 0.0, 0, None
     bar = _progress(len(loader), f"epoch {epoch}/{args.epochs}")
+    sampled_at = len(loader) // 2     # the step whose layers are measured (diagnostics.py)
     try:
-        for x, y in loader:
-            logits = model(Tensor(x, device=args.device))
+        for k, (x, y) in enumerate(loader):
+            sampled = k == sampled_at
+            with run.diag.recording() if sampled else contextlib.nullcontext():
+                logits = model(Tensor(x, device=args.device))
             loss = F.cross_entropy(logits, y)
             value = loss.item()
+            if run.step == 0 and run.epoch == 0:
+                _say(diagnostics.first_loss_note(value, len(run.train_set.classes)))
             if not math.isfinite(value):
                 raise Stopped(f"the training loss became {value} at epoch {epoch}, step {run.step + 1}: "
                               f"stopping. The learning rate is probably too high (it is {opt.lr:g}; try --lr "
                               f"{opt.lr / 10:g}). " + _last_good(run))
             model.zero_grad()
             loss.backward()
+            if sampled:
+                run.diag.gradients()
+                before = run.diag.weights()
             opt.step()
+            if sampled:
+                layers = run.diag.updates(before)
             correct += int((logits.numpy().argmax(1) == y).sum())
             del loss, logits  # free this step's graph before the next forward
             seen, loss_sum, run.step = seen + len(y), loss_sum + value * len(y), run.step + 1
@@ -650,7 +662,7 @@ def train_epoch(run, epoch, loader):
         bar.close()
     if seen == 0:
         raise Stopped(f"no training image could be read in epoch {epoch}. " + _last_good(run))
-    return seen, loss_sum / seen, correct / seen, time.perf_counter() - t0
+    return seen, loss_sum / seen, correct / seen, time.perf_counter() - t0, layers
 
 
 def _last_good(run):
@@ -671,7 +683,7 @@ def end_of_epoch(run, epoch, trained, val_loader, skipped):
     """Validate; stop if the validation loss or the weights are not finite; else save last.npz
     (and best.npz) and commit the epoch to the run's state, all before a Ctrl-C can land, then
     append the metrics line and draw the pictures."""
-    seen, train_loss, train_top1, seconds = trained
+    seen, train_loss, train_top1, seconds, layers = trained
     val_loss, val_top1, val_top5 = evaluate(run.model, val_loader, run.args.device)
     if not math.isfinite(val_loss):
         raise Stopped(f"the validation loss is {val_loss} after epoch {epoch}"
@@ -684,7 +696,12 @@ def end_of_epoch(run, epoch, trained, val_loader, skipped):
                       f"rate is probably too high (it is {run.opt.lr:g}). " + _last_good(run))
     record = {"epoch": epoch, "train_loss": train_loss, "train_top1": train_top1,
               "val_loss": val_loss, "val_top1": val_top1, "val_top5": val_top5, "lr": run.opt.lr,
-              "images_per_s": seen / seconds, "seconds": seconds}
+              "images_per_s": seen / seconds, "seconds": seconds, "layers": layers or {}}
+    for said in diagnostics.warnings_for(layers or {}, ratios=epoch > 1):  # epoch 1's ratios follow the init
+        key = said.split(":")[0] + said.split(",")[0][-20:]
+        if key not in run.warned_layers:
+            run.warned_layers.add(key)
+            warnings.warn(said, stacklevel=2)
     history = run.history + [record]
     plateau = dict(run.plateau)
     if run.args.lr_schedule == "plateau":
@@ -792,7 +809,7 @@ def _train(r, args):
     if args.ten_crop:
         _ten_crop_report(r.model, r.val_set, r.stats, r.size, args)
     _say(f"done: best val top-1 {r.best['val_top1']:.2%} (epoch {r.best.get('epoch')}); {r.out}/best.npz, "
-          f"metrics.jsonl, filters.png, curves.png, predictions.png")
+          f"metrics.jsonl, filters.png, curves.png, layers.png, predictions.png")
     return r.history
 
 

@@ -130,3 +130,35 @@ def test_the_checker_rejects_each_injected_bug_as_an_answer(name, tmp_path):
     (tmp_path / f"{op}.py").write_text(f"from minialex.bugs import BY_NAME\n{line}\n")
     passed, lines = check(op, tmp_path)
     assert not passed and any(line.lstrip().startswith("FAIL") for line in lines), lines
+
+
+# ----- training diagnostics -----
+
+def test_diagnostics_measure_dead_units_gradients_and_update_ratios():
+    from minialex import diagnostics
+    ma.manual_seed(0)
+    model = ma.nn.Sequential(ma.nn.Linear(6, 8), ma.nn.ReLU(), ma.nn.Linear(8, 3))
+    model._modules["0"].bias.data[:6] = -100.0                # 6 of 8 units can never fire
+    diag = diagnostics.Diagnostics(model)
+    x = ma.Tensor(np.random.default_rng(1).standard_normal((16, 6)).astype(np.float32))
+    opt = ma.optim.SGD(model.parameters(), lr=0.1)
+    with diag.recording():
+        loss = F.cross_entropy(model(x), np.arange(16) % 3)
+    model.zero_grad()
+    loss.backward()
+    diag.gradients()
+    before = diag.weights()
+    opt.step()
+    stats = diag.updates(before)
+    assert stats["1"]["dead"] == 0.75
+    w = model._modules["2"].weight
+    np.testing.assert_allclose(stats["2"]["grad_norm"], np.linalg.norm(w.grad), rtol=1e-6)
+    expected = np.log10(np.linalg.norm(w.data - before["2"]) / np.linalg.norm(before["2"]))
+    np.testing.assert_allclose(stats["2"]["update_log10"], expected, rtol=1e-6)
+    model._modules["0"].bias.data[:] = -100.0
+    with diag.recording():
+        model(x)
+    said = diagnostics.warnings_for({**stats, **diag.stats, "2": {"update_log10": -0.5}})
+    assert any(s.startswith("1: 100% of its units are dead") for s in said)
+    assert any(s.startswith("2: update/weight ratio 10^-0.5") and "lower the learning rate" in s for s in said)
+    assert "far off" in diagnostics.first_loss_note(9.0, 10) and "far off" not in diagnostics.first_loss_note(2.4, 10)

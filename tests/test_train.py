@@ -14,7 +14,8 @@ import minialex as ma
 from minialex import checkpoint, train
 from minialex.data import make_synthetic
 
-KEYS = {"epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr", "images_per_s", "seconds"}
+KEYS = {"epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr", "images_per_s", "seconds",
+        "layers"}
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +37,17 @@ def test_one_epoch_writes_metrics_checkpoints_and_pictures(tiny, tmp_path, capsy
     assert _run(tiny, tmp_path, "--epochs", "1") == 0
     printed = capsys.readouterr().out
     assert "conv1" in printed and "MFLOPs" in printed and "epoch   1/1" in printed
+    assert "step 0: loss 2." in printed and "ln(10) = 2.303" in printed and "far off" not in printed
     records = _strict_json_lines(tmp_path / "metrics.jsonl")
     assert len(records) == 1 and set(records[0]) == KEYS and records[0]["epoch"] == 1
+    layers = records[0]["layers"]
+    assert [n for n in layers if "grad_norm" in layers[n]] == ["conv1", "conv2", "conv3", "conv4", "conv5",
+                                                               "fc6", "fc7", "fc8"]
+    assert all(0 <= layers[f"relu{i}"]["dead"] <= 1 for i in (1, 2, 3, 4, 5, 6, 7))
+    assert all(-8 < layers[n]["update_log10"] < 0 and layers[n]["grad_norm"] > 0 for n in ("conv1", "fc8"))
+    assert layers["conv1"]["act_std"] > 0 and "act_mean" in layers["pool1"]
     assert 0 <= records[0]["val_top1"] <= records[0]["val_top5"] <= 1 and records[0]["lr"] == 0.01
-    for name in ("filters.png", "curves.png", "predictions.png"):
+    for name in ("filters.png", "curves.png", "predictions.png", "layers.png"):
         with Image.open(tmp_path / name) as img:
             assert img.format == "PNG" and img.size[0] > 100 and len(np.unique(np.asarray(img.convert("L")))) > 2
     ckpt = ma.load(tmp_path / "last.npz")
