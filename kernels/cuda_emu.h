@@ -1,11 +1,15 @@
 /* cuda_emu.h: the CUDA built-ins, for compiling a kernels/*.cu file with a plain C++ compiler.
  *
- * Used by minialex/cuda.py's CPU emulator (device "cuda-emu"); never seen by NVRTC or nvcc.
+ * Used by minialex's CPU emulator (minialex/emulator.py, device "cuda-emu"); never seen by NVRTC.
  * A launch runs the blocks one after another. Within a block each CUDA thread is a fiber (a
- * ucontext with its own stack): a fiber runs until it reaches __syncthreads() or returns, then
- * the next fiber runs; a barrier is passed once every thread of the block has reached it.
+ * ucontext with its own stack): a fiber runs until it reaches a barrier or returns, then the next
+ * fiber runs. __syncthreads() is passed once every thread of the block has reached it; a warp
+ * primitive (__shfl_*_sync, __ballot_sync, __syncwarp) once every thread of its 32-thread warp has.
  * __shared__ arrays are function statics: one copy, seen by all the threads of the block.
- * Kernels whose file has no __syncthreads run each thread as a plain call (no fibers needed).
+ * Kernels whose file has no barrier run each thread as a plain call (no fibers needed).
+ * printf works (from the host's C library): output comes thread after thread, in launch order.
+ * In a debug build (EMU_DEBUG, minialex.cuda.launch(..., debug=True)) every pointer parameter is an
+ * emu::ptr that checks each access against its array's size and reports the first access outside.
  */
 #pragma once
 #include <math.h>
@@ -15,6 +19,7 @@
 #include <ucontext.h>
 #include <algorithm>
 #include <functional>
+#include <type_traits>
 #include <vector>
 
 #define __global__
@@ -75,22 +80,35 @@ static inline float atomicExch(float* address, float value) { float old = *addre
 namespace emu {
 
 static const size_t kStackBytes = 64 * 1024;
+enum Wait { RUNNING, AT_BLOCK, AT_WARP };
 
 struct Fiber {
     ucontext_t context;
     dim3 thread;
     bool done;
+    Wait wait;
+    unsigned exchanges;          // warp primitives passed: picks the exchange slot (double-buffered)
     std::vector<char> stack;
 };
 
 static ucontext_t scheduler;
 static Fiber* current = nullptr;
+static std::vector<Fiber>* block_fibers = nullptr;
 static const std::function<void()>* body = nullptr;
-static int error = 0;  // 1: a barrier that not every thread reached
+static int error = 0;            // 1: a barrier not every thread reached; 2: an access out of bounds
+static char message[512];
+static unsigned long long slots[2][1024];   // a warp primitive's values, per thread of the block
 
 static void fiber_main() {
     (*body)();
     current->done = true;  // returning resumes `scheduler` (uc_link)
+}
+
+static size_t linear_thread() { return threadIdx.x + (size_t)blockDim.x * (threadIdx.y + (size_t)blockDim.y * threadIdx.z); }
+
+static void yield(Wait why) {
+    current->wait = why;
+    swapcontext(&current->context, &scheduler);
 }
 
 static void run_block_with_fibers(std::vector<Fiber>& fibers) {
@@ -101,32 +119,61 @@ static void run_block_with_fibers(std::vector<Fiber>& fibers) {
                 Fiber& f = fibers[i];
                 f.thread = dim3(x, y, z);
                 f.done = false;
+                f.wait = RUNNING;
+                f.exchanges = 0;
                 getcontext(&f.context);
                 f.context.uc_stack.ss_sp = f.stack.data();
                 f.context.uc_stack.ss_size = f.stack.size();
                 f.context.uc_link = &scheduler;
                 makecontext(&f.context, fiber_main, 0);
             }
-    for (;;) {  // one round: every live thread runs to its next barrier or to its end
-        size_t finished = 0, waiting = 0;
-        for (Fiber& f : fibers) {
-            if (f.done) { ++finished; continue; }
+    block_fibers = &fibers;
+    for (;;) {
+        bool ran = false;
+        for (Fiber& f : fibers) {      // every runnable thread runs to its next barrier or to its end
+            if (f.done || f.wait != RUNNING) continue;
             current = &f;
             threadIdx = f.thread;
             swapcontext(&scheduler, &f.context);
-            if (f.done) ++finished; else ++waiting;
+            ran = true;
+            if (error) return;
         }
-        if (waiting == 0) return;
-        if (finished > 0) { error = 1; return; }  // some threads left while others wait: a hang on a GPU
+        size_t live = 0, at_block = 0, done = 0;
+        for (Fiber& f : fibers) {
+            if (f.done) { ++done; continue; }
+            ++live;
+            if (f.wait == AT_BLOCK) ++at_block;
+        }
+        if (live == 0) return;
+        bool released = false;
+        for (size_t w = 0; w < fibers.size(); w += 32) {   // a warp passes when all its live threads arrived
+            size_t end = std::min(fibers.size(), w + 32), arrived = 0, alive = 0;
+            for (size_t t = w; t < end; ++t)
+                if (!fibers[t].done) { ++alive; if (fibers[t].wait == AT_WARP) ++arrived; }
+            if (alive > 0 && arrived == alive) {
+                for (size_t t = w; t < end; ++t) fibers[t].wait = RUNNING;
+                released = true;
+            }
+        }
+        if (!released && at_block == live) {
+            if (done > 0) { error = 1; return; }          // some threads left while others wait: a GPU hangs
+            for (Fiber& f : fibers) f.wait = RUNNING;
+            released = true;
+        }
+        if (!released && !ran) { error = 1; return; }      // waiting on each other: a deadlock on a GPU
     }
 }
 
-/* Run `kernel` over gridDim x blockDim threads; returns 0, or 1 for a divergent barrier. */
-static int launch(dim3 grid, dim3 block, bool barriers, const std::function<void()>& kernel) {
+/* Run `kernel` over gridDim x blockDim threads (only block `ob` / thread `ot` when given: x >= 0);
+ * returns 0, 1 for a divergent barrier, 2 for an access out of bounds (debug builds). */
+static int launch(dim3 grid, dim3 block, bool barriers, const std::function<void()>& kernel,
+                  long long obx = -1, long long oby = 0, long long obz = 0,
+                  long long otx = -1, long long oty = 0, long long otz = 0) {
     gridDim = grid;
     blockDim = block;
     body = &kernel;
     error = 0;
+    message[0] = 0;
     std::vector<Fiber> fibers;
     if (barriers) {
         fibers.resize((size_t)block.x * block.y * block.z);
@@ -135,6 +182,7 @@ static int launch(dim3 grid, dim3 block, bool barriers, const std::function<void
     for (unsigned int bz = 0; bz < grid.z; ++bz)
         for (unsigned int by = 0; by < grid.y; ++by)
             for (unsigned int bx = 0; bx < grid.x; ++bx) {
+                if (obx >= 0 && (bx != obx || by != oby || bz != obz)) continue;
                 blockIdx = dim3(bx, by, bz);
                 if (barriers) {
                     run_block_with_fibers(fibers);
@@ -144,15 +192,111 @@ static int launch(dim3 grid, dim3 block, bool barriers, const std::function<void
                 for (unsigned int z = 0; z < block.z; ++z)
                     for (unsigned int y = 0; y < block.y; ++y)
                         for (unsigned int x = 0; x < block.x; ++x) {
+                            if (otx >= 0 && (x != otx || y != oty || z != otz)) continue;
                             threadIdx = dim3(x, y, z);
                             kernel();
+                            if (error) return error;
                         }
             }
     return 0;
 }
 
+static void out_of_bounds(const char* array, long long index, long long size) {
+    if (error) return;
+    error = 2;
+    snprintf(message, sizeof message, "%s[%lld] accessed, outside its %lld elements, by block (%u, %u, %u) "
+             "thread (%u, %u, %u)", array, index, size, blockIdx.x, blockIdx.y, blockIdx.z,
+             threadIdx.x, threadIdx.y, threadIdx.z);
+}
+
+/* A pointer that knows its array: every access is checked (debug builds only). */
+template <typename T> struct ptr {
+    T* base; long long size, offset; const char* name;
+    ptr() : base(nullptr), size(0), offset(0), name("?") {}
+    ptr(T* b, long long n, const char* s, long long o = 0) : base(b), size(n), offset(o), name(s) {}
+    template <typename U> ptr(const ptr<U>& p) : base(p.base), size(p.size), offset(p.offset), name(p.name) {}
+    T& operator[](long long i) const {
+        long long at = offset + i;
+        if (at < 0 || at >= size) { static typename std::remove_const<T>::type dummy{}; out_of_bounds(name, at, size); return dummy; }
+        return base[at];
+    }
+    T& operator*() const { return (*this)[0]; }
+    ptr operator+(long long d) const { return ptr(base, size, name, offset + d); }
+    ptr operator-(long long d) const { return ptr(base, size, name, offset - d); }
+    ptr& operator+=(long long d) { offset += d; return *this; }
+    ptr& operator-=(long long d) { offset -= d; return *this; }
+    ptr& operator++() { ++offset; return *this; }
+    ptr& operator--() { --offset; return *this; }
+    long long operator-(const ptr& p) const { return offset - p.offset; }
+    bool operator<(const ptr& p) const { return offset < p.offset; }
+    bool operator!=(const ptr& p) const { return offset != p.offset || base != p.base; }
+    bool operator==(const ptr& p) const { return !(*this != p); }
+};
+
+/* The value exchange behind the warp primitives: publish, wait for the warp, read a lane's. */
+template <typename T> static unsigned long long bits(T v) { unsigned long long b = 0; memcpy(&b, &v, sizeof v); return b; }
+template <typename T> static T from_bits(unsigned long long b) { T v; memcpy(&v, &b, sizeof v); return v; }
+
+static unsigned exchange(unsigned long long value) {
+    if (!current) { error = 1; snprintf(message, sizeof message, "a warp primitive in a kernel run without fibers"); return 0; }
+    unsigned k = current->exchanges++ & 1;
+    slots[k][linear_thread()] = value;
+    yield(AT_WARP);
+    return k;
+}
+
 }  // namespace emu
 
 static inline void __syncthreads() {
-    if (emu::current) swapcontext(&emu::current->context, &emu::scheduler);
+    if (emu::current) emu::yield(emu::AT_BLOCK);
 }
+
+static inline void __syncwarp(unsigned mask = 0xffffffffu) { (void)mask; emu::exchange(0); }
+static inline unsigned __activemask() { return 0xffffffffu; }
+
+template <typename T> static inline T emu_shfl_from(unsigned mask, T v, long long source_lane, int width) {
+    (void)mask;
+    size_t t = emu::linear_thread();
+    unsigned k = emu::exchange(emu::bits(v));
+    long long lane = (long long)(t % 32), segment = lane - lane % width;
+    if (source_lane < segment || source_lane >= segment + width) return v;   // outside the segment: own value
+    return emu::from_bits<T>(emu::slots[k][t - lane + source_lane]);
+}
+template <typename T> static inline T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
+    long long lane = (long long)(emu::linear_thread() % 32);
+    return emu_shfl_from(mask, v, lane - lane % width + (src % width), width);
+}
+template <typename T> static inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+    return emu_shfl_from(mask, v, (long long)(emu::linear_thread() % 32) + delta, width);
+}
+template <typename T> static inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+    return emu_shfl_from(mask, v, (long long)(emu::linear_thread() % 32) - (long long)delta, width);
+}
+template <typename T> static inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+    return emu_shfl_from(mask, v, (long long)((emu::linear_thread() % 32) ^ (unsigned)lane_mask), width);
+}
+static inline unsigned __ballot_sync(unsigned mask, int predicate) {
+    size_t t = emu::linear_thread(), lane = t % 32;
+    unsigned k = emu::exchange(predicate ? 1 : 0), votes = 0;
+    size_t lanes = std::min<size_t>(32, (size_t)blockDim.x * blockDim.y * blockDim.z - (t - lane));
+    for (size_t l = 0; l < lanes; ++l)
+        if (((mask >> l) & 1u) && emu::slots[k][t - lane + l]) votes |= 1u << l;
+    return votes;
+}
+static inline int __any_sync(unsigned mask, int p) { return __ballot_sync(mask, p) != 0; }
+static inline int __all_sync(unsigned mask, int p) { return __ballot_sync(mask, p) == (mask & __ballot_sync(mask, 1)); }
+static inline int atomicCAS(int* address, int compare, int value) { int old = *address; if (old == compare) *address = value; return old; }
+static inline unsigned int atomicCAS(unsigned int* address, unsigned int compare, unsigned int value) {
+    unsigned int old = *address; if (old == compare) *address = value; return old;
+}
+static inline unsigned int atomicMax(unsigned int* address, unsigned int value) { unsigned int old = *address; *address = max(old, value); return old; }
+static inline unsigned int atomicMin(unsigned int* address, unsigned int value) { unsigned int old = *address; *address = min(old, value); return old; }
+
+#ifdef EMU_DEBUG
+/* Atomics on checked pointers (atomicAdd(y + i, v) as well as atomicAdd(&y[i], v)) */
+template <typename T, typename V> static inline T atomicAdd(emu::ptr<T> p, V v) { return atomicAdd(&*p, (T)v); }
+template <typename T, typename V> static inline T atomicMax(emu::ptr<T> p, V v) { return atomicMax(&*p, (T)v); }
+template <typename T, typename V> static inline T atomicMin(emu::ptr<T> p, V v) { return atomicMin(&*p, (T)v); }
+template <typename T, typename V> static inline T atomicExch(emu::ptr<T> p, V v) { return atomicExch(&*p, (T)v); }
+template <typename T, typename V> static inline T atomicCAS(emu::ptr<T> p, V c, V v) { return atomicCAS(&*p, (T)c, (T)v); }
+#endif

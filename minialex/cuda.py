@@ -32,6 +32,10 @@ class LaunchError(RuntimeError):
     """A launch that a GPU refuses (the emulator refuses it too)."""
 
 
+class OutOfBoundsError(RuntimeError):
+    """An access outside an array, found by the emulator's debug build (launch(..., debug=True))."""
+
+
 # A GPU's limits (every NVIDIA GPU since compute capability 3.0)
 MAX_THREADS_PER_BLOCK = 1024
 MAX_BLOCK = (1024, 1024, 64)
@@ -156,8 +160,10 @@ def _gpu_kernel(family, name):
 
 # ----- launch -----
 
-def launch(family, name, grid, block, *args):
-    """Check `args` against kernels/<family>.cu's `name` and run it over grid x block threads."""
+def launch(family, name, grid, block, *args, debug=None, only_block=None, only_thread=None):
+    """Check `args` against kernels/<family>.cu's `name` and run it over grid x block threads.
+    On the emulator (NumPy arrays): debug=True checks every array access (see minialex.emulator),
+    only_block / only_thread run one block or one thread of each block."""
     check_args(family, name, args)
     grid, block = check_geometry(name, grid, block)
     arrays = [a for a in args if _is_array(a)]
@@ -165,10 +171,12 @@ def launch(family, name, grid, block, *args):
     if any(on_gpu) and not all(on_gpu):
         raise TypeError(f"{name}: expected all arrays on one device, got NumPy and CuPy arrays mixed")
     if any(on_gpu):
+        if debug or only_block is not None or only_thread is not None:
+            raise ValueError(f"{name}: debug, only_block and only_thread are the emulator's (NumPy arrays)")
         _gpu_kernel(family, name)(grid, block, args)
     else:
         from . import emulator
-        emulator.run(family, name, grid, block, args)
+        emulator.run(family, name, grid, block, args, debug, only_block, only_thread)
 
 
 def fits_int32(n, what):
@@ -257,3 +265,39 @@ def gemm(c, a, b, m, n, k, a_mk, b_kn, batch=1, a_batch=0, b_batch=0, c_batch=0)
         xp.matmul(a_view, b_view, out=c_view)  # contiguous: the product is written in place
     else:
         c_view[...] = xp.matmul(a_view, b_view)
+
+
+# ----- checking a kernel against its reference -----
+
+def check_parity(fn, shapes, device="cuda-emu", seed=0, rtol=1e-4, **kwargs):
+    """Run fn(*tensors) on `device` (the kernels) and on "cpu" (the NumPy reference), from the same
+    random float32 inputs of `shapes`, and compare the outputs and, through one random projection
+    of the output (L = sum(r * y)), the gradients of every input. Returns {"y": err, "d input i":
+    err} (max |kernel - reference| / max |reference|); AssertionError when one exceeds rtol.
+
+        cuda.check_parity(F.relu, [(4, 5)])
+        cuda.check_parity(lambda x, w: F.conv2d(x, w, padding=1), [(2, 3, 9, 9), (4, 3, 3, 3)])
+    """
+    from .function import cpu_path
+    from .tensor import Tensor
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    results, r = [], None
+    for dev in ("cpu", device):
+        with cpu_path("reference"):
+            ts = [Tensor(a, requires_grad=True, device=dev) for a in arrays]
+            y = fn(*ts, **kwargs)
+            if r is None:
+                r = np.random.default_rng(seed + 1).standard_normal(y.shape).astype(np.float32)
+            y.backward(Tensor(r, device=dev))
+            results.append([y.numpy()] + [np.zeros(t.shape, np.float32) if t.grad is None else
+                                          Tensor(t.grad, device=dev).numpy() for t in ts])
+    errors = {}
+    for k, (ref, got) in enumerate(zip(*results)):
+        scale = float(np.abs(ref).max()) if ref.size else 0.0
+        errors["y" if k == 0 else f"d input {k - 1}"] = \
+            float(np.abs(got.astype(np.float64) - ref).max() / scale) if scale > 0 else float(np.abs(got).max(initial=0))
+    bad = {k: v for k, v in errors.items() if not v <= rtol}
+    if bad:
+        raise AssertionError(f"check_parity on {device}: relative errors above {rtol}: {bad}")
+    return errors

@@ -3,6 +3,13 @@ and run on the CPU, so that every kernel is tested on machines without a GPU.
 
     run(family, name, grid, block, args)     called by minialex.cuda.launch for NumPy arrays
 
+Debugging (minialex.cuda.launch's keywords, or MINIALEX_EMU_DEBUG=1 for every launch):
+    debug=True         a build with -O0 -g in which every pointer parameter checks each access
+                       against its array's size: the first access outside raises OutOfBoundsError
+                       naming the kernel, the array, the index, the block and the thread
+    only_block=(x, y, z), only_thread=(x, y, z)    run just that block, or that thread of each
+                       block (a kernel with barriers needs its whole block), e.g. for printf
+
 A kernel file is compiled once against kernels/cuda_emu.h, which supplies the CUDA built-ins
 (threadIdx, blockIdx, __syncthreads, atomicAdd, min/max, the float math functions) and runs a
 launch over every block and thread: the threads of a block are cooperative fibers that switch at
@@ -25,7 +32,7 @@ import numpy as np
 from . import cuda
 from .paths import cache_root
 
-_libraries = {}          # family -> (ctypes library, {kernel: static shared bytes})
+_libraries = {}          # (family, debug) -> (ctypes library, {kernel: static shared bytes})
 _lock = threading.Lock()  # the emulator's built-ins (threadIdx, ...) are process-wide
 _CTYPES = {np.int32: ctypes.c_int32, np.uint32: ctypes.c_uint32, np.float32: ctypes.c_float}
 
@@ -42,18 +49,63 @@ def compiler():
                        "(set CXX, or install g++: apt-get install g++)")
 
 
-def _wrapper(family):
+_POINTER = re.compile(r"\b(const\s+)?(float|double|int|unsigned int|unsigned|long long|char)\s*\*\s*"
+                      r"(?:__restrict__\s*)?(?=[A-Za-z_])")
+
+
+def uses_barriers(source):
+    """Whether code needs fibers: a block barrier or a warp primitive."""
+    return any(word in source for word in ("__syncthreads", "__syncwarp", "_sync("))
+
+
+def kernel_needs_fibers(family, name):
+    """Whether kernel `name` (its body, or a __device__ function of its file) waits at barriers."""
+    source = cuda.source(family)
+    start = source.find(f" {name}(")
+    body_start = source.find("{", start)
+    depth, end = 0, body_start
+    for end in range(body_start, len(source)):  # the kernel's body: up to its matching brace
+        depth += {"{": 1, "}": -1}.get(source[end], 0)
+        if depth == 0:
+            break
+    return uses_barriers(source[body_start:end]) or uses_barriers(_device_code(source))
+
+
+def _device_code(source):
+    """The text of the file's __device__ functions (a kernel may call them)."""
+    parts = []
+    for m in re.finditer(r"__device__[^;{]*\{", source):
+        depth, i = 0, m.end() - 1
+        for i in range(m.end() - 1, len(source)):
+            depth += {"{": 1, "}": -1}.get(source[i], 0)
+            if depth == 0:
+                break
+        parts.append(source[m.start():i])
+    return "".join(parts)
+
+
+def _debug_source(family):
+    """The .cu with every pointer declaration made an emu::ptr (parameters and locals alike)."""
+    return _POINTER.sub(lambda m: f"emu::ptr<{m.group(1) or ''}{m.group(2)}> ", cuda.source(family))
+
+
+def _wrapper(family, source_path, debug):
     """C++ that includes the emulator header and the .cu, and exports one launcher per kernel."""
-    barriers = "true" if "__syncthreads" in cuda.source(family) else "false"
-    lines = ['#include "cuda_emu.h"', f'#include "{cuda.kernel_path(family)}"', ""]
+    lines = (["#define EMU_DEBUG"] if debug else []) + ['#include "cuda_emu.h"', f'#include "{source_path}"', ""]
     for name, params in cuda.signatures(family).items():
-        call = ", ".join(f"*({base}{'*' if is_pointer else ''}*)a[{i}]"
-                         for i, (_, base, is_pointer) in enumerate(params))
-        lines += [f'extern "C" int emu_{name}(unsigned gx, unsigned gy, unsigned gz, '
-                  f'unsigned bx, unsigned by, unsigned bz, void** a) {{',
+        barriers = "true" if kernel_needs_fibers(family, name) else "false"
+        args = []
+        for i, (pname, base, is_pointer) in enumerate(params):
+            if is_pointer and debug:
+                args.append(f'emu::ptr<{base}>(*({base}**)a[{i}], sizes[{i}], "{pname}")')
+            else:
+                args.append(f"*({base}{'*' if is_pointer else ''}*)a[{i}]")
+        lines += [f'extern "C" int emu_{name}(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, '
+                  f'unsigned bz, void** a, long long* sizes, long long* only) {{',
                   f"    return emu::launch(dim3(gx, gy, gz), dim3(bx, by, bz), {barriers}, "
-                  f"[&] {{ {name}({call}); }});",
+                  f"[&] {{ {name}({', '.join(args)}); }}, only[0], only[1], only[2], only[3], only[4], only[5]);",
                   "}", ""]
+    lines += ['extern "C" const char* emu_message() { return emu::message; }', ""]
     return "\n".join(lines)
 
 
@@ -81,30 +133,39 @@ def _shared_bytes(library_path, kernels):
     return sizes
 
 
-def _library(family):
-    if family in _libraries:
-        return _libraries[family]
+def _library(family, debug=False):
+    if (family, debug) in _libraries:
+        return _libraries[(family, debug)]
     kdir = cuda.kernel_dir()
-    wrapper = _wrapper(family)
     header = (kdir / "cuda_emu.h").read_text()
-    flags = ["-O2", "-std=c++14", "-shared", "-fPIC", "-w"]
-    digest = hashlib.sha256("\0".join([wrapper, header, cuda.source(family), " ".join(flags)]).encode()).hexdigest()
-    target = cache_dir() / f"{cuda.kernel_path(family).stem}-{digest[:16]}.so"
+    flags = ["-O0", "-g"] if debug else ["-O2"]
+    flags += ["-std=c++14", "-shared", "-fPIC", "-w"]
+    source = _debug_source(family) if debug else cuda.source(family)
+    stem = cuda.kernel_path(family).stem
+    digest = hashlib.sha256("\0".join([_wrapper(family, "K", debug), header, source, " ".join(flags)]).encode()).hexdigest()
+    target = cache_dir() / f"{stem}-{'debug-' if debug else ''}{digest[:16]}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
+            source_path = cuda.kernel_path(family)
+            if debug:
+                source_path = Path(tmp) / f"{stem}_debug.cu"
+                source_path.write_text(source)
             cpp = Path(tmp) / "kernel_emu.cpp"
-            cpp.write_text(wrapper)
+            cpp.write_text(_wrapper(family, source_path, debug))
             out = Path(tmp) / "kernel.so"
             run = subprocess.run([compiler(), *flags, "-I", str(kdir), "-o", str(out), str(cpp)],
                                  capture_output=True, text=True)
             if run.returncode != 0:
-                raise RuntimeError(f"cuda-emu: compiling {cuda.kernel_path(family)} failed:\n{run.stderr}")
+                raise RuntimeError(f"cuda-emu: compiling {cuda.kernel_path(family)}"
+                                   f"{' (debug build)' if debug else ''} failed:\n{run.stderr}")
             staged = target.with_suffix(f".{os.getpid()}.tmp")
             shutil.copyfile(out, staged)
             os.replace(staged, target)  # atomic: a parallel process never loads half a file
-    _libraries[family] = (ctypes.CDLL(str(target)), _shared_bytes(target, cuda.signatures(family)))
-    return _libraries[family]
+    library = ctypes.CDLL(str(target))
+    library.emu_message.restype = ctypes.c_char_p
+    _libraries[(family, debug)] = (library, _shared_bytes(target, cuda.signatures(family)))
+    return _libraries[(family, debug)]
 
 
 def shared_bytes(family, name):
@@ -112,25 +173,48 @@ def shared_bytes(family, name):
     return _library(family)[1].get(name, 0)
 
 
-def run(family, name, grid, block, args):
+def run(family, name, grid, block, args, debug=None, only_block=None, only_thread=None):
     """Run kernel `name` of kernels/<family>.cu over grid x block threads on NumPy arrays (the
-    arguments are checked by minialex.cuda.launch before)."""
-    library, shared = _library(family)
+    arguments are checked by minialex.cuda.launch before). See the module docstring for the
+    debugging keywords."""
+    if debug is None:
+        debug = os.environ.get("MINIALEX_EMU_DEBUG", "0") not in ("", "0")
+    if only_thread is not None and kernel_needs_fibers(family, name):
+        raise ValueError(f"{name}: only_thread runs one thread, but the kernel waits for its block or warp at "
+                         "barriers; use only_block")
+    library, shared = _library(family, debug)
     if shared.get(name, 0) > cuda.MAX_STATIC_SHARED_BYTES:
         raise cuda.LaunchError(
             f"{name}: uses too much shared data ({shared[name]} bytes, {cuda.MAX_STATIC_SHARED_BYTES} max): "
             "a GPU refuses to load it (ptxas error; CuPy raises CompileException)")
     keep = []  # ctypes values that must outlive the call
-    for arg in args:
+    sizes = (ctypes.c_longlong * max(len(args), 1))()
+    for i, arg in enumerate(args):
         if isinstance(arg, np.ndarray):
             keep.append(ctypes.c_void_p(arg.ctypes.data))
+            sizes[i] = arg.size
         else:
             keep.append(_CTYPES[type(arg)](arg))
     pointers = (ctypes.c_void_p * len(args))(*[ctypes.addressof(k) for k in keep])
+    only = (ctypes.c_longlong * 6)(*_only(only_block), *_only(only_thread))
     fn = getattr(library, f"emu_{name}")
     fn.restype = ctypes.c_int
     with _lock:
-        status = fn(*[ctypes.c_uint(v) for v in (*grid, *block)], pointers)
+        status = fn(*[ctypes.c_uint(v) for v in (*grid, *block)], pointers, sizes, only)
+        message = library.emu_message().decode()
     if status == 1:
-        raise RuntimeError(f"cuda-emu: {name}: some threads of a block returned while others waited "
-                           "at __syncthreads() (a GPU would hang or misbehave)")
+        raise RuntimeError(f"cuda-emu: {name}: some threads of a block returned while others waited at "
+                           f"__syncthreads() or a warp primitive, or they waited at different barriers (a GPU "
+                           f"would hang or misbehave){': ' + message if message else ''}")
+    if status == 2:
+        raise cuda.OutOfBoundsError(f"cuda-emu: {name}: {message}")
+
+
+def _only(where):
+    """(x, y, z) of a chosen block or thread, or (-1, 0, 0) for all."""
+    if where is None:
+        return (-1, 0, 0)
+    where = tuple(int(v) for v in where) + (0,) * (3 - len(tuple(where)))
+    if len(where) != 3 or min(where) < 0:
+        raise ValueError(f"emulator: only_block/only_thread expected 1 to 3 indices >= 0, got {where}")
+    return where

@@ -288,3 +288,120 @@ def test_emulator_without_a_compiler_says_what_to_install(monkeypatch):
     monkeypatch.setattr(emulator.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="found none .*install g\\+\\+"):
         emulator.compiler()
+
+
+# ----- debugging kernels on the emulator -----
+
+DEBUG_KERNELS = r'''
+extern "C" __global__ void mine_off_by_one(float* __restrict__ y, const float* __restrict__ x, int n)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i > n) return;                       /* should be i >= n */
+    y[i] = 2.0f * x[i];
+}
+
+extern "C" __global__ void mine_local_pointer(float* __restrict__ y, int n)
+{
+    float* row = y + threadIdx.x * 4;        /* a local pointer derived from a parameter */
+    row[4] = 1.0f;                           /* the last thread writes one row past the end */
+}
+
+extern "C" __global__ void mine_warp_sum(float* __restrict__ out, const float* __restrict__ x, int n)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    float v = i < n ? x[i] : 0.0f;
+    for (int offset = 16; offset > 0; offset /= 2)      /* a warp-shuffle tree: lane 0 gets the sum */
+        v += __shfl_down_sync(0xffffffffu, v, offset);
+    unsigned positive = __ballot_sync(0xffffffffu, i < n && x[i] > 0.0f);
+    float w = __shfl_xor_sync(0xffffffffu, (float)(threadIdx.x % 32), 1);   /* the neighbour's lane */
+    if (threadIdx.x % 32 == 0) {
+        out[3 * (i / 32)] = v;
+        out[3 * (i / 32) + 1] = (float)__popc_emu(positive);
+    }
+    if (threadIdx.x % 32 == 5) out[3 * (i / 32) + 2] = w;
+}
+
+extern "C" __global__ void mine_last_warp_only(float* __restrict__ out, const float* __restrict__ x, int n)
+{
+    __shared__ float partial[64];
+    int t = threadIdx.x;
+    partial[t] = x[t];
+    __syncthreads();
+    if (t < 32) {                             /* only warp 0 shuffles: the others are done */
+        float v = partial[t] + partial[t + 32];
+        for (int offset = 16; offset > 0; offset /= 2)
+            v += __shfl_down_sync(0xffffffffu, v, offset);
+        if (t == 0) out[0] = v;
+    }
+}
+'''
+
+
+# __popc is a device intrinsic the emulator lacks; the test counts bits with a portable loop
+_POPC = "__device__ int __popc_emu(unsigned v) { int c = 0; while (v) { c += v & 1u; v >>= 1; } return c; }\n"
+
+
+def _debug_kernels(tmp_path):
+    path = tmp_path / "mine.cu"
+    path.write_text(_POPC + DEBUG_KERNELS)
+    return str(path)
+
+
+def test_the_debug_build_reports_an_out_of_bounds_access(tmp_path):
+    path = _debug_kernels(tmp_path)
+    x, y = np.arange(64, dtype=np.float32), np.zeros(64, np.float32)
+    cuda.launch(path, "mine_off_by_one", (1,), (65,), y, x, np.int32(64))            # unchecked: no error
+    with pytest.raises(cuda.OutOfBoundsError, match=r"mine_off_by_one: x\[64\] accessed, outside its 64 elements, "
+                                                    r"by block \(0, 0, 0\) thread \(64, 0, 0\)"):
+        cuda.launch(path, "mine_off_by_one", (1,), (65,), y, x, np.int32(64), debug=True)
+    with pytest.raises(cuda.OutOfBoundsError, match=r"y\[32\] accessed, outside its 32 elements, by block "
+                                                    r"\(0, 0, 0\) thread \(7, 0, 0\)"):
+        cuda.launch(path, "mine_local_pointer", (1,), (8,), np.zeros(32, np.float32), np.int32(32), debug=True)
+    np.testing.assert_array_equal(y, 2 * x)
+
+
+def test_warp_primitives_are_emulated_per_warp(tmp_path):
+    path = _debug_kernels(tmp_path)
+    r = np.random.default_rng(12)
+    x = r.standard_normal(96).astype(np.float32)
+    for debug in (False, True):
+        out = np.zeros(9, np.float32)
+        cuda.launch(path, "mine_warp_sum", (1,), (96,), out, x, np.int32(96), debug=debug)
+        np.testing.assert_allclose(out[0::3], x.reshape(3, 32).sum(axis=1), rtol=1e-5)
+        np.testing.assert_array_equal(out[1::3], (x.reshape(3, 32) > 0).sum(axis=1))
+        np.testing.assert_array_equal(out[2::3], [4.0, 4.0, 4.0])                 # lane 5 ^ 1 = lane 4
+    out = np.zeros(1, np.float32)
+    x = r.standard_normal(64).astype(np.float32)
+    cuda.launch(path, "mine_last_warp_only", (1,), (64,), out, x, np.int32(64))
+    np.testing.assert_allclose(out[0], x.sum(), rtol=1e-5)
+
+
+def test_one_block_or_one_thread_can_run_alone(tmp_path):
+    path = _debug_kernels(tmp_path)
+    x = np.arange(64, dtype=np.float32)
+    y = np.full(64, -1.0, np.float32)
+    cuda.launch(path, "mine_off_by_one", (4,), (16,), y, x, np.int32(63), only_block=(2,))
+    np.testing.assert_array_equal(y[32:48], 2 * x[32:48])
+    assert (y[:32] == -1).all() and (y[48:] == -1).all()
+    y[:] = -1
+    cuda.launch(path, "mine_off_by_one", (4,), (16,), y, x, np.int32(63), only_thread=(3,))
+    np.testing.assert_array_equal(np.flatnonzero(y != -1), [3, 19, 35, 51])
+    with pytest.raises(ValueError, match="only_thread runs one thread, but the kernel waits"):
+        cuda.launch(path, "mine_warp_sum", (1,), (32,), np.zeros(3, np.float32), x, np.int32(32), only_thread=(0,))
+
+
+def test_the_library_kernels_pass_the_bounds_checked_build(monkeypatch):
+    """Every kernel of a train step, with each array access checked."""
+    monkeypatch.setenv("MINIALEX_EMU_DEBUG", "1")
+    test_alexnet_train_step_equals_cpu("cuda-emu")
+    test_cross_entropy_parity("cuda-emu")
+
+
+def test_check_parity_compares_a_kernel_with_its_reference():
+    errors = cuda.check_parity(lambda x, w: F.conv2d(x, w, padding=1, stride=2), [(2, 3, 9, 9), (4, 3, 3, 3)])
+    assert set(errors) == {"y", "d input 0", "d input 1"} and max(errors.values()) < 1e-4
+    with ma.cpu_path("reference"):
+        from minialex import bugs
+        with bugs.inject("relu-mask-from-output"):                 # the reference is now wrong
+            with pytest.raises(AssertionError, match=r"check_parity on cuda-emu: relative errors above .*d input 0"):
+                cuda.check_parity(F.relu, [(4, 5)])

@@ -54,3 +54,14 @@ def test_kernels_compile_with_nvcc(family, tmp_path):
     ptx = Path(tmp_path / "k.ptx").read_text()
     for name in cuda.signatures(family):
         assert f".entry {name}(" in ptx
+
+
+def test_the_emulator_test_kernels_are_real_cuda():
+    """The warp-shuffle and bounds-check kernels of tests/test_cuda.py compile for a GPU too."""
+    from .test_cuda import DEBUG_KERNELS, _POPC
+    nvrtc = _nvrtc()
+    program = nvrtc.createProgram(_POPC + DEBUG_KERNELS, "mine.cu", [], [])
+    try:
+        nvrtc.compileProgram(program, ["-arch=compute_80", "--std=c++14"])
+    except Exception as e:
+        pytest.fail(f"the test kernels do not compile: {e}\n{nvrtc.getProgramLog(program)}")
