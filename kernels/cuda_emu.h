@@ -67,6 +67,9 @@ static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 static inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
 static inline float __int_as_float(int i) { float f; memcpy(&f, &i, sizeof f); return f; }
 static inline int __float_as_int(float f) { int i; memcpy(&i, &f, sizeof i); return i; }
+static inline int __popc(unsigned int x) { return __builtin_popcount(x); }
+static inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned int)x); }
+static inline int __ffs(int x) { return __builtin_ffs(x); }
 
 /* Atomics: the threads of a launch run one at a time here, so a plain update is atomic */
 static inline float atomicAdd(float* address, float value) { float old = *address; *address += value; return old; }

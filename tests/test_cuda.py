@@ -316,7 +316,7 @@ extern "C" __global__ void mine_warp_sum(float* __restrict__ out, const float* _
     float w = __shfl_xor_sync(0xffffffffu, (float)(threadIdx.x % 32), 1);   /* the neighbour's lane */
     if (threadIdx.x % 32 == 0) {
         out[3 * (i / 32)] = v;
-        out[3 * (i / 32) + 1] = (float)__popc_emu(positive);
+        out[3 * (i / 32) + 1] = (float)count_bits(positive);
     }
     if (threadIdx.x % 32 == 5) out[3 * (i / 32) + 2] = w;
 }
@@ -337,8 +337,7 @@ extern "C" __global__ void mine_last_warp_only(float* __restrict__ out, const fl
 '''
 
 
-# __popc is a device intrinsic the emulator lacks; the test counts bits with a portable loop
-_POPC = "__device__ int __popc_emu(unsigned v) { int c = 0; while (v) { c += v & 1u; v >>= 1; } return c; }\n"
+_POPC = "__device__ int count_bits(unsigned v) { return __popc(v); }   /* a helper, as kernels have */\n"
 
 
 def _debug_kernels(tmp_path):
