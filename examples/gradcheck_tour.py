@@ -3,7 +3,16 @@
     python examples/gradcheck_tour.py
 
 For each op, in float64 on small odd shapes: the largest difference between the hand-written
-gradient and central differences (f(x+eps) - f(x-eps)) / 2eps, for every input element.
+gradient and central differences (f(x+eps) - f(x-eps)) / 2eps, for every input element. A failing
+op prints FAIL with the element ma.gradcheck names, and the tour goes on to the next one.
+
+Two inputs are chosen with care, because a central difference only measures a derivative where
+the function is smooth between x - eps and x + eps:
+- max-pool gets distinct values (a permutation): with ties (equal values in a window) a small nudge
+  changes which pixel is the max, the function has a kink there, and the numerical derivative
+  lands halfway between the two one-sided slopes while the analytic one picks a side;
+- dropout gets a fixed seed: each evaluation of f must drop the same units, or f(x+eps) and
+  f(x-eps) are two different functions and their difference means nothing.
 """
 import sys
 import time

@@ -1,10 +1,11 @@
 """The training loop written out with the library's pieces, step by step (what minialex-train does,
 without the checkpoints, pictures and guard rails).
 
-    python examples/train_alexnet.py             # alexnet-mini on the built-in data, 3 epochs, CPU
-    python examples/train_alexnet.py cuda        # the same on a GPU
+    python examples/train_alexnet.py                  # alexnet-mini on the built-in data, 3 epochs, CPU
+    python examples/train_alexnet.py --epochs 1       # a quicker look
+    python examples/train_alexnet.py --device cuda    # the same on a GPU
 """
-import sys
+import argparse
 import time
 
 import minialex as ma
@@ -35,13 +36,16 @@ def main(device="cpu", epochs=3):
     for epoch in range(1, epochs + 1):
         train_loader.set_epoch(epoch)                    # a new shuffle and new crops each epoch
         start, seen = time.perf_counter(), 0
-        for x, y in train_loader:
+        for step, (x, y) in enumerate(train_loader, 1):
             logits = model(ma.Tensor(x, device=device))  # forward: records the graph
             loss = F.cross_entropy(logits, y)            # mean softmax cross-entropy
             model.zero_grad()                            # gradients accumulate: clear last step's
             loss.backward()                              # backward: every op's hand-written gradient
             opt.step()                                   # the SGD update
             seen += len(y)
+            if step % 50 == 0 or step == len(train_loader):
+                print(f"  epoch {epoch}, step {step}/{len(train_loader)}: loss {loss.item():.3f}, "
+                      f"{seen / (time.perf_counter() - start):.0f} images/s", flush=True)
         model.eval()                                     # dropout off
         correct = total = 0
         with ma.no_grad():                               # no graph: less memory, faster
@@ -56,4 +60,8 @@ def main(device="cpu", epochs=3):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:2])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda-emu")
+    args = parser.parse_args()
+    main(args.device, args.epochs)

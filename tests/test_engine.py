@@ -200,3 +200,12 @@ def test_gradcheck_report_instead_of_raising():
     with pytest.raises(ma.GradcheckError, match=r"gradcheck of .*WrongSquare.*: input 0 element \(2,\)"):
         ma.gradcheck(lambda x: WrongSquare.apply(x), [x])
     assert ma.gradcheck(lambda y: y * y, [y], raise_exception=False).ok
+
+
+def test_the_readme_custom_op_runs_as_written(capsys):
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("class LeakyReLU(Function):")[0].rsplit("```python", 1)[1] + "class LeakyReLU(Function):" + \
+        readme.split("class LeakyReLU(Function):")[1].split("```")[0]
+    exec(compile(block, "README.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == "True"
