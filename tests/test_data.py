@@ -325,3 +325,90 @@ def test_a_statistics_cache_of_the_wrong_shape_is_rebuilt(tmp_path, monkeypatch)
         with pytest.warns(UserWarning, match="is damaged"):
             again = train._stats_for(folder)
         np.testing.assert_allclose(again["mean"], good["mean"])
+
+
+# ----- the decoded store -----
+
+def _photo_folder(tmp_path, n=10, size=(50, 37)):
+    rng = np.random.default_rng(40)
+    for i in range(n):
+        cls = tmp_path / "data" / ("a" if i % 2 else "b")
+        cls.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(cls / f"{i}.jpg", quality=90)
+    return ImageFolder(tmp_path / "data")
+
+
+STATS = {"mean": np.array([0.4, 0.5, 0.6], np.float32), "std": np.array([0.2, 0.25, 0.3], np.float32),
+         "eigvals": np.array([0.01, 0.05, 0.2], np.float32), "eigvecs": np.eye(3, dtype=np.float32)[::-1].copy()}
+
+
+def _epochs(folder, epochs, **kw):
+    out = []
+    for e in epochs:
+        loader = DataLoader(folder, Transform(16, STATS, "train"), batch_size=3, shuffle=True, drop_last=True,
+                            seed=5, **kw)
+        loader.set_epoch(e)
+        out.append(list(loader))
+    return out
+
+
+def test_the_store_gives_the_batches_decoding_gives(tmp_path, monkeypatch):
+    from minialex.data import store
+    monkeypatch.setenv("MINIALEX_STORES", str(tmp_path / "stores"))
+    folder = _photo_folder(tmp_path)
+    plain = _epochs(folder, [1, 2], cache=False, workers=2)
+    assert store.Store.find(folder, 18) is None
+    first = _epochs(folder, [1], cache=True, workers=2)              # decodes in processes, builds the store
+    built = store.Store.find(folder, 18)
+    assert built is not None and built.meta["count"] == 10
+    later = _epochs(folder, [2], cache=True, workers=0)               # from the store, no decoding
+    for a, b in zip(plain, first + later):
+        assert len(a) == len(b) == 3
+        for (xa, ya), (xb, yb) in zip(a, b):
+            np.testing.assert_array_equal(xa, xb)
+            np.testing.assert_array_equal(ya, yb)
+    a = built.image(0)
+    assert a.dtype == np.uint8 and min(a.shape[:2]) == 18 and not a.flags.writeable
+
+
+def test_an_interrupted_first_pass_leaves_no_store_and_an_edit_makes_a_new_one(tmp_path, monkeypatch):
+    from minialex.data import store
+    monkeypatch.setenv("MINIALEX_STORES", str(tmp_path / "stores"))
+    folder = _photo_folder(tmp_path)
+    loader = DataLoader(folder, Transform(16, STATS, "train"), batch_size=3, shuffle=True, workers=2)
+    for _ in loader:
+        break                                                          # stop in the middle of the first pass
+    assert store.Store.find(folder, 18) is None
+    assert not list((tmp_path / "stores").glob("*.partial-*"))
+    list(loader)
+    first_key = store.key(folder, 18)
+    assert store.Store.find(folder, 18) is not None
+    path = folder.samples[0][0]
+    Image.new("RGB", (50, 37), (1, 2, 3)).save(path)                 # an edit: the old store is not used
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert store.key(folder, 18) != first_key and store.Store.find(folder, 18) is None
+
+
+@pytest.mark.filterwarnings("ignore:skipping image")
+def test_the_first_pass_stores_unreadable_images_as_missing_and_every_image_with_drop_last(tmp_path, monkeypatch):
+    from minialex.data import store
+    monkeypatch.setenv("MINIALEX_STORES", str(tmp_path / "stores"))
+    folder = _photo_folder(tmp_path, n=7)
+    (folder.samples[2][0]).write_bytes(b"\xff\xd8 broken")
+    loader = DataLoader(folder, Transform(16, STATS, "val"), batch_size=3, shuffle=True, drop_last=True, workers=2)
+    with pytest.warns(UserWarning, match="skipping image"):
+        batches = list(loader)
+    built = store.Store.find(folder, 18)
+    assert built is not None and built.image(2) is None and sum(built.image(i) is not None for i in range(7)) == 6
+    assert sum(len(y) for _, y in batches) + loader.skipped == 6
+
+
+def test_too_little_disk_means_decoding_every_epoch(tmp_path, monkeypatch, capsys):
+    import shutil
+    from minialex.data import store
+    monkeypatch.setenv("MINIALEX_STORES", str(tmp_path / "stores"))
+    folder = _photo_folder(tmp_path)
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 100, 100))
+    loader = DataLoader(folder, Transform(16, STATS, "val"), batch_size=4)
+    assert sum(len(y) for _, y in loader) == 10
+    assert "not storing decoded images" in capsys.readouterr().out and store.Store.find(folder, 18) is None

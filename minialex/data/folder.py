@@ -29,6 +29,15 @@ MAX_ASPECT = 4.0             # longer side at most 4x the shorter
 _OPEN_LOCK = threading.Lock()
 
 
+def _fresh_lock_in_child():
+    global _OPEN_LOCK
+    _OPEN_LOCK = threading.Lock()   # a forked worker must not inherit it held by another thread
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_lock_in_child)
+
+
 def _inside(path, root):
     """Whether `path` (resolved) lies inside the folder `root` (resolved)."""
     try:
@@ -138,34 +147,47 @@ class ImageFolder:
         docstring). With min_side, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale as long as both
         sides stay >= min_side (libjpeg's draft mode: several times faster for large photos)."""
         path, label = self.samples[i]
-        try:
-            with _OPEN_LOCK, warnings.catch_warnings():  # the lock: catch_warnings is process-wide
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(path)  # reads the header only
-        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
-            self._skip(path, f"too many pixels, a possible decompression bomb ({e})")
-            return None, label
-        except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for bad files
-            self._skip(path, f"cannot be decoded ({e})")
-            return None, label
-        try:
-            with img:
-                if min_side:
-                    img.draft("RGB", (min_side, min_side))
-                w, h = img.size
-                if w * h > MAX_PIXELS:
-                    self._skip(path, f"{w}x{h} pixels, more than the {MAX_PIXELS:,} minialex decodes")
-                    return None, label
-                if max(w, h) > MAX_ASPECT * min(w, h):  # centre-crop before decoding the rest
-                    side = int(MAX_ASPECT * min(w, h))
-                    box = ((w - side) // 2, 0, (w - side) // 2 + side, h) if w > h else \
-                        (0, (h - side) // 2, w, (h - side) // 2 + side)
-                    img = img.crop(box)
-                img.load()  # decode now: a truncated file fails here, not later
-                return to_rgb8(img), label
-        except Exception as e:
-            self._skip(path, f"cannot be decoded ({e})")
-            return None, label
+        img, reason = load_image(path, min_side)
+        if img is None:
+            self._skip(path, reason)
+        return img, label
+
+
+def load_image(path, min_side=None, resize=None):
+    """(8-bit RGB PIL image, None), or (None, why it was skipped): the whole of ImageFolder.load
+    without the folder, so that worker processes can run it. With `resize`, the image comes back
+    with its shorter side resized to it (transforms.resize_shorter), converted after the resize."""
+    try:
+        with _OPEN_LOCK, warnings.catch_warnings():  # the lock: catch_warnings is process-wide
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)  # reads the header only
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        return None, f"too many pixels, a possible decompression bomb ({e})"
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for bad files
+        return None, f"cannot be decoded ({e})"
+    try:
+        with img:
+            if min_side:
+                img.draft("RGB", (min_side, min_side))
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                return None, f"{w}x{h} pixels, more than the {MAX_PIXELS:,} minialex decodes"
+            if max(w, h) > MAX_ASPECT * min(w, h):  # centre-crop before decoding the rest
+                side = int(MAX_ASPECT * min(w, h))
+                box = ((w - side) // 2, 0, (w - side) // 2 + side, h) if w > h else \
+                    (0, (h - side) // 2, w, (h - side) // 2 + side)
+                img = img.crop(box)
+            img.load()  # decode now: a truncated file fails here, not later
+            if resize and img.mode == "RGB":  # resize first: the conversion's copy is then smaller
+                from .transforms import resize_shorter
+                return resize_shorter(img, resize), None
+            rgb = to_rgb8(img)
+        if resize:
+            from .transforms import resize_shorter
+            rgb = resize_shorter(rgb, resize)
+        return rgb, None
+    except Exception as e:
+        return None, f"cannot be decoded ({e})"
 
 
 def to_rgb8(img):

@@ -81,18 +81,35 @@ class Transform:
         self.resize = resize_for(size)
 
     def __call__(self, img, rng):
-        a = to_array(resize_shorter(img, self.resize))
+        """A PIL image -> the network's input (float32, CHW; (10, 3, S, S) for ten_crop)."""
+        return self.from_array(np.asarray(resize_shorter(img, self.resize), dtype=np.uint8), rng)
+
+    def plan(self, h, w, rng):
+        """The training draws for an (h, w) image, in the order they are drawn: (top, left, flip,
+        offset), offset the PCA colour shift (3,) float32 (zeros without lighting)."""
+        top, left = rng.integers(0, h - self.size + 1), rng.integers(0, w - self.size + 1)
+        flip = bool(rng.random() < 0.5) and self.flip   # drawn either way: the same crops with or without flips
+        offset = np.zeros(3, np.float32)
+        if self.lighting:
+            alpha = rng.normal(0.0, 0.1, size=3)
+            offset = (self.stats["eigvecs"] @ (alpha * self.stats["eigvals"])).astype(np.float32)
+        return int(top), int(left), flip, offset
+
+    def from_array(self, a, rng):
+        """The same as __call__ for an image already resized to shorter side `resize`: (H, W, 3)
+        uint8, e.g. from the decoded store. Cropping before the float conversion changes nothing."""
         if self.mode == "train":
-            a = random_crop(a, self.size, rng)
-            if rng.random() < 0.5 and self.flip:    # drawn either way: the same crops with or without flips
-                a = hflip(a)
+            top, left, flip, offset = self.plan(a.shape[0], a.shape[1], rng)
+            x = to_array(a[top:top + self.size, left:left + self.size])
+            if flip:
+                x = hflip(x)
             if self.lighting:
-                a = pca_lighting(a, self.stats["eigvals"], self.stats["eigvecs"], rng)
+                x = x + offset                             # the paper's colour noise (pca_lighting)
         elif self.mode == "val":
-            a = center_crop(a, self.size)
+            x = to_array(center_crop(a, self.size))
         else:
-            a = ten_crops(a, self.size)
-        return to_chw(a, self.stats["mean"], self.stats["std"])
+            x = ten_crops(to_array(a), self.size)
+        return to_chw(x, self.stats["mean"], self.stats["std"])
 
 
 def dataset_stats(folder, max_images=1000, side=64, seed=0):
