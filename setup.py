@@ -17,7 +17,8 @@ setup(
     package_dir={"minialex.kernels": "kernels"},
     package_data={"minialex.kernels": ["*.cu", "*.h", "README.md"]},
     install_requires=["numpy>=1.24", "pillow>=9.0", "tqdm>=4.60"],
-    entry_points={"console_scripts": ["minialex-train = minialex.train:main", "minialex-audit = minialex.audit:main"]},
+    entry_points={"console_scripts": ["minialex-train = minialex.train:main", "minialex-audit = minialex.audit:main",
+                                      "minialex-prepare = minialex.prepare:main"]},
     extras_require={
         "gpu": ["cupy-cuda12x>=13"],
         # NVRTC (through CuPy) compile-checks the kernels; neither has wheels for macOS, where those

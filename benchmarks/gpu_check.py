@@ -8,7 +8,11 @@
    minialex (cuBLAS GEMM, then the hand-written tiled GEMM) and in PyTorch with TF32 off, alternating
    in one process, and reports images/s and the ratio;
 3. times each layer's forward and backward in both, and the GPU memory each allocator holds (CuPy's
-   pool total, PyTorch's peak reserved).
+   pool total, PyTorch's peak reserved);
+4. end to end: generates 10,000 training and 1,000 validation JPEGs (500x375), runs
+   `minialex-train --device cuda --arch alexnet --epochs 2 --batch-size 128` on them (decoded store
+   built in epoch 1, batches augmented on the GPU), and compares epoch 2's images/s with the train
+   step's alone (target: >= 0.9x).
 Finishes in well under 5 minutes on an H100.
 """
 import argparse
@@ -126,7 +130,7 @@ def time_steps(args, cp, torch, out):
         out.append(f"| {name} | {med * 1e3:.1f} | {n / med:.0f} | {torch_median / med:.2f} | "
                    f"{mem / 2**20:.0f} |")
     out.append("")
-    return model, tmodel, x_host, ma_step
+    return model, tmodel, x_host, ma_step, n / np.median(results["minialex (cuBLAS)"])
 
 
 def profile_step(torch, ma_step, out):
@@ -188,12 +192,51 @@ def time_layers(cp, torch, model, tmodel, x_host, out):
     out.append("")
 
 
+def end_to_end(args, step_rate, out):
+    """A whole training run on generated JPEGs against the step alone."""
+    import json
+    import shutil
+    import tempfile
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from loader import generate_parallel
+    work = Path(tempfile.mkdtemp(prefix="minialex-e2e-"))
+    try:
+        t0 = time.perf_counter()
+        generate_parallel(work / "data", args.e2e_images, "train")
+        generate_parallel(work / "data", max(args.e2e_images // 10, 100), "val")
+        made = time.perf_counter() - t0
+        env = {**os.environ, "MINIALEX_STORES": str(work / "stores"), "MINIALEX_CACHE": str(work / "cache")}
+        cmd = [sys.executable, "-m", "minialex.train", "--data", str(work / "data"), "--arch", args.e2e_arch,
+               "--device", args.e2e_device, "--epochs", "2", "--batch-size", str(args.batch), "--workers",
+               str(min(16, os.cpu_count() or 2)), "--out", str(work / "run")]
+        t0 = time.perf_counter()
+        run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=480)
+        save("e2e_train.log", run.stdout + run.stderr)
+        if run.returncode != 0:
+            raise RuntimeError(f"minialex-train exited {run.returncode}: {run.stderr[-2000:]}")
+        records = [json.loads(line) for line in (work / "run" / "metrics.jsonl").read_text().splitlines()]
+        e1, e2 = records[0]["images_per_s"], records[1]["images_per_s"]
+        out += [f"End to end (`minialex-train --device {args.e2e_device} --arch {args.e2e_arch} --epochs 2 "
+                f"--batch-size {args.batch}`, "
+                f"{args.e2e_images} generated 500x375 JPEGs made in {made:.0f} s; run {time.perf_counter() - t0:.0f} s):", "",
+                "| | images/s | x the step alone |", "|---|---|---|",
+                f"| train step alone (above) | {step_rate:.0f} | 1.00 |",
+                f"| epoch 1 (decoding into the store) | {e1:.0f} | {e1 / step_rate:.2f} |",
+                f"| epoch 2 (from the store, augmented on the GPU) | {e2:.0f} | {e2 / step_rate:.2f} |", ""]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
     parser.add_argument("--skip-tests", action="store_true")
+    parser.add_argument("--e2e-images", type=int, default=10000, help="generated JPEGs for the end-to-end run")
+    parser.add_argument("--skip-e2e", action="store_true")
+    parser.add_argument("--e2e-device", default="cuda", help=argparse.SUPPRESS)   # cpu: a dry run of the part
+    parser.add_argument("--e2e-arch", default="alexnet", help=argparse.SUPPRESS)
     args = parser.parse_args()
     import cupy as cp
     import torch
@@ -222,9 +265,14 @@ def main():
         out += [f"gpu tests: {'PASS' if status == 0 else 'FAIL'} ({summary})", ""]
     timed = section("train step", time_steps, args, cp, torch, out)
     if timed is not None:
-        model, tmodel, x_host, ma_step = timed
+        model, tmodel, x_host, ma_step = timed[:4]
         section("kernel profile", profile_step, torch, ma_step, out)
         section("per-layer times", time_layers, cp, torch, model, tmodel, x_host, out)
+        if not args.skip_e2e:
+            del model, tmodel
+            cp.get_default_memory_pool().free_all_blocks()
+            torch.cuda.empty_cache()
+            section("end to end", end_to_end, args, timed[4], out)
     text = "\n".join(out) + "\n"
     save("gpu_check.md", text)
     print(text)

@@ -31,12 +31,12 @@ from minialex.data import DataLoader, ImageFolder, Transform  # noqa: E402
 from minialex.data import store as store_module  # noqa: E402
 
 
-def generate(root, count, seed=0):
-    """`count` 500x375 photo-like JPEGs in 10 class folders."""
-    rng = np.random.default_rng(seed)
+def generate(root, count, seed=0, start=0, split="train"):
+    """`count` 500x375 photo-like JPEGs (numbered from `start`) in 10 class folders of root/split."""
+    rng = np.random.default_rng([seed, start])
     yy, xx = np.mgrid[0:375, 0:500].astype(np.float32)
-    for i in range(count):
-        folder = root / "train" / f"class{i % 10}"
+    for i in range(start, start + count):
+        folder = root / split / f"class{i % 10}"
         folder.mkdir(parents=True, exist_ok=True)
         base = np.stack([c0 + c1 * xx / 500 + c2 * yy / 375 for c0, c1, c2 in rng.uniform(-80, 200, (3, 3))], -1)
         base += rng.normal(0, 6, base.shape).astype(np.float32)                  # sensor noise, some texture
@@ -46,7 +46,16 @@ def generate(root, count, seed=0):
             x, y, r = rng.integers(0, 500), rng.integers(0, 375), rng.integers(10, 90)
             draw.ellipse([x - r, y - r, x + r, y + r], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
         img.save(folder / f"{i:05d}.jpg", quality=90)
-    return root / "train"
+    return root / split
+
+
+def generate_parallel(root, count, split="train", workers=None):
+    """generate() split over processes, in chunks of 200 images."""
+    from concurrent.futures import ProcessPoolExecutor
+    chunks = [(root, min(200, count - s), 0, s, split) for s in range(0, count, 200)]
+    with ProcessPoolExecutor(workers or os.cpu_count()) as pool:
+        list(pool.map(generate, *zip(*chunks)))
+    return root / split
 
 
 STATS = {"mean": np.array([0.45, 0.45, 0.45], np.float32), "std": np.array([0.25, 0.25, 0.25], np.float32),

@@ -10,7 +10,8 @@ geometry against a GPU's limits, then runs it:
 
 The checks are the ones a careful CuPy call needs, because CuPy checks nothing: it passes a Python
 int as 64 bits and a float64 array's bytes as floats. So an `int` parameter takes np.int32, a
-`float` np.float32, an `unsigned int` np.uint32, and a `float*` a C-contiguous float32 array;
+`float` np.float32, an `unsigned int` np.uint32, an `unsigned char` np.uint8, and a `float*` a
+C-contiguous float32 array (an `unsigned char*` a uint8 one);
 anything else is a TypeError naming the kernel, the parameter and both types. A grid or block a
 GPU refuses (more than 1024 threads in a block, grid y or z above 65535, an empty grid) is a
 LaunchError on every device, as CuPy's CUDA_ERROR_INVALID_VALUE would be on a GPU.
@@ -73,7 +74,8 @@ def _is_array(value):
 
 # ----- signatures -----
 
-_DTYPES = {"int": np.int32, "unsigned int": np.uint32, "float": np.float32}  # of a scalar or a pointee
+_DTYPES = {"int": np.int32, "unsigned int": np.uint32, "float": np.float32,   # of a scalar or a pointee
+           "unsigned char": np.uint8}
 _KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)')
 
 
@@ -85,7 +87,8 @@ def _parse_param(text, kernel):
     base = " ".join(w for w in words[:-1] if w not in ("const", "__restrict__", "*"))
     if base not in _DTYPES:
         raise ValueError(f"{kernel}: parameter {name} has type {base}{'*' if is_pointer else ''}; minialex.cuda "
-                         f"launches kernels whose parameters are int, unsigned int, float or pointers to them")
+                         f"launches kernels whose parameters are int, unsigned int, float, unsigned char or "
+                         f"pointers to them")
     return name, base, is_pointer
 
 

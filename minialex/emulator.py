@@ -34,7 +34,7 @@ from .paths import cache_root
 
 _libraries = {}          # (family, debug) -> (ctypes library, {kernel: static shared bytes})
 _lock = threading.Lock()  # the emulator's built-ins (threadIdx, ...) are process-wide
-_CTYPES = {np.int32: ctypes.c_int32, np.uint32: ctypes.c_uint32, np.float32: ctypes.c_float}
+_CTYPES = {np.int32: ctypes.c_int32, np.uint32: ctypes.c_uint32, np.float32: ctypes.c_float, np.uint8: ctypes.c_uint8}
 
 
 def cache_dir():
@@ -49,7 +49,7 @@ def compiler():
                        "(set CXX, or install g++: apt-get install g++)")
 
 
-_POINTER = re.compile(r"\b(const\s+)?(float|double|int|unsigned int|unsigned|long long|char)\s*\*\s*"
+_POINTER = re.compile(r"\b(const\s+)?(float|double|int|unsigned int|unsigned char|unsigned|long long|char)\s*\*\s*"
                       r"(?:__restrict__\s*)?(?=[A-Za-z_])")
 
 

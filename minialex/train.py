@@ -10,8 +10,10 @@
 (default: a new folder runs/<arch>-<date>-<time>): metrics.jsonl (one JSON object per epoch),
 last.npz and best.npz (atomic checkpoints), and the pictures filters.png (conv1's filters),
 curves.png and predictions.png. A checkpoint records every setting of its run: --resume CKPT alone
-continues it exactly; only --epochs, --workers, --device, --out, --stall-steps, --data, --eval-only
-and --ten-crop may change between invocations. Bad input ends with one line
+continues it exactly; only --epochs, --workers, --device, --out, --stall-steps, --data, --eval-only,
+--ten-crop and --no-cache may change between invocations. Images are decoded once, in the first
+epoch, into a decoded store in the cache folder (minialex/data/store.py; minialex-prepare DATA
+builds it ahead); --no-cache decodes every epoch instead. Bad input ends with one line
 "minialex-train: error: ..." and exit status 2, before any work.
 """
 import argparse
@@ -115,6 +117,8 @@ def build_parser():
     p.add_argument("--overwrite", action="store_true", help="allow an --out that already holds a run")
     p.add_argument("--eval-only", action="store_true", help="evaluate the --resume checkpoint and stop")
     p.add_argument("--ten-crop", action="store_true", help="also evaluate with the paper's 10 crops")
+    p.add_argument("--no-cache", action="store_true",
+                   help="decode every image every epoch instead of once into the decoded store")
     p.add_argument("--stall-steps", type=int,
                    help="warn when the loss is still at ln(classes) after this many steps (300)")
     return p
@@ -166,7 +170,7 @@ def resolve(args, given, ckpt):
     for key in ("data", "out", "resume"):
         if key not in given:
             setattr(args, key, None)
-    for key in ("overwrite", "eval_only", "ten_crop"):
+    for key in ("overwrite", "eval_only", "ten_crop", "no_cache"):
         setattr(args, key, key in given)
     return args
 
@@ -337,6 +341,30 @@ def _json_record(record):
     return checkpoint.strict_json(record)
 
 
+def _loader(args, folder, transform, train=False):
+    """The fastest loader for the device: images decoded once (the decoded store, unless
+    --no-cache), batches made on a GPU from uint8 crops (kernels/augment.cu)."""
+    on_gpu = backend.is_gpu(args.device)
+    return DataLoader(folder, transform, args.batch_size, shuffle=train, drop_last=train, workers=args.workers,
+                      seed=args.seed if train else 0, cache=not args.no_cache, device=args.device if on_gpu else None)
+
+
+def _store_line(args, r):
+    """What the decoded store does this run."""
+    from .data import store
+    if args.no_cache:
+        return "decoding every epoch (--no-cache)"
+    resize = resize_for(r.size)
+    if store.Store.find(r.train_set, resize) is not None:
+        return "decoded images from the store"
+    gib = store.estimated_bytes(len(r.train_set) + len(r.val_set), resize) / 2**30
+    return f"decoding once into the store during epoch 1 (about {gib:.1f} GiB in {store.store_root()})"
+
+
+def _on_device(x, device):
+    return x if isinstance(x, Tensor) else Tensor(x, device=device)
+
+
 def _say(text):
     """print to stdout; a closed pipe (`minialex-train ... | head`) silences it instead of ending the run."""
     try:
@@ -391,7 +419,7 @@ def evaluate(model, loader, device, ten_crop=False):
                 loss_sum += float(-np.log(np.maximum(probs[np.arange(b), y], 1e-12)).sum())
                 scores = probs
             else:
-                out = model(Tensor(x, device=device))
+                out = model(_on_device(x, device))
                 loss_sum += F.cross_entropy(out, y).item() * len(y)
                 scores = out.numpy()
             k = min(5, scores.shape[1])
@@ -628,7 +656,7 @@ def train_epoch(run, epoch, loader):
         for k, (x, y) in enumerate(loader):
             sampled = k == sampled_at
             with run.diag.recording() if sampled else contextlib.nullcontext():
-                logits = model(Tensor(x, device=args.device))
+                logits = model(_on_device(x, args.device))
             loss = F.cross_entropy(logits, y)
             value = loss.item()
             if run.step == 0 and run.epoch == 0:
@@ -773,7 +801,7 @@ def run(args, given=None):
             return []
         args = r.args
         if args.eval_only:
-            val_loader = DataLoader(r.val_set, Transform(r.size, r.stats, "val"), args.batch_size, workers=args.workers)
+            val_loader = _loader(args, r.val_set, Transform(r.size, r.stats, "val"))
             loss, top1, top5 = evaluate(r.model, val_loader, args.device)
             _say(f"val (centre crop): loss {loss:.4f}  top-1 {top1:.2%}  top-5 {top5:.2%}")
             if args.ten_crop:
@@ -786,15 +814,14 @@ def run(args, given=None):
 
 
 def _train(r, args):
-    train_loader = DataLoader(r.train_set, Transform(r.size, r.stats, "train", args.flip, args.lighting),
-                              args.batch_size, shuffle=True, drop_last=True, workers=args.workers, seed=args.seed)
-    val_loader = DataLoader(r.val_set, Transform(r.size, r.stats, "val"), args.batch_size, workers=args.workers)
+    train_loader = _loader(args, r.train_set, Transform(r.size, r.stats, "train", args.flip, args.lighting), train=True)
+    val_loader = _loader(args, r.val_set, Transform(r.size, r.stats, "val"))
     for name in r.folder.stale:  # --overwrite: the old run's files go now that every check has passed
         (r.out / name).unlink(missing_ok=True)
     if args.resume:
         _rewrite_metrics(r)
     _say(f"data: {len(r.train_set)} training and {len(r.val_set)} validation images, {len(r.train_set.classes)} "
-          f"classes ({r.train_set.root.parent})")
+          f"classes ({r.train_set.root.parent}); " + _store_line(args, r))
     _say(f"model: {args.arch} on {args.device}, init {args.init}\n{summary(r.model, args.batch_size, args.device)}")
     _say(f"training epochs {r.epoch + 1}..{args.epochs} into {r.out}")
     epoch = r.epoch + 1
@@ -815,7 +842,7 @@ def _train(r, args):
 
 def _ten_crop_report(model, val_set, stats, size, args):
     loader = DataLoader(val_set, Transform(size, stats, "ten_crop"), max(1, args.batch_size // 10),
-                        workers=args.workers)
+                        workers=args.workers, cache=not args.no_cache)
     loss, top1, top5 = evaluate(model, loader, args.device, ten_crop=True)
     _say(f"val (10 crops): loss {loss:.4f}  top-1 {top1:.2%}  top-5 {top5:.2%}")
 

@@ -412,3 +412,49 @@ def test_too_little_disk_means_decoding_every_epoch(tmp_path, monkeypatch, capsy
     loader = DataLoader(folder, Transform(16, STATS, "val"), batch_size=4)
     assert sum(len(y) for _, y in loader) == 10
     assert "not storing decoded images" in capsys.readouterr().out and store.Store.find(folder, 18) is None
+
+
+def test_device_batches_on_the_emulator_equal_the_host_batches(tmp_path, monkeypatch):
+    """kernels/augment.cu against its NumPy reference: the same batches bit for bit, train and val."""
+    import minialex as ma
+    from minialex.data.augment import augment_batch
+    monkeypatch.setenv("MINIALEX_STORES", str(tmp_path / "stores"))
+    folder = _photo_folder(tmp_path)
+    for mode in ("train", "val"):
+        host = _epochs(folder, [1, 2], cache=True, workers=0) if mode == "train" else None
+        for epoch in (1, 2):
+            kw = dict(batch_size=3, shuffle=True, drop_last=True, seed=5, workers=0)
+            t = Transform(16, STATS, mode)
+            dev = DataLoader(folder, t, device="cuda-emu", **kw)
+            dev.set_epoch(epoch)
+            cpu = DataLoader(folder, t, **kw)
+            cpu.set_epoch(epoch)
+            got, want = list(dev), list(cpu)
+            assert len(got) == len(want) == 3
+            for (xd, yd), (xc, yc) in zip(got, want):
+                assert isinstance(xd, ma.Tensor) and xd.device == "cuda-emu" and xd.dtype == np.float32
+                np.testing.assert_array_equal(xd.numpy(), xc)
+                np.testing.assert_array_equal(yd, yc)
+            if host is not None:
+                for (xh, _), (xc, _) in zip(host[epoch - 1], want):
+                    np.testing.assert_array_equal(xh, xc)
+    r = np.random.default_rng(3)
+    crops = r.integers(0, 256, (4, 5, 5, 3), dtype=np.uint8)
+    flips, offsets = np.array([True, False, True, False]), r.normal(0, 0.1, (4, 3)).astype(np.float32)
+    from minialex.cpu.augment import augment_batch as fast
+    np.testing.assert_array_equal(fast(crops.copy(), flips, offsets, STATS["mean"], STATS["std"]),
+                                  augment_batch(crops, flips, offsets, STATS["mean"], STATS["std"]))
+
+
+def test_minialex_prepare_builds_the_stores_that_training_then_finds(tmp_path, monkeypatch, capsys):
+    from minialex import prepare
+    from minialex.data import make_synthetic, store
+    monkeypatch.setenv("MINIALEX_STORES", str(tmp_path / "stores"))
+    data = make_synthetic(tmp_path / "tiny", train_per_class=3, val_per_class=1, quiet=True)
+    assert prepare.main([str(data), "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "train: 30 images" in out and "val: 10 images" in out and "built in" in out
+    train = ImageFolder(data / "train")
+    found = store.Store.find(train, 72)
+    assert found is not None and found.image(0).shape[:2] in ((72, 72),)
+    assert prepare.main([str(data)]) == 0 and capsys.readouterr().out.count("already there") == 2
