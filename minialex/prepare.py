@@ -33,8 +33,11 @@ def prepare(folder, size, workers):
         return found, 0.0, False
     t0 = time.perf_counter()
     loader = DataLoader(folder, Transform(size, NEUTRAL, "val"), batch_size=256, workers=workers)
-    for _ in loader:                                   # the first pass fills the store
-        pass
+    from tqdm import tqdm
+    with tqdm(total=len(folder), desc=f"decoding {folder.root}", unit="img", disable=not sys.stderr.isatty(),
+              mininterval=0.5) as bar:
+        for _, y in loader:                            # the first pass fills the store
+            bar.update(len(y))
     return loader.store, time.perf_counter() - t0, True
 
 
@@ -44,7 +47,7 @@ def main(argv=None):
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("data", help="a folder with train/ and val/ class folders")
     p.add_argument("--arch", choices=sorted(SIZES), default="alexnet-mini")
-    p.add_argument("--workers", type=int, default=2, help="processes decoding images (2)")
+    p.add_argument("--workers", type=int, default=2, help="threads (up to 4) or processes decoding images (2)")
     args = p.parse_args(argv)
     if args.workers < 0:
         p.error(f"--workers expected an integer >= 0, got {args.workers}")

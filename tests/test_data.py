@@ -353,12 +353,19 @@ def _epochs(folder, epochs, **kw):
 
 
 def test_the_store_gives_the_batches_decoding_gives(tmp_path, monkeypatch):
+    import shutil
     from minialex.data import store
     monkeypatch.setenv("MINIALEX_STORES", str(tmp_path / "stores"))
     folder = _photo_folder(tmp_path)
     plain = _epochs(folder, [1, 2], cache=False, workers=2)
     assert store.Store.find(folder, 18) is None
-    first = _epochs(folder, [1], cache=True, workers=2)              # decodes in processes, builds the store
+    first = _epochs(folder, [1], cache=True, workers=2)              # decodes in threads, builds the store
+    for path in (tmp_path / "stores").iterdir():
+        shutil.rmtree(path)
+    again = _epochs(folder, [1], cache=True, workers=5)              # in worker processes
+    for (xa, ya), (xb, yb) in zip(first[0], again[0]):
+        np.testing.assert_array_equal(xa, xb)
+    assert len(store.Store.find(folder, 18).meta["files"]) >= 2      # each process its own pixels file
     built = store.Store.find(folder, 18)
     assert built is not None and built.meta["count"] == 10
     later = _epochs(folder, [2], cache=True, workers=0)               # from the store, no decoding

@@ -132,7 +132,7 @@ class DataLoader:
             a = store.image(i)
             if a is None:
                 return None
-            return _row_from_array(transform, a, self._rng(i), self.folder.samples[i][1])
+            return _row_from_array(transform, a, self._rng(i), self.folder.samples[i][1], self.device is None)
         _, batches = self._batches()
         return [lambda b=b: self._rows([row(i) for i in b]) for b in batches], lambda done: None
 
@@ -144,7 +144,7 @@ class DataLoader:
             if img is None:
                 return None
             return _row_from_array(transform, np.asarray(resize_shorter(img, transform.resize), np.uint8),
-                                   self._rng(i), label)
+                                   self._rng(i), label, self.device is None)
         _, batches = self._batches()
         pool = ThreadPoolExecutor(max(self.workers, 1))
         return [lambda b=b: self._rows(list(pool.map(row, b))) for b in batches], lambda done: pool.shutdown(wait=True)
@@ -160,7 +160,8 @@ class DataLoader:
         tail = [int(i) for i in order[sum(len(b) for b in batches):]]   # images no batch uses (drop_last)
         jobs = [int(i) for b in batches for i in b] + tail
         tasks = [(str(self.folder.samples[i][0]), i, self.folder.samples[i][1]) for i in jobs]
-        decode = _Decoder(self.transform, builder.tmp, (self.seed, self.epoch), self.workers)
+        decode = _Decoder(self.transform, builder.tmp, (self.seed, self.epoch), self.workers, self.device is None,
+                          window=(self.prefetch + 2) * self.batch_size)
         results = decode.run(tasks)
 
         def take(count):  # the makers run one at a time, in order, as the results come
@@ -185,8 +186,9 @@ class DataLoader:
         return [lambda n=len(b): take(n) for b in batches] + [finish], cleanup
 
 
-def _row_from_array(transform, a, rng, label):
-    """(crop, flip, offset, label) of one resized image, or (sample, label) for ten_crop."""
+def _row_from_array(transform, a, rng, label, flip_here):
+    """(crop, flip, offset, label) of one resized image, or (sample, label) for ten_crop. With
+    flip_here the crop is mirrored while it is copied out (flip then False): free on the host."""
     if transform.mode == "ten_crop":
         return transform.from_array(a, rng), label
     if transform.mode == "train":
@@ -194,7 +196,10 @@ def _row_from_array(transform, a, rng, label):
     else:
         top, left = (a.shape[0] - transform.size) // 2, (a.shape[1] - transform.size) // 2
         flip, offset = False, np.zeros(3, np.float32)
-    return np.ascontiguousarray(a[top:top + transform.size, left:left + transform.size]), flip, offset, label
+    crop = a[top:top + transform.size, left:left + transform.size]
+    if flip and flip_here:
+        crop, flip = crop[:, ::-1], False
+    return np.ascontiguousarray(crop), flip, offset, label
 
 
 def augment_rows(crops, flips, offsets, transform):
@@ -202,27 +207,40 @@ def augment_rows(crops, flips, offsets, transform):
     return fast_augment.augment_batch(crops, flips, offsets, transform.stats["mean"], transform.stats["std"])
 
 
-def _decode_task(transform, store_dir, seed_epoch, path, i, label):
+def _decode_task(transform, store_dir, seed_epoch, flip_here, path, i, label):
     """In a worker process: decode image i, append it to the store being built, cut its crop.
     Returns (i, (file, offset, h, w), reason, row)."""
     array, reason = decoded(path, transform.resize)
     if array is None:
         return i, (None, 0, 0, 0), reason, None
     name, offset = append_pixels(store_dir, array)
-    row = _row_from_array(transform, array, np.random.default_rng([*seed_epoch, i]), label)
+    row = _row_from_array(transform, array, np.random.default_rng([*seed_epoch, i]), label, flip_here)
     return i, (name, offset, *array.shape[:2]), None, row
 
 
-class _Decoder:
-    """Runs _decode_task over the images in worker processes, results in the order asked, with a
-    bounded number in flight (memory stays bounded however large the data set)."""
+THREADS_UP_TO = 4  # decoding threads up to this many workers, processes beyond
 
-    def __init__(self, transform, store_dir, seed_epoch, workers):
+
+class _Decoder:
+    """Runs _decode_task over the images, results in the order asked, with a bounded number in
+    flight (a few batches' worth: memory stays bounded however large the data set, and the workers
+    keep decoding while the batches ahead wait for their consumer).
+
+    Up to THREADS_UP_TO workers are threads: Pillow lets go of the GIL while it decodes and resizes,
+    and threads share the crops without copying them between processes (on the 2-core machine, 2
+    threads made the first pass about 1.2x faster than 2 processes: benchmarks/RESULTS.md). More
+    workers are processes, since the Python work around each image, small as it is, would make the
+    GIL the limit at thousands of images per second. A process pool forks where it can (Linux: no
+    re-import of the main script); the one lock a worker takes, folder._OPEN_LOCK, is made anew in
+    a forked child. Each process appends to its own pixels file of the store."""
+
+    def __init__(self, transform, store_dir, seed_epoch, workers, flip_here, window=64):
         self.transform, self.store_dir, self.seed_epoch = transform, str(store_dir), tuple(int(v) for v in seed_epoch)
-        self.workers, self.pool = workers, None
+        self.workers, self.flip_here, self.pool = workers, flip_here, None
+        self.window = max(window, 4 * workers + 8)   # enough queued that the workers never wait for us
 
     def run(self, tasks):
-        args = (self.transform, self.store_dir, self.seed_epoch)
+        args = (self.transform, self.store_dir, self.seed_epoch, self.flip_here)
         if self.workers == 0:
             for path, i, label in tasks:
                 yield _decode_task(*args, path, i, label)
@@ -230,13 +248,16 @@ class _Decoder:
         # fork where there is one (Linux): fast, and no re-import of the main script (a script
         # without an `if __name__ == "__main__"` guard, stdin, a notebook); the only lock a worker
         # takes, folder._OPEN_LOCK, is made anew in a forked child. spawn elsewhere.
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        self.pool = ProcessPoolExecutor(self.workers, mp_context=context)
+        if self.workers <= THREADS_UP_TO:
+            self.pool = ThreadPoolExecutor(self.workers)
+        else:
+            methods = multiprocessing.get_all_start_methods()
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(
+                "fork" if "fork" in methods else "spawn"))
         window, it = deque(), iter(tasks)
         for task in it:
             window.append(self.pool.submit(_decode_task, *args, *task))
-            if len(window) >= 4 * self.workers + 8:
+            if len(window) >= self.window:
                 break
         for task in it:
             yield window.popleft().result()

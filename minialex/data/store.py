@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -55,11 +56,24 @@ def decoded(path, resize):
     return np.asarray(img, dtype=np.uint8), None
 
 
+_append_lock = threading.Lock()
+
+
+def _fresh_lock_in_child():
+    global _append_lock
+    _append_lock = threading.Lock()   # a forked worker must not inherit it held by another thread
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_lock_in_child)
+
+
 def append_pixels(folder, array):
     """Append an image's bytes to this process's pixels file in a store being built; returns
-    (file name, offset). Each worker process writes its own file, so no two write to one."""
+    (file name, offset). Each worker process writes its own file; threads of one process take
+    turns (a lock), so no two writers share a file position."""
     name = f"pixels.{os.getpid()}.u8"
-    with open(Path(folder) / name, "ab") as f:
+    with _append_lock, open(Path(folder) / name, "ab") as f:
         offset = f.tell()
         f.write(memoryview(np.ascontiguousarray(array, np.uint8)).cast("B"))
     return name, offset
