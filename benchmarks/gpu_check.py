@@ -152,6 +152,33 @@ def profile_step(torch, ma_step, out):
     out.append("")
 
 
+def step_overhead(cp, torch, ma_step, out):
+    """The engine's per-step host work: the time Python takes to issue one step (no sync inside)
+    against the time the GPU takes to run it, and how many kernels one step launches."""
+    from torch.profiler import ProfilerActivity, profile
+    sync = cp.cuda.Device().synchronize
+    issue, total = [], []
+    for _ in range(5):
+        sync()
+        t0 = time.perf_counter()
+        ma_step()
+        t1 = time.perf_counter()
+        sync()
+        issue.append(t1 - t0)
+        total.append(time.perf_counter() - t0)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        ma_step()
+        torch.cuda.synchronize()
+    launches = sum(e.count for e in prof.key_averages())  # CUDA activity only: kernels and copies
+    med_issue, med_total = np.median(issue), np.median(total)
+    out += [f"Per-step host work (batch as above): issuing a step takes {med_issue * 1e3:.1f} ms of Python "
+            f"(median of 5, spread {min(issue) * 1e3:.1f}-{max(issue) * 1e3:.1f}), the whole step "
+            f"{med_total * 1e3:.1f} ms; {launches} GPU kernels and copies a step, "
+            f"{med_issue / max(launches, 1) * 1e6:.0f} us of host time each. The host is "
+            f"{'not ' if med_issue < 0.5 * med_total else ''}the bound "
+            f"({med_issue / med_total:.0%} of the step).", ""]
+
+
 def time_layers(cp, torch, model, tmodel, x_host, out):
     """Per layer: the same input into each layer of both, forward then backward, synchronised."""
     sync = cp.cuda.Device().synchronize
@@ -267,6 +294,7 @@ def main():
     if timed is not None:
         model, tmodel, x_host, ma_step = timed[:4]
         section("kernel profile", profile_step, torch, ma_step, out)
+        section("step overhead", step_overhead, cp, torch, ma_step, out)
         section("per-layer times", time_layers, cp, torch, model, tmodel, x_host, out)
         if not args.skip_e2e:
             del model, tmodel

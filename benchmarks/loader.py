@@ -6,7 +6,7 @@
 Generated photo-like JPEGs (smooth gradients, shapes, some texture; 500x375, quality 90, 10
 classes) are read with the paper's training transform for 227x227 crops (shorter side to 256,
 random crop, flip, PCA lighting, normalisation) into float32 NCHW batches. Each round, in one
-process, alternating: minialex's first pass (decoding in worker processes while it builds the
+process, alternating: minialex's first pass (decoding in worker threads while it builds the
 decoded store; the store is deleted before each round), a PyTorch epoch, minialex's later epoch
 (crops from the store), another PyTorch epoch. PyTorch's DataLoader runs the same ImageFolder and
 Transform (Pillow decoding) in `--workers` worker processes. Printed: the median images/s of each

@@ -54,8 +54,11 @@ def parallel(fn, n, elements):
     `elements` is the pass's size: small ones (and calls from inside a slice) stay on this thread.
     An exception in any slice is raised here, after every slice has finished.
     """
+    if elements < PARALLEL_MIN_ELEMENTS or getattr(_inside, "busy", False):
+        fn(0, n)
+        return
     parts = min(cpu_threads(), n)
-    if parts <= 1 or elements < PARALLEL_MIN_ELEMENTS or getattr(_inside, "busy", False):
+    if parts <= 1:
         fn(0, n)
         return
     executor = _pool(parts - 1)
