@@ -3,11 +3,13 @@
     python benchmarks/cpu.py                 # alexnet at batch 16 and alexnet-mini at batch 64
     python benchmarks/cpu.py --reps 7 --skip-mini
     python benchmarks/cpu.py --no-reference  # only the fast CPU path (the reference is slow on alexnet)
+    python benchmarks/cpu.py --algorithm winograd   # every stride-1 convolution by Winograd, largest tiles
 
 In ONE process, alternating minialex's fast CPU path, its reference path (the plain NumPy spec of
 each op) and PyTorch step by step (so all see the same machine state), after a warm-up: the min
 and median step time of each, the ratio minialex / PyTorch per repetition (its median is the
-headline), a per-layer forward/backward breakdown for minialex's fast path, the share of
+headline), a per-layer forward/backward breakdown for minialex's fast path (with each convolution's
+algorithm, and PyTorch's time for the same layer on the same input), the share of
 the step spent in matrix products (every np.matmul call timed inside the real step) versus everything
 else, and the peak memory (RSS) of each
 library's steps, measured in a fresh child process so one does not inherit the other's peak.
@@ -34,10 +36,15 @@ TUNED = ma.cpu.tune()  # malloc and OpenBLAS settings for training (minialex/cpu
 CONFIGS = {"alexnet": 16, "alexnet-mini": 64}
 
 
+ALGORITHM = "auto"  # --algorithm: for the stride-1 convolutions (conv1 is strided: always im2col)
+
+
 def make_minialex(arch, batch, path="fast"):
     ma.set_cpu_path(path)
     ma.manual_seed(0)
     model = ma.models.AlexNet(1000) if arch == "alexnet" else ma.models.AlexNet.mini(10)
+    for i in range(2, 6):
+        getattr(model, f"conv{i}").algorithm = ALGORITHM
     opt = ma.optim.SGD(model.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
     rng = np.random.default_rng(0)
     x = ma.Tensor(rng.standard_normal((batch, 3, model.input_size, model.input_size)).astype(np.float32))
@@ -122,12 +129,39 @@ def gemm_shares(step, reps):  # of the fast path
     return shares
 
 
-def breakdown(model, batch):
-    """Per layer of minialex: forward and backward seconds, and the seconds of matrix products in them."""
+def algorithm_of(out):
+    """Which convolution ran: "im2col", or "winograd F(mxm, rxr)" from the op's cache."""
+    kind = type(out._ctx).__name__ if out._ctx is not None else ""
+    if kind == "WinogradConv2d":
+        cache = out._ctx.cache
+        (mh, mw), (kh, kw) = cache.tile, cache.w.shape[2:]
+        return f"winograd F({mh}x{mw}, {kh}x{kw})"
+    return "im2col" if kind == "Conv2d" else ""
+
+
+def torch_layer_seconds(layer, h):
+    """Forward and backward seconds of one PyTorch layer on input h (best of 3)."""
+    import torch
+    best = (float("inf"), 0.0, 0.0)
+    for _ in range(3):
+        x = torch.tensor(h, requires_grad=True)
+        t0 = time.perf_counter()
+        out = layer(x)
+        t1 = time.perf_counter()
+        out.backward(torch.ones_like(out))
+        t2 = time.perf_counter()
+        best = min(best, (t2 - t0, t1 - t0, t2 - t1))
+    return best[1], best[2]
+
+
+def breakdown(model, batch, tmodel=None):
+    """Per layer of minialex: forward and backward seconds, the seconds of matrix products in them,
+    the convolution algorithm, and (with tmodel, the same layers in PyTorch's order) PyTorch's
+    forward + backward seconds on the same input."""
     rng = np.random.default_rng(1)
     h = rng.standard_normal((batch, 3, model.input_size, model.input_size)).astype(np.float32)
     rows = []
-    for name in model.layer_order:
+    for i, name in enumerate(model.layer_order):
         layer = getattr(model, name)
         fwd, bwd, gemm = [], [], []
         for _ in range(3):
@@ -137,13 +171,15 @@ def breakdown(model, batch):
                 t0 = time.perf_counter()
                 out = layer(x)
                 t1 = time.perf_counter()
+                algorithm = algorithm_of(out)
                 out.backward(np.ones(out.shape, np.float32))
                 t2 = time.perf_counter()
             fwd.append(t1 - t0)
             bwd.append(t2 - t1)
             gemm.append(clock.seconds)
         best = int(np.argmin(np.add(fwd, bwd)))
-        rows.append((name, fwd[best], bwd[best], gemm[best]))
+        theirs = sum(torch_layer_seconds(tmodel[i], h)) if tmodel is not None else float("nan")
+        rows.append((name, fwd[best], bwd[best], gemm[best], algorithm, theirs))
         h = out.numpy()
     return rows
 
@@ -153,7 +189,7 @@ def peak_rss(lib, arch, batch):
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent through fork and exec.
     make = f"make_minialex({arch!r}, {batch}, {lib[9:]!r})" if lib.startswith("minialex") else \
         f"make_torch({arch!r}, {batch})"
-    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import cpu; "
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import cpu; cpu.ALGORITHM = {ALGORITHM!r}; "
             f"m, s = cpu.{make}; [s() for _ in range(3)]; "
             f"print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -168,7 +204,11 @@ def main():
     p.add_argument("--skip-mini", action="store_true")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--no-reference", action="store_true", help="skip the reference CPU path's row")
+    p.add_argument("--algorithm", choices=["auto", "im2col", "winograd"], default="auto",
+                   help="convolution algorithm of conv2 - conv5 (default: auto, as the model)")
     args = p.parse_args()
+    global ALGORITHM
+    ALGORITHM = args.algorithm
     try:
         import torch
         torch.set_num_threads(os.cpu_count())
@@ -177,7 +217,7 @@ def main():
         print("PyTorch is not installed: timing minialex alone (pip install torch to compare)")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}"
           + (f", torch {torch.__version__}" if torch else "") + f", {time.strftime('%Y-%m-%d')}; minialex "
-          f"threads {ma.cpu.cpu_threads()}, CPU path {ma.get_cpu_path()}, tune: {TUNED}")
+          f"threads {ma.cpu.cpu_threads()}, CPU path {ma.get_cpu_path()}, conv2 - conv5 algorithm {ALGORITHM}, tune: {TUNED}")
     for arch, batch in CONFIGS.items():
         if args.skip_mini and arch == "alexnet-mini":
             continue
@@ -186,8 +226,9 @@ def main():
         if not args.no_reference:
             steps["minialex (reference path)"] = make_minialex(arch, batch, "reference")[1]
         ma.set_cpu_path("fast")
+        tmodel = None
         if torch:
-            steps["PyTorch"] = make_torch(arch, batch)[1]
+            tmodel, steps["PyTorch"] = make_torch(arch, batch)
         for s in steps.values():
             s()  # warm-up
         times = {k: [] for k in steps}
@@ -206,12 +247,14 @@ def main():
                 print(f"\n{k} / PyTorch step time: median {np.median(ratios):.2f} (per rep: "
                       f"{', '.join(f'{r:.2f}' for r in ratios)})")
         others = [1 - share for share in gemm_shares(ma_step, args.reps)]
-        rows = breakdown(model, batch)
-        total = sum(f + b for _, f, b, _ in rows)
-        gemm = sum(g for *_, g in rows)
-        print("\n| layer | forward (ms) | backward (ms) | of which GEMM (ms) |\n|---|---|---|---|")
-        for name, f, b, g in rows:
-            print(f"| {name} | {f * 1e3:.1f} | {b * 1e3:.1f} | {g * 1e3:.1f} |")
+        rows = breakdown(model, batch, tmodel)
+        total = sum(r[1] + r[2] for r in rows)
+        gemm = sum(r[3] for r in rows)
+        print("\n| layer | algorithm | forward (ms) | backward (ms) | of which GEMM (ms) | PyTorch fwd+bwd (ms) | "
+              "x PyTorch |\n|---|---|---|---|---|---|---|")
+        for name, f, b, g, algorithm, theirs in rows:
+            print(f"| {name} | {algorithm} | {f * 1e3:.1f} | {b * 1e3:.1f} | {g * 1e3:.1f} | {theirs * 1e3:.1f} | "
+                  f"{(f + b) / theirs:.2f} |")
         print(f"\nlayers total {total * 1e3:.0f} ms; matrix products {gemm * 1e3:.0f} ms; everything else "
               f"(im2col/col2im, LRN, pooling, ReLU, dropout, layouts) {(total - gemm) * 1e3:.0f} ms = "
               f"{(total - gemm) / total:.0%} of the layers.\nInside the whole train step (loss and SGD included): "

@@ -119,6 +119,12 @@ def time_steps(args, cp, torch, out):
     cuda.set_gemm("tiled")
     results["minialex (tiled GEMM)"] = timed(ma_step, max(2, args.steps // 2))
     cuda.set_gemm("blas")
+    for i in range(2, 6):  # conv2 - conv5 by Winograd's largest tiles (algorithm="winograd")
+        getattr(model, f"conv{i}").algorithm = "winograd"
+    timed(ma_step, 1)  # warm-up: compile the tile sizes not used yet
+    results["minialex (cuBLAS, Winograd conv2 - conv5)"] = timed(ma_step, max(2, args.steps // 2))
+    for i in range(2, 6):
+        getattr(model, f"conv{i}").algorithm = "auto"
     peak_torch = torch.cuda.max_memory_reserved()  # held by the allocator, as CuPy's pool total
 
     torch_median = np.median(results["PyTorch"])
@@ -179,43 +185,74 @@ def step_overhead(cp, torch, ma_step, out):
             f"({med_issue / med_total:.0%} of the step).", ""]
 
 
+def _algorithm_name(layer, o):
+    """The convolution algorithm that ran, from the op's record ("" for other layers)."""
+    kind = type(o._ctx).__name__ if o._ctx is not None else ""
+    if kind == "WinogradConv2d":
+        (mh, mw), (kh, kw) = o._ctx.cache.tile, o._ctx.cache.w.shape[2:]
+        return f"winograd F({mh}x{mw}, {kh}x{kw})"
+    return "im2col" if kind == "Conv2d" else ""
+
+
 def time_layers(cp, torch, model, tmodel, x_host, out):
-    """Per layer: the same input into each layer of both, forward then backward, synchronised."""
+    """Per layer: the same input into each layer of both, forward then backward, synchronised. The
+    stride-1 convolutions run once per algorithm: the "auto" choice, im2col, and Winograd's largest
+    tiles (algorithm="winograd"), each against the same PyTorch (cuDNN) layer."""
     sync = cp.cuda.Device().synchronize
-    out += ["| layer | minialex fwd (ms) | minialex bwd (ms) | PyTorch fwd (ms) | PyTorch bwd (ms) |",
-            "|---|---|---|---|---|"]
+    out += ["| layer | algorithm | minialex fwd (ms) | minialex bwd (ms) | PyTorch fwd (ms) | PyTorch bwd (ms) | "
+            "x PyTorch (fwd+bwd) |", "|---|---|---|---|---|---|---|"]
+
+    def ma_times(layer, h):
+        f_times, b_times = [], []
+        for _ in range(3):
+            inp = ma.Tensor(h, requires_grad=True, device="cuda")
+            sync()
+            t0 = time.perf_counter()
+            o = layer(inp)
+            sync()
+            t1 = time.perf_counter()
+            o.backward(ma.Tensor(cp.ones(o.shape, np.float32), device="cuda"))
+            sync()
+            f_times.append(t1 - t0)
+            b_times.append(time.perf_counter() - t1)
+        return min(f_times) * 1e3, min(b_times) * 1e3, o
+
+    def torch_times(tlayer, h):
+        f_times, b_times = [], []
+        for _ in range(3):
+            inp = torch.tensor(h, device="cuda", requires_grad=True)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            o = tlayer(inp)
+            torch.cuda.synchronize()
+            t1 = time.perf_counter()
+            o.backward(torch.ones_like(o))
+            torch.cuda.synchronize()
+            f_times.append(t1 - t0)
+            b_times.append(time.perf_counter() - t1)
+        return min(f_times) * 1e3, min(b_times) * 1e3
+
     h_ma = x_host
     for name, tlayer in zip(model.layer_order, list(tmodel)):
         layer = getattr(model, name)
-        row = []
-        for lib in ("ma", "torch"):
-            f_times, b_times = [], []
-            for _ in range(3):
-                if lib == "ma":
-                    inp = ma.Tensor(h_ma, requires_grad=True, device="cuda")
-                    sync()
-                    t0 = time.perf_counter()
-                    o = layer(inp)
-                    sync()
-                    t1 = time.perf_counter()
-                    o.backward(ma.Tensor(cp.ones(o.shape, np.float32), device="cuda"))
-                    sync()
-                else:
-                    inp = torch.tensor(h_ma, device="cuda", requires_grad=True)
-                    torch.cuda.synchronize()
-                    t0 = time.perf_counter()
-                    o = tlayer(inp)
-                    torch.cuda.synchronize()
-                    t1 = time.perf_counter()
-                    o.backward(torch.ones_like(o))
-                    torch.cuda.synchronize()
-                f_times.append(t1 - t0)
-                b_times.append(time.perf_counter() - t1)
-            row += [min(f_times) * 1e3, min(b_times) * 1e3]
-            if lib == "ma":
+        tf, tb = torch_times(tlayer, h_ma)
+        variants = ["auto"]
+        if name.startswith("conv") and layer.stride in (1, (1, 1)):
+            variants += ["im2col", "winograd"]
+        for variant in variants:
+            saved = getattr(layer, "algorithm", None)
+            if variant != "auto":
+                layer.algorithm = variant
+            try:
+                f, b, o = ma_times(layer, h_ma)
+            finally:
+                if saved is not None:
+                    layer.algorithm = saved
+            label = _algorithm_name(layer, o) + (" (auto)" if variant == "auto" and len(variants) > 1 else "")
+            out.append(f"| {name} | {label} | {f:.2f} | {b:.2f} | {tf:.2f} | {tb:.2f} | {(tf + tb) / (f + b):.2f} |")
+            if variant == "auto":
                 next_h = o.numpy()
         h_ma = next_h
-        out.append(f"| {name} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
     out.append("")
 
 

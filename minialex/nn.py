@@ -11,6 +11,7 @@ import numpy as np
 
 from . import backend, functional as F, random
 from .tensor import Tensor
+from .ops.conv import ALGORITHMS as CONV_ALGORITHMS
 
 
 class Parameter(Tensor):
@@ -188,8 +189,13 @@ def normal(shape, std):
 class Conv2d(Module):
     """Weights N(0, weight_std^2), He's std (he_std) when not given; bias 0."""
 
-    def __init__(self, in_ch, out_ch, kernel_size, stride=1, padding=0, groups=1, bias=True, *, weight_std=None):
+    def __init__(self, in_ch, out_ch, kernel_size, stride=1, padding=0, groups=1, bias=True, *, weight_std=None,
+                 algorithm="auto"):
         super().__init__()
+        if algorithm not in CONV_ALGORITHMS:
+            raise ValueError(f"Conv2d: algorithm expected one of {', '.join(map(repr, CONV_ALGORITHMS))}, "
+                             f"got {algorithm!r}")
+        self.algorithm = algorithm  # F.conv2d's: "auto" takes Winograd where it pays
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
         if in_ch % groups or out_ch % groups:
             raise ValueError(f"Conv2d: groups expected a divisor of in_ch={in_ch} and "
@@ -201,12 +207,13 @@ class Conv2d(Module):
         self.bias = Parameter(np.zeros(out_ch, np.float32)) if bias else None
 
     def forward(self, x):
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.groups)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.groups, self.algorithm)
 
     def extra_repr(self):
         k = self.kernel_size[0] if self.kernel_size[0] == self.kernel_size[1] else self.kernel_size
         return (f"{self.in_ch}, {self.out_ch}, kernel_size={k}, stride={self.stride}, padding={self.padding}"
-                + (f", groups={self.groups}" if self.groups != 1 else "") + (", bias=False" if self.bias is None else ""))
+                + (f", groups={self.groups}" if self.groups != 1 else "") + (", bias=False" if self.bias is None else "")
+                + (f", algorithm={self.algorithm!r}" if self.algorithm != "auto" else ""))
 
 
 class Linear(Module):

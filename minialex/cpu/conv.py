@@ -17,11 +17,10 @@ from .threads import parallel
 
 
 class FastConvCache(NamedTuple):
-    cols: object       # (G, K, N*OH*OW) NCHW columns, or (G, N*OH*OW, K) channels-last
+    x: object          # (N, C, H, W): the columns are built again for dw (they are KH*KW times x)
     w_mat: object      # (G, O/G, K), K in the columns' order
     channels_last: bool
     w_shape: tuple
-    x_shape: tuple
     has_bias: bool
     stride: tuple
     padding: tuple
@@ -110,31 +109,41 @@ def col2im_channels_last(dcols, x_shape, kh, kw, stride, padding, groups):
     return dx
 
 
+def columns(x, w_shape, stride, padding, groups, last):
+    """The im2col matrix: (G, N*L, K) channels-last, else (G, K, N*L)."""
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w_shape
+    oh, ow = conv_outsize(h, kh, stride[0], padding[0]), conv_outsize(wd, kw, stride[1], padding[1])
+    nl, k = n * oh * ow, cg * kh * kw
+    if last:
+        return im2col_channels_last(x, kh, kw, stride, padding, groups, np.empty((groups, nl, k), x.dtype))
+    return im2col(x, kh, kw, stride, padding, np.empty((c * kh * kw, nl), x.dtype)).reshape(groups, k, nl)
+
+
 def conv2d_forward(x, w, b, stride, padding, groups):
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     g, k = groups, cg * kh * kw
     oh, ow = conv_outsize(h, kh, stride[0], padding[0]), conv_outsize(wd, kw, stride[1], padding[1])
-    nl = n * oh * ow
     last = channels_last(cg, ow)
+    cols = columns(x, w.shape, stride, padding, g, last)
     if last:  # columns (G, N*L, K), K in (i, j, c) order: the product reads them transposed
-        cols = im2col_channels_last(x, kh, kw, stride, padding, g, np.empty((g, nl, k), x.dtype))
         cols_g = cols.transpose(0, 2, 1)                                               # (G, K, N*L) view
         w_mat = np.ascontiguousarray(w.reshape(o, cg, kh * kw).transpose(0, 2, 1)).reshape(g, o // g, k)
     else:
-        cols = im2col(x, kh, kw, stride, padding, np.empty((c * kh * kw, nl), x.dtype))
-        cols_g = cols.reshape(g, k, nl)                                                # (G, K, N*L)
+        cols_g = cols                                                                  # (G, K, N*L)
         w_mat = w.reshape(g, o // g, k)
     y_t = np.matmul(w_mat, cols_g)                                      # (G, O/G, N*L)
     y = np.empty((n, o, oh, ow), x.dtype)
     y_view = y_t.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)            # the product's (O, N, ...) order
     bias = b.reshape(1, o, 1, 1) if b is not None else x.dtype.type(0)
     parallel(lambda lo, hi: np.add(y_view[lo:hi], bias, out=y[lo:hi]), n, y.size)   # layout and bias
-    return y, FastConvCache(cols, w_mat, last, w.shape, x.shape, b is not None, stride, padding)
+    return y, FastConvCache(x, w_mat, last, w.shape, b is not None, stride, padding)
 
 
 def conv2d_backward(dy, cache, needs):
-    cols, w_mat, last, w_shape, x_shape, has_bias, stride, padding = cache
+    x, w_mat, last, w_shape, has_bias, stride, padding = cache
+    x_shape = x.shape
     o, cg, kh, kw = w_shape
     n, oh, ow = dy.shape[0], dy.shape[2], dy.shape[3]
     g, k, nl = w_mat.shape[0], w_mat.shape[2], n * oh * ow
@@ -144,7 +153,8 @@ def conv2d_backward(dy, cache, needs):
     dy_g = dy_t.reshape(g, o // g, nl)                                   # (G, O/G, N*L)
     dw = dx = None
     if needs[1]:
-        cols_t = cols if last else cols.reshape(g, k, nl).transpose(0, 2, 1)   # (G, N*L, K)
+        cols = columns(x, w_shape, stride, padding, g, last)
+        cols_t = cols if last else cols.transpose(0, 2, 1)                  # (G, N*L, K)
         dw = np.matmul(dy_g, cols_t)                                      # (G, O/G, K)
         if last:  # back from (i, j, c) order
             dw = np.ascontiguousarray(dw.reshape(o, kh * kw, cg).transpose(0, 2, 1))

@@ -15,7 +15,7 @@ def conv2d_forward(x, w, b, stride, padding, groups):
     g, og, k, nl = groups, o // groups, cg * kh * kw, n * oh * ow
     cols = xp.empty((c * kh * kw, nl), dtype=np.float32)                        # (C*KH*KW, N*L)
     y = xp.empty((n, o, oh, ow), dtype=np.float32)
-    cache = spec.ConvCache(cols, w, x.shape, b is not None, stride, padding, groups)
+    cache = spec.ConvCache(x, w, b is not None, stride, padding, groups)   # cols are built again for dw
     if y.size == 0:
         return y, cache
     if cols.size:
@@ -32,7 +32,8 @@ def conv2d_forward(x, w, b, stride, padding, groups):
 
 
 def conv2d_backward(dy, cache, needs):
-    cols, w, x_shape, has_bias, stride, padding, groups = cache
+    x, w, has_bias, stride, padding, groups = cache
+    x_shape = x.shape
     xp = backend.xp_of(dy)
     n, o, oh, ow = dy.shape
     c, h, wd = x_shape[1:]
@@ -51,10 +52,15 @@ def conv2d_backward(dy, cache, needs):
     cuda.launch("conv", "conv_swap_axes", *cuda.planes(oh * ow, n * o), dy_t, dy, np.int32(n), np.int32(o),
                 np.int32(oh * ow))
     if dw is not None:  # dw[group] = dy_t[group] @ cols[group]^T   (cols^T: swapped strides)
+        cols = xp.empty((c * kh * kw, nl), dtype=np.float32)
+        if cols.size:
+            cuda.launch("conv", "conv_im2col", *cuda.planes(nl, c), cols, x,
+                        *window_geometry(x_shape, w.shape[2:], stride, padding))
         cuda.gemm(dw, dy_t, cols, og, k, nl, a_mk=(nl, 1), b_kn=(1, nl), batch=g,
                   a_batch=og * nl, b_batch=k * nl, c_batch=og * k)
+        del cols  # back to the pool before dcols is made
     if dx is not None:  # dcols[group] = w[group]^T @ dy_t[group], then col2im
-        dcols = xp.empty(cols.shape, dtype=np.float32)
+        dcols = xp.empty((c * kh * kw, nl), dtype=np.float32)
         cuda.gemm(dcols, w, dy_t, k, nl, og, a_mk=(1, k), b_kn=(nl, 1), batch=g,
                   a_batch=og * k, b_batch=og * nl, c_batch=k * nl)
         if dx.size:
