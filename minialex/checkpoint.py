@@ -21,7 +21,7 @@ from . import io, random
 FORMAT = 2                 # 2: meta/config added (format 1 files can still be evaluated and resumed)
 LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
 META = ["format", "arch", "epoch", "rng_state", "classes", "history", "best", "plateau", "config",
-        "mean", "std", "eigvals", "eigvecs", "interrupted_in_epoch"]
+        "mean", "std", "eigvals", "eigvecs", "interrupted_in_epoch", "processes"]
 
 
 class CheckpointError(ValueError):
@@ -167,6 +167,9 @@ def read(path):
         raise CheckpointError(f"meta/std expected positive standard deviations, got {decoded['std']}")
     if "interrupted_in_epoch" in meta:
         decoded["interrupted_in_epoch"] = _scalar(arrays, "meta/interrupted_in_epoch", "i")
+    decoded["processes"] = _scalar(arrays, "meta/processes", "i") if "processes" in meta else 1  # data parallel
+    if decoded["processes"] < 1:
+        raise CheckpointError(f"meta/processes expected a count of processes >= 1, got {decoded['processes']}")
     config = _json(meta, "config", dict, required=fmt >= 2) or {}
 
     model = {}

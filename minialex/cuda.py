@@ -4,7 +4,8 @@
 
 checks every argument against the kernel's C signature (read from the .cu source) and the launch
 geometry against a GPU's limits, then runs it:
-  * CuPy arrays: through cupy.RawModule (compiled once per process by NVRTC; CuPy caches on disk)
+  * CuPy arrays: through cupy.RawModule (compiled by NVRTC and loaded once per GPU and process,
+    on the GPU the arrays live on; CuPy caches the compiled code on disk)
   * NumPy arrays: through minialex.emulator ("cuda-emu"), which compiles the same .cu with the
     system C++ compiler and runs every block and thread on the CPU.
 
@@ -150,15 +151,26 @@ def check_geometry(name, grid, block):
 
 # ----- GPU: CuPy RawModule -----
 
-_gpu_modules = {}
+_gpu_modules = {}  # (family, GPU index) -> RawModule: a module is loaded into one GPU's context
 
 
-def _gpu_kernel(family, name):
-    cp = backend.cupy()
-    key = (family, cp.cuda.Device().id)
+def _gpu_kernel(family, name, gpu):
+    """Kernel `name` of kernels/<family>.cu, compiled and loaded for GPU `gpu` (call it inside
+    device_scope of that GPU: CuPy compiles and loads on the current device)."""
+    key = (family, gpu)
     if key not in _gpu_modules:
-        _gpu_modules[key] = cp.RawModule(code=source(family), options=("--std=c++14",))
+        _gpu_modules[key] = backend.cupy().RawModule(code=source(family), options=("--std=c++14",))
     return _gpu_modules[key].get_function(name)
+
+
+def _gpu_of(name, arrays):
+    """The index of the one GPU that all the CuPy `arrays` live on (a kernel reads and writes
+    through one GPU's memory); TypeError when they live on several."""
+    gpus = {a.device.id for a in arrays}
+    if len(gpus) > 1:
+        raise TypeError(f"{name}: expected all arrays on one GPU, got arrays on "
+                        f"{', '.join(f'cuda:{g}' for g in sorted(gpus))}")
+    return gpus.pop()
 
 
 # ----- launch -----
@@ -176,7 +188,9 @@ def launch(family, name, grid, block, *args, debug=None, only_block=None, only_t
     if any(on_gpu):
         if debug or only_block is not None or only_thread is not None:
             raise ValueError(f"{name}: debug, only_block and only_thread are the emulator's (NumPy arrays)")
-        _gpu_kernel(family, name)(grid, block, args)
+        gpu = _gpu_of(name, arrays)
+        with backend.device_scope(f"cuda:{gpu}"):  # launched on the arrays' GPU, whatever is current
+            _gpu_kernel(family, name, gpu)(grid, block, args)
     else:
         from . import emulator
         emulator.run(family, name, grid, block, args, debug, only_block, only_thread)
@@ -257,17 +271,19 @@ def gemm(c, a, b, m, n, k, a_mk, b_kn, batch=1, a_batch=0, b_batch=0, c_batch=0)
                i32(a_batch), i32(b_batch), i32(c_batch))
         return
     xp = backend.xp_of(c)
-    if batch == 1:  # 2-D views: a transposed operand goes to BLAS as a flag, never copied
-        xp.matmul(_strided(xp, a, (m, k), a_mk), _strided(xp, b, (k, n), b_kn),
-                  out=_strided(xp, c, (m, n), (n, 1)))
-        return
-    a_view = _strided(xp, a, (batch, m, k), (a_batch, *a_mk))
-    b_view = _strided(xp, b, (batch, k, n), (b_batch, *b_kn))
-    c_view = _strided(xp, c, (batch, m, n), (c_batch, n, 1))
-    if c_batch == m * n:
-        xp.matmul(a_view, b_view, out=c_view)  # contiguous: the product is written in place
-    else:
-        c_view[...] = xp.matmul(a_view, b_view)
+    device = "cpu" if xp is np else f"cuda:{_gpu_of('gemm', (c, a, b))}"
+    with backend.device_scope(device):  # cuBLAS runs on the current device: make it the operands' GPU
+        if batch == 1:  # 2-D views: a transposed operand goes to BLAS as a flag, never copied
+            xp.matmul(_strided(xp, a, (m, k), a_mk), _strided(xp, b, (k, n), b_kn),
+                      out=_strided(xp, c, (m, n), (n, 1)))
+            return
+        a_view = _strided(xp, a, (batch, m, k), (a_batch, *a_mk))
+        b_view = _strided(xp, b, (batch, k, n), (b_batch, *b_kn))
+        c_view = _strided(xp, c, (batch, m, n), (c_batch, n, 1))
+        if c_batch == m * n:
+            xp.matmul(a_view, b_view, out=c_view)  # contiguous: the product is written in place
+        else:
+            c_view[...] = xp.matmul(a_view, b_view)
 
 
 # ----- checking a kernel against its reference -----

@@ -143,13 +143,13 @@ class Function:
                                 f"inputs, got {t.dtype}")
         (forward, backward), kind = implementation(cls, device)
         arrays = [None if t is None else t.data for t in inputs]
-        if kind == "cuda":
-            if dtype.kind == "f" and dtype != "float32":
-                raise TypeError(f"{cls.name()}: the CUDA kernels expected float32 on device {device!r}, "
-                                f"got {dtype}; use device='cpu' for float64")
-            # kernels index flat memory: give them C-contiguous arrays
-            arrays = [None if a is None else backend.xp_of(a).ascontiguousarray(a) for a in arrays]
-        result = forward(*arrays, **hyper)
+        if kind == "cuda" and dtype.kind == "f" and dtype != "float32":
+            raise TypeError(f"{cls.name()}: the CUDA kernels expected float32 on device {device!r}, "
+                            f"got {dtype}; use device='cpu' for float64")
+        with backend.device_scope(device):  # on "cuda:N", allocate and launch on GPU N
+            if kind == "cuda":  # kernels index flat memory: give them C-contiguous arrays
+                arrays = [None if a is None else backend.xp_of(a).ascontiguousarray(a) for a in arrays]
+            result = forward(*arrays, **hyper)
         if not isinstance(result, tuple) or len(result) != 2:
             raise TypeError(f"{cls.name()} forward ({kind}): expected to return a pair (y, cache), got "
                             f"{_describe(result)} (the contract: forward(*arrays, **hyper) -> (y, cache))")
@@ -231,7 +231,8 @@ def backward(root, grad=None):
         if root.size != 1:
             raise ValueError(f"backward: grad expected for a non-scalar output, got None "
                              f"(output shape {root.shape})")
-        grad = backend.xp_of(root.data).ones_like(root.data)
+        with backend.device_scope(root.device):
+            grad = backend.xp_of(root.data).ones_like(root.data)
     else:
         if isinstance(grad, Tensor):
             if grad.device != root.device:
@@ -246,16 +247,19 @@ def backward(root, grad=None):
         g = grads.pop(id(t), None)
         if g is None:
             continue
-        for hook in t._hooks or ():  # register_hook: see (or replace) the gradient once it is complete
-            changed = hook(Tensor._make(g, t.device))
-            if changed is not None:
-                g = changed.data if isinstance(changed, Tensor) else changed
-        if t._ctx is None or t._retain:  # a leaf, or a tensor that asked to keep its gradient
-            t.grad = g if t.grad is None else t.grad + g
-        if t._ctx is None:
-            continue
-        ctx = t._ctx
-        for i, (x, dx) in enumerate(zip(ctx.inputs, ctx.run_backward(g))):
-            if x is None or dx is None or not x.requires_grad:
+        # on "cuda:N" the hooks, the op's backward and the sums below allocate and launch on GPU N
+        # (t lives where its op's inputs live: Function.apply made it there)
+        with backend.device_scope(t.device):
+            for hook in t._hooks or ():  # register_hook: see (or replace) the gradient once it is complete
+                changed = hook(Tensor._make(g, t.device))
+                if changed is not None:
+                    g = changed.data if isinstance(changed, Tensor) else changed
+            if t._ctx is None or t._retain:  # a leaf, or a tensor that asked to keep its gradient
+                t.grad = g if t.grad is None else t.grad + g
+            if t._ctx is None:
                 continue
-            grads[id(x)] = dx if id(x) not in grads else grads[id(x)] + dx
+            ctx = t._ctx
+            for i, (x, dx) in enumerate(zip(ctx.inputs, ctx.run_backward(g))):
+                if x is None or dx is None or not x.requires_grad:
+                    continue
+                grads[id(x)] = dx if id(x) not in grads else grads[id(x)] + dx

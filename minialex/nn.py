@@ -127,7 +127,8 @@ class Module:
             if np.dtype(dtype).kind != "f":
                 raise TypeError(f"load_state_dict: {name} expected a floating-point array, got dtype {dtype}")
         for name, p in own.items():
-            p.data[...] = backend.to_device(backend.to_numpy(state_dict[name]), p.device, p.dtype)
+            with backend.device_scope(p.device):  # the in-place copy runs on the parameter's GPU
+                p.data[...] = backend.to_device(backend.to_numpy(state_dict[name]), p.device, p.dtype)
 
     # ----- mode, device, dtype -----
     def modules(self):

@@ -38,13 +38,14 @@ class SGD:
                 continue
             if tuple(p.grad.shape) != p.shape:
                 raise ValueError(f"SGD.step: parameter {i} has shape {p.shape}, its .grad {tuple(p.grad.shape)}")
-            xp = backend.xp_of(p.data)
-            if not p.data.flags.c_contiguous:  # updated in place: it must be its own flat memory
-                p.data = xp.ascontiguousarray(p.data)
-            if self.velocity[i] is None:
-                self.velocity[i] = xp.zeros_like(p.data)
-            grad = backend.to_device(p.grad, p.device, p.dtype)   # C-contiguous, the parameter's dtype
-            sgd_update(p.data, self.velocity[i], grad, self.lr, self.momentum, self.weight_decay, p.device)
+            with backend.device_scope(p.device):  # on "cuda:N": v made, and the update launched, on GPU N
+                xp = backend.xp_of(p.data)
+                if not p.data.flags.c_contiguous:  # updated in place: it must be its own flat memory
+                    p.data = xp.ascontiguousarray(p.data)
+                if self.velocity[i] is None:
+                    self.velocity[i] = xp.zeros_like(p.data)
+                grad = backend.to_device(p.grad, p.device, p.dtype)   # C-contiguous, the parameter's dtype
+                sgd_update(p.data, self.velocity[i], grad, self.lr, self.momentum, self.weight_decay, p.device)
 
     def state_dict(self):
         """{"lr", "momentum", "weight_decay", "velocity.<i>"} as NumPy arrays (for ma.save)."""

@@ -15,6 +15,12 @@ continues it exactly; only --epochs, --workers, --device, --out, --stall-steps, 
 epoch, into a decoded store in the cache folder (minialex/data/store.py; minialex-prepare DATA
 builds it ahead); --no-cache decodes every epoch instead. Bad input ends with one line
 "minialex-train: error: ..." and exit status 2, before any work.
+
+Data parallel: `mpiexec -n N minialex-train ...` trains one model over N processes
+(minialex/distributed.py): --batch-size is per process, each process trains on its slice of every
+global batch and the gradients are summed over them (MPI on the CPU, NCCL on GPUs, one GPU per
+process: cuda:<local rank>). Only rank 0 prints, writes metrics, pictures and checkpoints; a
+checkpoint records N, and --resume needs the same N. An error on any rank ends the whole job.
 """
 import argparse
 import contextlib
@@ -27,12 +33,13 @@ import signal
 import sys
 import threading
 import time
+import traceback
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from . import backend, checkpoint, cpu, diagnostics, io, random
+from . import backend, checkpoint, cpu, diagnostics, distributed, io, random
 from . import functional as F
 from .data import DataLoader, ImageFolder, Transform, dataset_stats, make_synthetic, resize_for
 from .data.transforms import center_crop, resize_shorter, to_array, to_chw
@@ -52,7 +59,8 @@ ARCHS = {"alexnet": AlexNet, "alexnet-mini": AlexNet.mini}
 ARCH_DEFAULTS = {"alexnet": dict(epochs=90, batch_size=128, lr=0.01, lr_step=30, dropout=0.5),
                  "alexnet-mini": dict(epochs=10, batch_size=32, lr=0.01, lr_step=8, dropout=0.25)}
 DEFAULTS = dict(momentum=0.9, weight_decay=5e-4, lr_schedule="step", patience=1, init="he", seed=0,
-                flip=True, lighting=True, device="cpu", workers=2, stall_steps=300)
+                flip=True, lighting=True, device="cpu", workers=2, stall_steps=300,
+                dist_timeout=distributed.DEFAULT_TIMEOUT)
 # The settings that define a run: recorded in each checkpoint (meta/config) and restored by
 # --resume; a flag on --resume that contradicts one is an error. The others may change.
 RUN_SETTINGS = ("arch", "batch_size", "lr", "lr_schedule", "lr_step", "patience", "momentum",
@@ -121,6 +129,9 @@ def build_parser():
                    help="decode every image every epoch instead of once into the decoded store")
     p.add_argument("--stall-steps", type=int,
                    help="warn when the loss is still at ln(classes) after this many steps (300)")
+    p.add_argument("--dist-timeout", type=float,
+                   help="under mpiexec: seconds a rank waits for the others in a step before the job "
+                        f"is stopped ({distributed.DEFAULT_TIMEOUT:g})")
     return p
 
 
@@ -162,7 +173,7 @@ def resolve(args, given, ckpt):
                 args.from_checkpoint.add(key)
         elif key not in given:
             setattr(args, key, defaults[key])
-    for key in ("epochs", "device", "workers", "stall_steps"):
+    for key in ("epochs", "device", "workers", "stall_steps", "dist_timeout"):
         if key not in given:
             setattr(args, key, saved.get(key, defaults[key]) if key == "epochs" else defaults[key])
             if key == "epochs" and key in saved:
@@ -232,12 +243,14 @@ def validate(args):
         if not math.isfinite(value) or value < low or (high is not None and value >= high):
             expected = f"a finite number >= {low:g}" + (f" and < {high:g}" if high is not None else "")
             raise TrainError(f"{flag} expected {expected}, got {value}")
+    if not math.isfinite(args.dist_timeout) or args.dist_timeout <= 0:
+        raise TrainError(f"--dist-timeout expected a number of seconds > 0, got {args.dist_timeout}")
     if keep_threshold(args.dropout) >= 1 << MASK_BITS:
         raise TrainError(f"{_name(args, 'dropout')} expected a rate below 1 - 2^-{MASK_BITS + 1} (it would drop every unit), "
                          f"got {args.dropout}")
     typed = args.device
     try:
-        args.device = backend.check_device(args.device)
+        args.device = backend.check_device(distributed.device_for(args.device, distributed.world()))
         if backend.is_gpu(args.device):
             cp = backend.cupy()
             if int(args.device[5:]) >= cp.cuda.runtime.getDeviceCount():
@@ -343,10 +356,13 @@ def _json_record(record):
 
 def _loader(args, folder, transform, train=False):
     """The fastest loader for the device: images decoded once (the decoded store, unless
-    --no-cache), batches made on a GPU from uint8 crops (kernels/augment.cu)."""
+    --no-cache), batches made on a GPU from uint8 crops (kernels/augment.cu); under mpiexec this
+    rank's shard of every global batch."""
     on_gpu = backend.is_gpu(args.device)
+    world = distributed.world()
     return DataLoader(folder, transform, args.batch_size, shuffle=train, drop_last=train, workers=args.workers,
-                      seed=args.seed if train else 0, cache=not args.no_cache, device=args.device if on_gpu else None)
+                      seed=args.seed if train else 0, cache=not args.no_cache, device=args.device if on_gpu else None,
+                      shard=(world.rank, world.size))
 
 
 def _store_line(args, r):
@@ -366,7 +382,10 @@ def _on_device(x, device):
 
 
 def _say(text):
-    """print to stdout; a closed pipe (`minialex-train ... | head`) silences it instead of ending the run."""
+    """print to stdout (rank 0 only under mpiexec); a closed pipe (`minialex-train ... | head`)
+    silences it instead of ending the run."""
+    if not distributed.world().is_root:
+        return
     try:
         print(text, flush=True)
     except BrokenPipeError:
@@ -394,7 +413,20 @@ class _PlainProgress:
         pass
 
 
+class _NoProgress:
+    def update(self, n=1):
+        pass
+
+    def set_postfix(self, **kw):
+        pass
+
+    def close(self):
+        pass
+
+
 def _progress(total, desc):
+    if not distributed.world().is_root:
+        return _NoProgress()
     if not sys.stderr.isatty():
         return _PlainProgress(total, desc)
     from tqdm import tqdm
@@ -428,6 +460,9 @@ def evaluate(model, loader, device, ten_crop=False):
             top5 += int((best == y[:, None]).any(axis=1).sum())
             total += len(y)
     model.train()
+    if getattr(loader, "shard", (0, 1))[1] > 1:  # each rank saw its shard: the sums over all of them
+        loss_sum, top1, top5, total = distributed.world().allreduce_sum(
+            np.array([loss_sum, top1, top5, total], np.float64), "validation metrics")
     if total == 0:
         return math.nan, math.nan, math.nan
     return loss_sum / total, top1 / total, top5 / total
@@ -513,7 +548,8 @@ class Run:
 
     @property
     def out(self):
-        return self.folder.path
+        """The run folder (None on the ranks other than 0 under mpiexec: only rank 0 writes)."""
+        return self.folder.path if self.folder is not None else None
 
     def config(self):
         return {**{k: getattr(self.args, k) for k in RUN_SETTINGS}, "epochs": self.args.epochs}
@@ -525,7 +561,8 @@ class Run:
                 "history": checkpoint.strict_json(self.history if history is None else history),
                 "best": checkpoint.strict_json(self.best if best is None else best),
                 "plateau": checkpoint.strict_json(self.plateau if plateau is None else plateau),
-                "config": checkpoint.strict_json(self.config()), **self.stats, **extra}
+                "config": checkpoint.strict_json(self.config()), "processes": distributed.world().size,
+                **self.stats, **extra}
 
 
 def _lr_for(args, epoch, plateau):
@@ -594,26 +631,40 @@ def setup(args, given):
     """Checkpoint, settings, data, run folder, statistics, model and optimizer, in that order, so
     that every check that can fail runs before the statistics pass; returns a Run (or None when a
     resumed run has nothing left to do). The run folder, when made, is locked: Run.folder.unlock()."""
+    world = distributed.world()
     ckpt = read_checkpoint(args.resume) if getattr(args, "resume", None) else None
     args = resolve(args, given, ckpt)
     validate(args)
+    world.timeout = args.dist_timeout
+    if ckpt and ckpt.meta["processes"] != world.size and not args.eval_only:
+        n = ckpt.meta["processes"]
+        raise TrainError(f"--resume {args.resume} was trained by {n} process{'es' if n > 1 else ''} (a global batch of "
+                         f"{n} x {args.batch_size}), this run has {world.size}: resume it with "
+                         + (f"mpiexec -n {n} minialex-train ..." if n > 1 else "one process (no mpiexec)")
+                         + " so that every step sees the batches it would have")
     if ckpt and not args.eval_only and ckpt.meta["epoch"] >= args.epochs:
         _say(f"{args.resume} has finished epoch {ckpt.meta['epoch']} of the {args.epochs} asked for: nothing "
              f"to do (give a larger --epochs to train further)")
         return None
-    train_set, val_set = open_data(args.data, need_train=not args.eval_only)
+    with world.root_first("opening the data"):  # rank 0 renders the built-in data and the caches first
+        train_set, val_set = open_data(args.data, need_train=not args.eval_only)
     if ckpt and ckpt.meta["classes"] != train_set.classes:
         theirs, ours = ckpt.meta["classes"], train_set.classes
         raise TrainError(f"--resume {args.resume}: the checkpoint's {len(theirs)} classes are not the data's "
                          f"{len(ours)}: only in the checkpoint {sorted(set(theirs) - set(ours))[:5]}, only in the data "
                          f"{sorted(set(ours) - set(theirs))[:5]}" + ("" if set(theirs) != set(ours) else " (another order)"))
-    if not args.eval_only and len(train_set) < args.batch_size:
-        raise TrainError(f"--batch-size {args.batch_size} is larger than the {len(train_set)} training images")
+    if not args.eval_only and len(train_set) < args.batch_size * world.size:
+        raise TrainError(f"--batch-size {args.batch_size}" + (f" x {world.size} processes" if world.size > 1 else "")
+                         + f" is larger than the {len(train_set)} training images")
     folder = None
-    if not args.eval_only and not ckpt:  # a fresh run: the folder before the statistics pass
+    if not args.eval_only and not ckpt and world.is_root:  # a fresh run: the folder before the statistics pass
         folder = _out_folder(args, ckpt, train_set.root.parent)
     try:
-        stats = {k: ckpt.meta[k] for k in ("mean", "std", "eigvals", "eigvecs")} if ckpt else _stats_for(train_set)
+        if ckpt:
+            stats = {k: ckpt.meta[k] for k in ("mean", "std", "eigvals", "eigvecs")}
+        else:
+            with world.root_first("the dataset statistics"):   # rank 0 computes and caches them
+                stats = _stats_for(train_set)
         random.manual_seed(args.seed)
         model = ARCHS[args.arch](num_classes=len(train_set.classes), init=args.init, dropout=args.dropout)
         opt = SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
@@ -632,10 +683,11 @@ def setup(args, given):
             random.set_state(ckpt.meta["rng_state"])
             run.epoch, run.history = ckpt.meta["epoch"], ckpt.meta["history"]
             run.best, run.plateau = ckpt.meta["best"], ckpt.meta["plateau"]
-            if not args.eval_only:  # a resumed run: the folder once the checkpoint is known to fit
+            if not args.eval_only and world.is_root:  # a resumed run: the folder once the checkpoint fits
                 folder = _out_folder(args, ckpt, train_set.root.parent)
         run.folder = folder
         model.to(args.device)
+        world.sync_parameters(model.parameters())   # one model on every rank
     except BaseException:
         if folder is not None:
             folder.unlock()
@@ -644,8 +696,11 @@ def setup(args, given):
 
 
 def train_epoch(run, epoch, loader):
-    """One pass over the training set; returns (images seen, mean loss, top-1, seconds)."""
+    """One pass over the training set; returns (images seen, mean loss, top-1, seconds). Under
+    mpiexec each rank trains on its shard, and the gradients, loss and counts are summed over the
+    ranks every step: what is returned and printed is the whole global batch's."""
     args, model, opt = run.args, run.model, run.opt
+    world, params = distributed.world(), None
     ln_classes = math.log(len(run.train_set.classes))
     opt.lr = _lr_for(args, epoch, run.plateau)
     loader.set_epoch(epoch)
@@ -655,27 +710,35 @@ def train_epoch(run, epoch, loader):
     try:
         for k, (x, y) in enumerate(loader):
             sampled = k == sampled_at
-            with run.diag.recording() if sampled else contextlib.nullcontext():
+            with run.diag.recording() if sampled else contextlib.nullcontext(), \
+                    random.sample_offset_scope(loader.batch_offset):   # dropout keyed by the global sample
                 logits = model(_on_device(x, args.device))
             loss = F.cross_entropy(logits, y)
-            value = loss.item()
+            model.zero_grad()
+            loss.backward()
+            hits = int((logits.numpy().argmax(1) == y).sum())
+            count = len(y)
+            if world.size > 1:  # the global batch's gradient, loss and counts
+                params = params or [p for p in model.parameters() if p.requires_grad]
+                step_sum, hits, count = world.allreduce_gradients(params, len(y), (loss.item() * len(y), hits))
+                value, hits, count = step_sum / count, int(round(hits)), int(round(count))
+            else:
+                value = loss.item()
             if run.step == 0 and run.epoch == 0:
                 _say(diagnostics.first_loss_note(value, len(run.train_set.classes)))
             if not math.isfinite(value):
                 raise Stopped(f"the training loss became {value} at epoch {epoch}, step {run.step + 1}: "
                               f"stopping. The learning rate is probably too high (it is {opt.lr:g}; try --lr "
                               f"{opt.lr / 10:g}). " + _last_good(run))
-            model.zero_grad()
-            loss.backward()
             if sampled:
                 run.diag.gradients()
                 before = run.diag.weights()
             opt.step()
             if sampled:
                 layers = run.diag.updates(before)
-            correct += int((logits.numpy().argmax(1) == y).sum())
+            correct += hits
             del loss, logits  # free this step's graph before the next forward
-            seen, loss_sum, run.step = seen + len(y), loss_sum + value * len(y), run.step + 1
+            seen, loss_sum, run.step = seen + count, loss_sum + value * count, run.step + 1
             run.recent = (run.recent + [value])[-50:]
             if not run.warned and run.step >= args.stall_steps and np.mean(run.recent) > 0.98 * ln_classes:
                 run.warned = True
@@ -695,6 +758,8 @@ def train_epoch(run, epoch, loader):
 
 def _last_good(run):
     """What last.npz holds now (read from the file, not assumed)."""
+    if run.out is None:
+        return "Rank 0's run folder holds the checkpoints."
     last = run.out / "last.npz"
     try:
         epoch = int(io.load(last, keys=["meta/epoch"])["meta/epoch"])
@@ -744,11 +809,12 @@ def end_of_epoch(run, epoch, trained, val_loader, skipped):
     meta = run.meta(epoch, history, best, plateau)
     with _not_interrupted():
         try:  # best.npz first: a kill between the two leaves best.npz ahead of last.npz, never stale
-            if is_best:
-                checkpoint.save(run.out / "best.npz", run.model, run.opt, meta)
-            checkpoint.save(run.out / "last.npz", run.model, run.opt, meta)
-            with open(run.out / "metrics.jsonl", "a") as f:
-                f.write(_json_record(record) + "\n")
+            if run.out is not None:  # rank 0 only, under mpiexec
+                if is_best:
+                    checkpoint.save(run.out / "best.npz", run.model, run.opt, meta)
+                checkpoint.save(run.out / "last.npz", run.model, run.opt, meta)
+                with open(run.out / "metrics.jsonl", "a") as f:
+                    f.write(_json_record(record) + "\n")
         except OSError as e:
             raise Stopped(f"writing into {run.out} failed after epoch {epoch} ({e}); "
                           + _last_good(run)) from None
@@ -757,6 +823,8 @@ def end_of_epoch(run, epoch, trained, val_loader, skipped):
           f"  |  val loss {val_loss:.4f} top-1 {val_top1:6.2%} top-5 {val_top5:6.2%}  |  lr {run.opt.lr:.2g}"
           f"  {record['images_per_s']:.0f} img/s  {seconds:.1f}s"
          + (f"  ({skipped} unreadable images skipped)" if skipped else ""))
+    if run.out is None:
+        return
     try:
         _pictures(run.out, run.model, run.history, run.val_set, run.stats, run.size, run.args.device)
     except OSError as e:
@@ -776,6 +844,8 @@ def _rewrite_metrics(run):
 
 
 def _save_interrupted(run, epoch, signum):
+    if run.out is None:  # rank 0 saves
+        return
     path = run.out / "interrupted.npz"
     name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
     last = run.out / "last.npz"
@@ -810,19 +880,32 @@ def run(args, given=None):
         try:
             return _train(r, args)
         finally:
-            r.folder.unlock()
+            if r.folder is not None:
+                r.folder.unlock()
 
 
 def _train(r, args):
+    world = distributed.world()
+    if world.size > 1 and not args.no_cache:  # a shard cannot build the store: the first rank of
+        if world.local_rank == 0:             # each machine builds it there, the others wait
+            from .prepare import prepare
+            for folder in (r.train_set, r.val_set):
+                prepare(folder, r.size, args.workers)
+        world.barrier("building the decoded store", timeout=0)
     train_loader = _loader(args, r.train_set, Transform(r.size, r.stats, "train", args.flip, args.lighting), train=True)
     val_loader = _loader(args, r.val_set, Transform(r.size, r.stats, "val"))
-    for name in r.folder.stale:  # --overwrite: the old run's files go now that every check has passed
-        (r.out / name).unlink(missing_ok=True)
-    if args.resume:
-        _rewrite_metrics(r)
+    if r.folder is not None:
+        for name in r.folder.stale:  # --overwrite: the old run's files go now that every check has passed
+            (r.out / name).unlink(missing_ok=True)
+        if args.resume:
+            _rewrite_metrics(r)
     _say(f"data: {len(r.train_set)} training and {len(r.val_set)} validation images, {len(r.train_set.classes)} "
           f"classes ({r.train_set.root.parent}); " + _store_line(args, r))
     _say(f"model: {args.arch} on {args.device}, init {args.init}\n{summary(r.model, args.batch_size, args.device)}")
+    if world.size > 1:
+        _say(f"data parallel: {world.size} processes, {args.batch_size} images each per step (global batch "
+             f"{args.batch_size * world.size}), gradients summed by "
+             f"{'NCCL' if backend.is_gpu(args.device) else 'MPI'} every step")
     _say(f"training epochs {r.epoch + 1}..{args.epochs} into {r.out}")
     epoch = r.epoch + 1
     try:
@@ -851,12 +934,31 @@ def main(argv=None):
     args, given = parse_args(argv)
     cpu.tune()  # process-wide malloc and OpenBLAS settings that speed up CPU training
     try:
-        run(args, given)
-    except TrainError as e:
+        world = distributed.init()
+    except distributed.DistributedError as e:
         print(f"minialex-train: error: {e}", file=sys.stderr)
         return 2
+    if world.size == 1:
+        return _main(args, given)
+    if not world.is_root:
+        warnings.simplefilter("ignore")      # rank 0 reports; the ranks run the same code
+    try:
+        code = _main(args, given, prefix="" if world.is_root else f"rank {world.rank}: ")
+    except BaseException:                    # a bug or a library error on this rank: end every rank
+        world.abort("failed:\n" + traceback.format_exc())
+    if code not in (0, 130, 143):            # an error here: the other ranks would wait for this one
+        world.abort(f"stopping every rank (exit status {code})", code)
+    return code
+
+
+def _main(args, given, prefix=""):
+    try:
+        run(args, given)
+    except TrainError as e:
+        print(f"minialex-train: {prefix}error: {e}", file=sys.stderr)
+        return 2
     except Stopped as e:
-        print(f"minialex-train: {e}", file=sys.stderr)
+        print(f"minialex-train: {prefix}{e}", file=sys.stderr)
         return 1
     except (Interrupted, KeyboardInterrupt) as e:
         signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT

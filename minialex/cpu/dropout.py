@@ -14,8 +14,8 @@ class FastDropoutCache(NamedTuple):
     scale: object      # 1 / (1 - p) in the input's dtype
 
 
-def dropout_forward(x, p, seed):
-    keep = spec.dropout_keep_mask(seed, x.shape, p)
+def dropout_forward(x, p, seed, offset):
+    keep = spec.dropout_keep_mask(seed, x.shape, p, offset)
     scale = x.dtype.type(1 / (1 - p))
     y = np.multiply(x, scale)
     return select(y, keep, y), FastDropoutCache(keep, scale)

@@ -32,8 +32,9 @@ _device_matrices = {}           # (array module, device, m, r) -> (AT, G, BT) as
 
 
 def _matrices(xp, m, r):
-    """(AT (m, a), G (a, r), BT (a, a)) of F(m, r) as float32 arrays on the current device, made
-    once per device (a copy to the GPU per call would wait for the queued kernels)."""
+    """(AT (m, a), G (a, r), BT (a, a)) of F(m, r) as float32 arrays on the current device (the
+    op's GPU: Function.apply and the backward run inside its device_scope), made once per device
+    (a copy to the GPU per call would wait for the queued kernels)."""
     device = None if xp is np else xp.cuda.Device().id
     key = (xp.__name__, device, m, r)
     if key not in _device_matrices:

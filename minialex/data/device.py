@@ -39,15 +39,18 @@ class DeviceBatches:
     def _gpu(self):
         cp = backend.cupy()
         import cupyx
-        device_id = int(self.device[5:])
-        with cp.cuda.Device(device_id):
+        # The stream, the constants, the pinned buffers, the copies, the kernel and the events all
+        # belong to the loader's GPU. The scope is entered for each batch's work and never held
+        # across a yield: between batches the caller's current device is its own.
+        with backend.device_scope(self.device):
             stream = cp.cuda.Stream(non_blocking=True)
             mean, std = cp.asarray(self.mean), cp.asarray(self.std)
-            ring, events, k = {}, [None] * RING, 0
-            for crops, flips, offsets, labels, full in self.loader.host_batches():
-                if full is not None:
-                    yield Tensor(full, device=self.device), labels
-                    continue
+        ring, events, k = {}, [None] * RING, 0
+        for crops, flips, offsets, labels, full in self.loader.host_batches():
+            if full is not None:
+                yield Tensor(full, device=self.device), labels
+                continue
+            with backend.device_scope(self.device):
                 slot = k % RING
                 if events[slot] is not None:
                     events[slot].synchronize()              # its previous copy is done: reuse the buffer
@@ -66,6 +69,6 @@ class DeviceBatches:
                         cuda.launch("augment", "augment_batch", *cuda.blocks(out.size), out, d_crops, d_flips,
                                     d_offsets, mean, std, np.int32(len(crops)), np.int32(crops.shape[1]))
                     events[slot] = stream.record()
-                cp.cuda.get_current_stream().wait_event(events[slot])   # the model's stream waits here
-                k += 1
-                yield Tensor._make(out, self.device), labels
+                cp.cuda.get_current_stream().wait_event(events[slot])   # this GPU's model stream waits here
+            k += 1
+            yield Tensor._make(out, self.device), labels

@@ -18,6 +18,13 @@ current step (see DeviceBatches).
 Determinism: the order of epoch e is a permutation drawn from (seed, e), and the augmentation of
 item i in epoch e from (seed, e, i), so a seed reproduces every batch exactly whatever the number
 of workers, the cache, or the device. Call set_epoch(e) before iterating.
+
+Data parallel (shard=(rank, size)): batch k of the epoch is the permutation's [k*size*B,
+(k+1)*size*B) (B = batch_size, per process), and this process serves its rows [rank*B,
+(rank+1)*B): the ranks see distinct images whose union is the epoch, and `size` processes see the
+batches one process with batch size*B would. `batch_offset` is the global index of this rank's
+first row (rank*B). A sharded loader reads the decoded store when it exists (minialex-train has
+rank 0 build it first) and decodes otherwise.
 """
 import multiprocessing
 import threading
@@ -33,11 +40,16 @@ from .transforms import resize_shorter
 
 class DataLoader:
     def __init__(self, folder, transform, batch_size=64, shuffle=False, drop_last=False, workers=2,
-                 seed=0, prefetch=2, cache=True, device=None):
+                 seed=0, prefetch=2, cache=True, device=None, shard=(0, 1)):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size expected an integer >= 1, got {batch_size!r}")
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ValueError(f"DataLoader: workers expected an integer >= 0, got {workers!r}")
+        rank, size = shard
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1 or \
+                isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < size:
+            raise ValueError(f"DataLoader: shard expected (rank, size) with 0 <= rank < size, got {shard!r}")
+        self.shard = (rank, size)
         self.folder, self.transform = folder, transform
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.workers, self.seed, self.prefetch = workers, seed, prefetch
@@ -49,9 +61,13 @@ class DataLoader:
     def set_epoch(self, epoch):
         self.epoch = epoch
 
+    @property
+    def batch_offset(self):
+        """The global index of this process's first row in each batch (rank * batch_size)."""
+        return self.shard[0] * self.batch_size
+
     def __len__(self):
-        n = len(self.folder)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return len(self._batches()[1])
 
     def _order(self):
         n = len(self.folder)
@@ -63,9 +79,13 @@ class DataLoader:
         return np.random.default_rng([self.seed, self.epoch, int(i)])
 
     def _batches(self):
+        """(the epoch's order, this process's batches): its rows of every global batch."""
         order = self._order()
-        starts = range(0, len(order) - (self.batch_size - 1 if self.drop_last else 0), self.batch_size)
-        return order, [order[s:s + self.batch_size] for s in starts]
+        whole = self.batch_size * self.shard[1]
+        starts = range(0, len(order) - (whole - 1 if self.drop_last else 0), whole)
+        lo = self.shard[0] * self.batch_size
+        batches = [order[s + lo:min(s + lo + self.batch_size, s + whole)] for s in starts]
+        return order, [b for b in batches if len(b)]
 
     def __iter__(self):
         if self.device is not None:
@@ -86,7 +106,7 @@ class DataLoader:
             self.store = Store.find(self.folder, self.transform.resize)
         if self.store is not None:
             source = self._from_store
-        elif self.cache:
+        elif self.cache and self.shard[1] == 1:  # a shard sees part of the data: it cannot build the store
             source = self._first_pass
         else:
             source = self._decoding

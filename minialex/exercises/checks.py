@@ -18,7 +18,7 @@ EXERCISES = {
                    "backward(dy, cache) -> (dx,)"),
     "conv2d": (conv, "forward(x, w, b, stride, padding, groups) -> (y, cache)   # stride, padding pairs; b may be None",
                "backward(dy, cache) -> (dx, dw, db)   # db None when b was None"),
-    "dropout": (dropout, "forward(x, p, seed) -> (y, cache)   # keep = dropout_keep_mask(seed, x.shape, p)",
+    "dropout": (dropout, "forward(x, p, seed, offset) -> (y, cache)   # keep = dropout_keep_mask(seed, x.shape, p, offset)",
                 "backward(dy, cache) -> (dx,)"),
     "linear": (linear, "forward(x, w, b) -> (y, cache)   # x (N, in), w (out, in)", "backward(dy, cache) -> (dx, dw, db)"),
     "cross_entropy": (cross_entropy, "forward(z, target) -> (loss, cache)   # loss: a 0-d array",
@@ -191,10 +191,11 @@ def _cases(op, mine):
         return out
     if op == "dropout":
         x = r.standard_normal((6, 50))
-        return [(f"p={p}", same_as_reference([x], (
-                    "keep = dropout_keep_mask(seed, x.shape, p); y = x / (1 - p) where kept, else 0",
-                    "the kept units were scaled by 1/(1-p): their gradient is too"), p=p, seed=11))
-                for p in (0.5, 0.2)]
+        return [(f"p={p}, offset {offset}", same_as_reference([x], (
+                    "keep = dropout_keep_mask(seed, x.shape, p, offset); y = x / (1 - p) where kept, else 0",
+                    "the kept units were scaled by 1/(1-p), and the backward uses the forward's mask (the same "
+                    "seed and offset): their gradient is scaled too"), p=p, seed=11, offset=offset))
+                for p, offset in ((0.5, 0), (0.2, 300))]
     if op == "linear":
         return [("values", same_as_reference([r.standard_normal((3, 5)), r.standard_normal((4, 5)), r.standard_normal(4)],
                                              ("y = x w^T + b", "dx = dy w, dw = dy^T x (shape (out, in)), db = sum_n dy"))),

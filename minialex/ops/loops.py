@@ -158,22 +158,23 @@ def _fmix32(h):
 
 
 def dropout_keep(seed, index, p):
-    """Element `index` (flat, C order) is kept when the 24 high bits of its hash reach round(p * 2^24)."""
+    """Element `index` (its counter: offset + flat C-order index) is kept when the 24 high bits of its
+    hash reach round(p * 2^24)."""
     h = _fmix32(((index * 0x9E3779B9) + _fmix32(seed)) & 0xFFFFFFFF)
     return (h >> 8) >= round(p * (1 << 24))
 
 
-def dropout_forward(x, p, seed):
+def dropout_forward(x, p, seed, offset=0):
     y = np.zeros_like(x)
     for flat, idx in enumerate(np.ndindex(*x.shape)):
-        y[idx] = x[idx] / (1 - p) if dropout_keep(seed, flat, p) else 0.0
+        y[idx] = x[idx] / (1 - p) if dropout_keep(seed, (offset + flat) & 0xFFFFFFFF, p) else 0.0
     return y
 
 
-def dropout_backward(dy, p, seed):
+def dropout_backward(dy, p, seed, offset=0):
     dx = np.zeros_like(dy)
     for flat, idx in enumerate(np.ndindex(*dy.shape)):
-        dx[idx] = dy[idx] / (1 - p) if dropout_keep(seed, flat, p) else 0.0
+        dx[idx] = dy[idx] / (1 - p) if dropout_keep(seed, (offset + flat) & 0xFFFFFFFF, p) else 0.0
     return dx
 
 

@@ -1,0 +1,257 @@
+"""Data-parallel training over processes: MPI to start them and exchange host data, NCCL for
+gradients on GPUs (the design of Chainer's ChainerMN).
+
+    mpiexec -n 4 minialex-train --data imagenette2 --device cuda --batch-size 128
+
+Each of the N processes (ranks) holds the whole model and trains on its slice of every global
+batch: with per-process batch B, global batch k is the epoch's permutation [k*N*B, (k+1)*N*B),
+and rank r takes its rows [r*B, (r+1)*B). After each backward the gradients are summed over the
+ranks (one flat buffer, one all-reduce) and every rank takes the same SGD step, so the models stay
+identical. Each rank's loss is its slice's mean, so its gradient is weighted by its slice's size
+before the sum and the sum divided by the global batch size: exactly the gradient of the mean loss
+over the global batch, as DistributedDataParallel gives (PyTorch averages equal slices the same
+way). Dropout masks (minialex.random.sample_offset) and augmentation (seed, epoch, image index)
+are keyed by the global sample, so N processes with batch B reproduce one process with batch N*B
+up to the order of float sums.
+
+The world comes from the launcher: `mpiexec` sets the environment (PMI_* for MPICH's Hydra,
+OMPI_COMM_WORLD_* for Open MPI, PMIX_*); a process started without it is a world of one and never
+imports mpi4py. On GPUs each rank uses `cuda:<local rank>` (its rank among the processes of its
+machine), and gradients go through NCCL (cupy.cuda.nccl), whose communicator is set up over MPI.
+
+Failure: an exception on any rank ends the whole job with that rank's message (MPI_Abort), and a
+collective that waits longer than the timeout (a rank hangs, or died in a way the launcher did not
+see) aborts it too: no run hangs forever.
+"""
+import contextlib
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+
+from . import backend
+
+LAUNCHER_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
+DEFAULT_TIMEOUT = 600.0   # seconds a collective may wait (a step of AlexNet takes well under one)
+NCCL_ID_BYTES = 128       # ncclUniqueId
+
+
+class DistributedError(RuntimeError):
+    """A distributed setup that cannot work (mpi4py missing, a device per rank missing)."""
+
+
+def launched_size():
+    """The number of processes the launcher started (1 when not under mpiexec)."""
+    for name in LAUNCHER_SIZE:
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 1:
+            return int(value)
+    return 1
+
+
+class World:
+    """This process's place among the ranks: rank, size, local_rank, and the collectives."""
+
+    def __init__(self, comm=None, timeout=DEFAULT_TIMEOUT):
+        self.comm = comm
+        self.rank = comm.Get_rank() if comm is not None else 0
+        self.size = comm.Get_size() if comm is not None else 1
+        self.local_rank = 0
+        if comm is not None and self.size > 1:
+            from mpi4py import MPI
+            local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
+            self.local_rank = local.Get_rank()
+            local.Free()
+        self.timeout = timeout
+        self.nccl, self._nccl_device = None, None
+        self._watch = _Watchdog(self) if self.size > 1 else None
+        self._buffers = {}
+
+    @property
+    def is_root(self):
+        return self.rank == 0
+
+    def __repr__(self):
+        return f"World(rank={self.rank}, size={self.size}, local_rank={self.local_rank})"
+
+    # ----- host collectives (MPI) -----
+
+    def barrier(self, what="barrier", timeout=None):
+        if self.size > 1:
+            with self._watch.waiting(what, timeout):
+                self.comm.Barrier()
+
+    def allreduce_sum(self, array, what="all-reduce"):
+        """The element-wise sum of a host array over the ranks (a new float64/float32 array)."""
+        array = np.ascontiguousarray(array)
+        if self.size == 1:
+            return array.copy()
+        out = np.empty_like(array)
+        with self._watch.waiting(what):
+            self.comm.Allreduce(array, out)
+        return out
+
+    def broadcast(self, array, root=0, what="broadcast"):
+        """Rank root's host array, in place on every rank (same shape and dtype on all)."""
+        if self.size > 1:
+            with self._watch.waiting(what):
+                self.comm.Bcast(array, root=root)
+        return array
+
+    def broadcast_flag(self, value, root=0):
+        """Rank root's boolean, on every rank."""
+        flag = np.array([1 if value else 0], np.int32)
+        return bool(self.broadcast(flag, root, "broadcast")[0])
+
+    @contextlib.contextmanager
+    def root_first(self, what):
+        """Rank 0 runs the block first (it may write caches the others then read), the rest after."""
+        if not self.is_root:
+            self.barrier(what, timeout=0)         # no timeout: rank 0 may decode a whole dataset
+        yield
+        if self.is_root:
+            self.barrier(what, timeout=0)
+
+    # ----- gradients -----
+
+    def allreduce_gradients(self, params, count, extra=()):
+        """Each parameter's .grad becomes sum over ranks of count_r * grad_r, divided by the sum of
+        the counts (count: this rank's samples, whose mean loss the gradient is of): the gradient of
+        the mean loss over the global batch. `extra` host numbers (this step's loss sum, correct
+        count) ride in the same buffer; returns (*their sums, the total count). One flat buffer,
+        one collective per step: MPI on the host, NCCL on GPUs."""
+        grads = [p.grad for p in params if p.grad is not None]
+        xp = backend.xp_of(grads[0]) if grads else np
+        sizes = [g.size for g in grads]
+        n = sum(sizes)
+        key = (xp.__name__, n, len(extra))
+        if key not in self._buffers:
+            self._buffers[key] = xp.empty(n + len(extra) + 1, np.float32)
+        flat = self._buffers[key]
+        offset = 0
+        for g, size in zip(grads, sizes):
+            xp.multiply(g.reshape(-1), np.float32(count), out=flat[offset:offset + size])
+            offset += size
+        flat[n:] = xp.asarray(np.array([*extra, count], np.float32))
+        if self.size > 1:
+            if xp is not np:
+                self._nccl_allreduce(flat)
+            else:
+                from mpi4py import MPI
+                with self._watch.waiting("gradient all-reduce"):
+                    self.comm.Allreduce(MPI.IN_PLACE, flat)
+        sums = backend.to_numpy(flat[n:]).astype(np.float64)
+        offset = 0
+        for g, size in zip(grads, sizes):
+            xp.multiply(flat[offset:offset + size].reshape(g.shape), np.float32(1.0 / sums[-1]), out=g)
+            offset += size
+        return tuple(sums)
+
+    def _nccl_allreduce(self, flat):
+        import cupy as cp
+        from cupy.cuda import nccl
+        device = flat.device.id
+        if self.nccl is None or self._nccl_device != device:
+            uid = np.zeros(NCCL_ID_BYTES, np.int64)              # NCCL's id: 128 byte values
+            if self.is_root:
+                uid[:] = nccl.get_unique_id()
+            self.broadcast(uid, 0, "NCCL set-up")
+            with cp.cuda.Device(device):
+                self.nccl = nccl.NcclCommunicator(self.size, tuple(int(v) for v in uid), self.rank)
+            self._nccl_device = device
+        stream = cp.cuda.get_current_stream()
+        with self._watch.waiting("NCCL gradient all-reduce"):
+            self.nccl.allReduce(flat.data.ptr, flat.data.ptr, flat.size, nccl.NCCL_FLOAT32, nccl.NCCL_SUM, stream.ptr)
+            stream.synchronize()
+
+    def sync_parameters(self, params):
+        """Rank 0's parameters on every rank (the same seed makes them equal already; this makes sure)."""
+        if self.size == 1:
+            return
+        for p in params:
+            host = np.ascontiguousarray(backend.to_numpy(p.data))
+            self.broadcast(host, 0, "parameter broadcast")
+            p.data[...] = backend.to_device(host, p.device, p.dtype)
+
+    # ----- failure -----
+
+    def abort(self, message, code=1):
+        """End every rank's process now, with this rank's message on stderr."""
+        try:
+            print(f"minialex: rank {self.rank} of {self.size}: {message}", file=sys.stderr, flush=True)
+        finally:
+            if self.size > 1:
+                self.comm.Abort(code)
+            os._exit(code)
+
+
+class _Watchdog:
+    """Aborts the job when a collective waits longer than world.timeout (0: no limit)."""
+
+    def __init__(self, world):
+        self.world = world
+        self.deadline, self.what = None, None
+        self.lock = threading.Lock()
+        self.thread = None
+
+    @contextlib.contextmanager
+    def waiting(self, what, timeout=None):
+        limit = self.world.timeout if timeout is None else timeout
+        if not limit:
+            yield
+            return
+        with self.lock:
+            self.deadline, self.what = time.monotonic() + limit, what
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="minialex-watchdog", daemon=True)
+                self.thread.start()
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.deadline = None
+
+    def _run(self):
+        while True:
+            time.sleep(0.2)
+            with self.lock:
+                late = self.deadline is not None and time.monotonic() > self.deadline
+                what = self.what
+            if late:
+                self.world.abort(f"{what} waited more than {self.world.timeout:g} s for the other ranks "
+                                 f"(one has died or hangs; --dist-timeout sets the limit): stopping the job")
+
+
+_world = None
+
+
+def init(timeout=DEFAULT_TIMEOUT):
+    """The world this process belongs to (made once): size 1 unless started by mpiexec."""
+    global _world
+    if _world is not None:
+        _world.timeout = timeout
+        return _world
+    if launched_size() == 1:
+        _world = World(None, timeout)
+        return _world
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise DistributedError(f"started by mpiexec as one of {launched_size()} processes, but mpi4py is not "
+                               "installed: pip install 'minialex[mpi]' (mpi4py and an MPI library)") from None
+    _world = World(MPI.COMM_WORLD, timeout)
+    return _world
+
+
+def world():
+    """The current world (init() with the defaults if nobody called it)."""
+    return _world if _world is not None else init()
+
+
+def device_for(device, w):
+    """The device of rank w.rank: "cuda" becomes cuda:<local rank> when several ranks share a machine."""
+    if w.size > 1 and device == "cuda":
+        return f"cuda:{w.local_rank}"
+    return device

