@@ -187,3 +187,26 @@ def test_a_bad_shard_is_refused(tmp_path):
     for shard in [(2, 2), (-1, 2), (0, 0), (0.5, 2)]:
         with pytest.raises(ValueError, match="DataLoader: shard"):
             DataLoader(folder, t, 2, shard=shard)
+
+
+def _gpu():
+    from .test_cuda import _gpu_available
+    return _gpu_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _gpu(), reason="no CUDA GPU")
+def test_nccl_all_reduce_equals_the_host_sum_on_one_gpu():
+    """The NCCL path (communicator, pointers, stream) in a world of one: the sum over one rank is
+    the buffer itself, as MPI's would be; then the whole gradient reduction on GPU arrays."""
+    import cupy as cp
+    w = distributed.World(None)
+    host = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
+    flat = cp.asarray(host)
+    w._nccl_allreduce(flat)
+    np.testing.assert_array_equal(flat.get(), w.allreduce_sum(host))
+    p = ma.Tensor(host[:6].reshape(2, 3), requires_grad=True, device="cuda")
+    p.grad = cp.asarray(host[6:12].reshape(2, 3))
+    sums = w.allreduce_gradients([p], 3, (1.5,))
+    np.testing.assert_allclose(p.grad.get(), host[6:12].reshape(2, 3), rtol=1e-6)
+    assert sums == (1.5, 3.0)
