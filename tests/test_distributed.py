@@ -210,3 +210,30 @@ def test_nccl_all_reduce_equals_the_host_sum_on_one_gpu():
     sums = w.allreduce_gradients([p], 3, (1.5,))
     np.testing.assert_allclose(p.grad.get(), host[6:12].reshape(2, 3), rtol=1e-6)
     assert sums == (1.5, 3.0)
+
+
+def test_processes_on_one_machine_split_its_cores(monkeypatch):
+    """Each of the machine's processes takes cores // processes threads, for minialex's passes and
+    for OpenBLAS; a user's MINIALEX_THREADS stays, and a process alone changes nothing."""
+    from minialex.cpu import threads, tuning
+    monkeypatch.delenv("MINIALEX_THREADS", raising=False)
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "cpu_threads", lambda: 8)
+    blas = tuning.blas_threads()
+    try:
+        w = distributed.World(None)
+        assert distributed.share_cores(w) is None and "MINIALEX_THREADS" not in os.environ
+        w.local_size = 3
+        assert distributed.share_cores(w) == 2
+        assert os.environ["MINIALEX_THREADS"] == "2"
+        if blas is not None:
+            assert tuning.blas_threads() == 2
+        monkeypatch.setenv("MINIALEX_THREADS", "5")
+        w.local_size = 16
+        assert distributed.share_cores(w) is None and os.environ["MINIALEX_THREADS"] == "5"
+        monkeypatch.delenv("MINIALEX_THREADS")
+        assert distributed.share_cores(w) == 1           # never below one thread
+    finally:
+        if blas is not None:
+            tuning.set_blas_threads(blas)

@@ -42,6 +42,35 @@ def openblas():
     return None
 
 
+_BLAS_PREFIXES = ("openblas_", "scipy_openblas_")     # NumPy's wheels rename OpenBLAS's functions
+_BLAS_SUFFIXES = ("", "64_")
+
+
+def _blas_function(name, argtypes, restype):
+    lib = openblas()
+    for prefix in _BLAS_PREFIXES:
+        for suffix in _BLAS_SUFFIXES:
+            fn = getattr(lib, prefix + name + suffix, None) if lib is not None else None
+            if fn is not None:
+                fn.argtypes, fn.restype = argtypes, restype
+                return fn
+    return None
+
+
+def set_blas_threads(n):
+    """Have NumPy's OpenBLAS use n threads from its next product on; returns True if it could."""
+    fn = _blas_function("set_num_threads", [ctypes.c_int], None)
+    if fn is not None:
+        fn(int(n))
+    return fn is not None
+
+
+def blas_threads():
+    """The threads NumPy's OpenBLAS uses, or None where it cannot be asked."""
+    fn = _blas_function("get_num_threads", [], ctypes.c_int)
+    return fn() if fn is not None else None
+
+
 def _tune_malloc():
     if os.environ.get("MINIALEX_TUNE_MALLOC", "1") == "0":
         return "skipped (MINIALEX_TUNE_MALLOC=0)"
