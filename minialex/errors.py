@@ -19,7 +19,12 @@ def check_positive_int(op, arg, value):
 
 def check_pair(op, arg, value, minimum=1):
     """An int or a 2-tuple of ints, each >= minimum, as (h, w)."""
-    values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if isinstance(value, (tuple, list)) or getattr(value, "ndim", 0) == 1:   # a NumPy pair too
+        values = tuple(value)
+    elif getattr(value, "ndim", 0) > 1:
+        fail(op, arg, "an int or a pair of ints", f"an array of shape {value.shape}", TypeError)
+    else:
+        values = (value, value)
     if len(values) != 2:
         fail(op, arg, "an int or a pair of ints", repr(value), TypeError)
     for v in values:

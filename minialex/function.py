@@ -120,9 +120,16 @@ class Function:
         self.inputs = inputs  # the input Tensors (None for an absent optional input)
         self.on_kernels = on_kernels
 
+    input_names = ()  # optional: the inputs' argument names, for error messages
+
     @classmethod
     def name(cls):
         return cls.__name__
+
+    @classmethod
+    def _input(cls, i):
+        """"input i", with its argument name where the op gives one: "input 1 (weight)"."""
+        return f"input {i}" + (f" ({cls.input_names[i]})" if i < len(cls.input_names) else "")
 
     @classmethod
     def apply(cls, *inputs, **hyper):
@@ -132,14 +139,14 @@ class Function:
             if t is None:
                 continue
             if not isinstance(t, Tensor):
-                raise TypeError(f"{cls.name()}: input {i} expected a Tensor, got {type(t).__name__}")
+                raise TypeError(f"{cls.name()}: {cls._input(i)} expected a Tensor, got {type(t).__name__}")
             if device is None:
                 device, dtype = t.device, t.dtype
             elif t.device != device:
-                raise ValueError(f"{cls.name()}: input {i} expected device {device!r} like input 0, "
+                raise ValueError(f"{cls.name()}: {cls._input(i)} expected device {device!r} like input 0, "
                                  f"got {t.device!r}; move it with .to({device!r})")
             elif t.dtype != dtype:
-                raise TypeError(f"{cls.name()}: input {i} expected dtype {dtype} like the other "
+                raise TypeError(f"{cls.name()}: {cls._input(i)} expected dtype {dtype} like the other "
                                 f"inputs, got {t.dtype}")
         (forward, backward), kind = implementation(cls, device)
         arrays = [None if t is None else t.data for t in inputs]

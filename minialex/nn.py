@@ -11,6 +11,7 @@ import numpy as np
 
 from . import backend, functional as F, random
 from .tensor import Tensor
+from .errors import check_pair
 from .ops.conv import ALGORITHMS as CONV_ALGORITHMS
 
 
@@ -197,6 +198,9 @@ class Conv2d(Module):
             raise ValueError(f"Conv2d: algorithm expected one of {', '.join(map(repr, CONV_ALGORITHMS))}, "
                              f"got {algorithm!r}")
         self.algorithm = algorithm  # F.conv2d's: "auto" takes Winograd where it pays
+        if algorithm == "winograd" and check_pair("Conv2d", "stride", stride) != (1, 1):
+            raise ValueError(f"Conv2d: stride expected 1 with algorithm='winograd' (use 'im2col' or 'auto' "
+                             f"for strided convolutions), got {stride!r}")
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
         if in_ch % groups or out_ch % groups:
             raise ValueError(f"Conv2d: groups expected a divisor of in_ch={in_ch} and "

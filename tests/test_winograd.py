@@ -252,3 +252,46 @@ def test_a_convolution_keeps_no_column_matrix(path, algorithm):
         assert any(a is x.data for a in kept)
         y.backward(np.ones(y.shape, np.float32))
     assert x.grad.shape == x.shape and w.grad.shape == w.shape
+
+
+@pytest.mark.parametrize("path", ["reference", "fast"])
+@pytest.mark.parametrize("algorithm", ["winograd", "auto"])
+def test_an_empty_batch_gives_empty_and_zero_gradients(path, algorithm):
+    """N = 0 (auto takes Winograd here: 128 channels): y and dx empty, dw and db zero, as im2col."""
+    x = ma.Tensor(np.zeros((0, 128, 6, 6), np.float32), requires_grad=True)
+    w = ma.Tensor(rng(13).standard_normal((128, 128, 3, 3)).astype(np.float32), requires_grad=True)
+    b = ma.Tensor(np.ones(128, np.float32), requires_grad=True)
+    with ma.cpu_path(path):
+        y = F.conv2d(x, w, b, padding=1, algorithm=algorithm)
+        assert _op(y) == "WinogradConv2d" and y.shape == (0, 128, 6, 6)
+        y.sum().backward()
+    assert x.grad.shape == (0, 128, 6, 6)
+    assert w.grad.shape == w.shape and not w.grad.any() and not b.grad.any()
+
+
+def test_winograd_kernel_limits_name_the_tile_that_fits():
+    x = ma.Tensor(np.zeros((1, 1, 12, 12), np.float32))
+    with pytest.raises(ValueError, match=r"conv2d: weight .*tile=1 takes 8.*got kernel 8x8"):
+        F.conv2d(x, ma.Tensor(np.zeros((1, 1, 8, 8), np.float32)), algorithm="winograd")
+    w8 = ma.Tensor(rng(14).standard_normal((1, 1, 8, 8)))
+    x64 = ma.Tensor(rng(15).standard_normal((1, 1, 12, 12)))
+    np.testing.assert_allclose(F.conv2d(x64, w8, algorithm="winograd", tile=1).data,
+                               F.conv2d(x64, w8, algorithm="im2col").data, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match=r"conv2d: weight expected a kernel of at most 8 taps"):
+        F.conv2d(x, ma.Tensor(np.zeros((1, 1, 9, 9), np.float32)), algorithm="winograd", tile=1)
+    with pytest.raises(ValueError, match=r"conv2d: tile .*got 7$"):
+        F.conv2d(x, ma.Tensor(np.zeros((1, 1, 3, 3), np.float32)), algorithm="winograd", tile=7)
+    np.testing.assert_allclose(F.conv2d(x64, ma.Tensor(np.ones((1, 1, 3, 3))), algorithm="winograd",
+                                        tile=np.array([2, 4])).data,
+                               F.conv2d(x64, ma.Tensor(np.ones((1, 1, 3, 3)))).data, rtol=1e-10, atol=1e-10)
+
+
+def test_conv_errors_name_the_argument_and_strided_winograd_layers_are_refused_when_built():
+    x = ma.Tensor(np.zeros((1, 2, 8, 8), np.float64))
+    w = ma.Tensor(np.zeros((2, 2, 3, 3), np.float32))
+    for algorithm in ["im2col", "winograd"]:
+        with pytest.raises(TypeError, match=r"input 1 \(weight\) expected dtype float64 .*got float32"):
+            F.conv2d(x, w, algorithm=algorithm)
+    with pytest.raises(ValueError, match=r"Conv2d: stride expected 1 with algorithm='winograd'.*got 2"):
+        ma.nn.Conv2d(2, 2, 3, stride=2, algorithm="winograd")
+    assert ma.nn.Conv2d(2, 2, 3, stride=(1, 1), algorithm="winograd").algorithm == "winograd"

@@ -50,7 +50,7 @@ def transform_filter(w, tile):
     """U (a_h*a_w, O, C/G) = Gh @ w @ Gw^T of every filter, as one product."""
     o, cg, kh, kw = w.shape
     kg = _kron(tile, (kh, kw), w.dtype)[1]
-    return (kg @ w.reshape(o * cg, kh * kw).T).reshape(-1, o, cg)
+    return (kg @ w.reshape(o * cg, kh * kw).T).reshape(kg.shape[0], o, cg)
 
 
 def transform_output(m, o, n, kernel, tile, out_size, bias):
@@ -83,7 +83,7 @@ def transform_output_adjoint(dy, kernel, tile, th, tw):
         np.copyto(dyt[:, :, lo:hi], full.reshape(n, hi - lo, th, mh, tw, mw).transpose(3, 5, 1, 0, 2, 4))
     parallel(gather, o, dyt.size)
     ka = _kron(tile, kernel, dy.dtype)[0]
-    return (ka.T @ dyt.reshape(mh * mw, -1)).reshape(-1, o, n * th * tw)
+    return (ka.T @ dyt.reshape(mh * mw, -1)).reshape(ka.shape[1], o, n * th * tw)   # sizes given: N may be 0
 
 
 def transform_input_adjoint(dv, x_shape, kernel, padding, tile):

@@ -103,6 +103,7 @@ def conv2d_backward(dy, cache, needs):
 
 
 class Conv2d(Function):
+    input_names = ("x", "weight", "bias")
     reference = (conv2d_forward, conv2d_backward)
     fast = (fast.conv2d_forward, fast.conv2d_backward)
     cuda = (kernels.conv2d_forward, kernels.conv2d_backward)
@@ -165,16 +166,19 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1, algorithm="auto"
         fail(op, "stride", "1 with algorithm='winograd' (use 'im2col' or 'auto' for strided convolutions)",
              stride)
     oh, ow = h + 2 * padding[0] - kh + 1, w + 2 * padding[1] - kw + 1
+    if max(kh, kw) > winograd.MAX_TILE_INPUT:
+        fail(op, "weight", f"a kernel of at most {winograd.MAX_TILE_INPUT} taps per side with "
+             f"algorithm='winograd' (use 'im2col' or 'auto')", f"kernel {kh}x{kw}")
     if tile is None:  # algorithm="winograd" with no tile: the fewest multiplications
         tile = (winograd.choose_tile(kh, oh), winograd.choose_tile(kw, ow))
         if None in tile:
             fail(op, "weight", f"a kernel of at most {winograd.MAX_TILE_INPUT - 1} taps per side with "
-                 f"algorithm='winograd'", f"kernel {kh}x{kw}")
+                 f"algorithm='winograd' and no tile (tile=1 takes {winograd.MAX_TILE_INPUT})", f"kernel {kh}x{kw}")
     else:
-        tile = check_pair(op, "tile", tile)
+        given, tile = tile, check_pair(op, "tile", tile)
         if max(tile[0] + kh, tile[1] + kw) - 1 > winograd.MAX_TILE_INPUT:
             fail(op, "tile", f"m + kernel - 1 <= {winograd.MAX_TILE_INPUT} per axis "
-                 f"(kernel {kh}x{kw})", tile)
+                 f"(kernel {kh}x{kw})", repr(given))
     return winograd.WinogradConv2d.apply(x, weight, bias, padding=padding, groups=groups, tile=tile)
 
 

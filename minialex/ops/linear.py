@@ -46,6 +46,7 @@ def linear_backward(dy, cache, needs):
 
 
 class Linear(Function):
+    input_names = ("x", "weight", "bias")
     reference = (linear_forward, linear_backward)
     cuda = (kernels.linear_forward, kernels.linear_backward)
 

@@ -248,6 +248,7 @@ def _where_finite(winograd, im2col):
 
 
 class WinogradConv2d(Function):
+    input_names = ("x", "weight", "bias")
     reference = (winograd_forward, winograd_backward)
     fast = (fast.winograd_forward, fast.winograd_backward)
     cuda = (kernels.winograd_forward, kernels.winograd_backward)
