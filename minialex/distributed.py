@@ -19,9 +19,16 @@ OMPI_COMM_WORLD_* for Open MPI, PMIX_*); a process started without it is a world
 imports mpi4py. On GPUs each rank uses `cuda:<local rank>` (its rank among the processes of its
 machine), and gradients go through NCCL (cupy.cuda.nccl), whose communicator is set up over MPI.
 
-Failure: an exception on any rank ends the whole job with that rank's message (MPI_Abort), and a
-collective that waits longer than the timeout (a rank hangs, or died in a way the launcher did not
-see) aborts it too: no run hangs forever.
+Every rank takes every step: a rank none of whose images in a batch could be read takes part with
+an empty slice (count 0), and the dropout offset of each rank's rows is the number of rows the
+lower ranks hold in that batch (gathered before the forward), so unreadable images shift the keys exactly as
+they do in one process. Stops that every rank sees at once (a Ctrl-C or SIGTERM on any rank, which
+rides in the step's gradient buffer, a non-finite loss) end every rank at the same step.
+
+Failure: an exception on any rank ends the whole job with that rank's message (MPI_Abort, after a
+moment in which the other ranks' messages reach the launcher), and a collective that waits longer
+than the timeout (a rank hangs, or died in a way the launcher did not see) aborts it too: no run
+hangs forever.
 """
 import contextlib
 import os
@@ -36,6 +43,7 @@ from . import backend
 LAUNCHER_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
 DEFAULT_TIMEOUT = 600.0   # seconds a collective may wait (a step of AlexNet takes well under one)
 NCCL_ID_BYTES = 128       # ncclUniqueId
+ABORT_GRACE = 1.0        # seconds between a failing rank's message and MPI_Abort (see World.abort)
 
 
 class DistributedError(RuntimeError):
@@ -100,6 +108,29 @@ class World:
                 self.comm.Bcast(array, root=root)
         return array
 
+    def gather_counts(self, count, what="batch sizes"):
+        """Every rank's `count`, in rank order (an int64 array; [count] in a world of one)."""
+        mine = np.array([count], np.int64)
+        if self.size == 1:
+            return mine
+        counts = np.zeros(self.size, np.int64)
+        with self._watch.waiting(what):
+            self.comm.Allgather(mine, counts)
+        return counts
+
+    def allgather_text(self, text, what="all-gather"):
+        """Every rank's string, in rank order (sent as UTF-8 bytes: no pickle)."""
+        if self.size == 1:
+            return [text]
+        data = np.frombuffer(text.encode(), np.uint8)
+        sizes = np.zeros(self.size, np.int64)
+        with self._watch.waiting(what):
+            self.comm.Allgather(np.array([data.size], np.int64), sizes)
+            out = np.empty(max(int(sizes.sum()), 1), np.uint8)
+            self.comm.Allgatherv(data, [out, sizes.tolist()])
+        ends = np.cumsum(sizes)
+        return [out[e - n:e].tobytes().decode() for n, e in zip(sizes, ends)]
+
     def broadcast_flag(self, value, root=0):
         """Rank root's boolean, on every rank."""
         flag = np.array([1 if value else 0], np.int32)
@@ -119,20 +150,25 @@ class World:
     def allreduce_gradients(self, params, count, extra=()):
         """Each parameter's .grad becomes sum over ranks of count_r * grad_r, divided by the sum of
         the counts (count: this rank's samples, whose mean loss the gradient is of): the gradient of
-        the mean loss over the global batch. `extra` host numbers (this step's loss sum, correct
-        count) ride in the same buffer; returns (*their sums, the total count). One flat buffer,
-        one collective per step: MPI on the host, NCCL on GPUs."""
-        grads = [p.grad for p in params if p.grad is not None]
-        xp = backend.xp_of(grads[0]) if grads else np
-        sizes = [g.size for g in grads]
+        the mean loss over the global batch. A parameter without a gradient on this rank (a rank
+        with an empty slice ran no backward) counts as zeros, and gets the sum. `extra` host numbers
+        (this step's loss sum, correct count, a stop request) ride in the same buffer; returns
+        (*their sums, the total count). When the total count is 0 the gradients are left alone.
+        One flat buffer, one collective per step: MPI on the host, NCCL on GPUs."""
+        params = list(params)
+        xp = backend.xp_of(params[0].data) if params else np
+        sizes = [p.data.size for p in params]
         n = sum(sizes)
         key = (xp.__name__, n, len(extra))
         if key not in self._buffers:
             self._buffers[key] = xp.empty(n + len(extra) + 1, np.float32)
         flat = self._buffers[key]
         offset = 0
-        for g, size in zip(grads, sizes):
-            xp.multiply(g.reshape(-1), np.float32(count), out=flat[offset:offset + size])
+        for p, size in zip(params, sizes):
+            if p.grad is None:
+                flat[offset:offset + size] = 0
+            else:
+                xp.multiply(p.grad.reshape(-1), np.float32(count), out=flat[offset:offset + size])
             offset += size
         flat[n:] = xp.asarray(np.array([*extra, count], np.float32))
         if self.size > 1:
@@ -143,9 +179,13 @@ class World:
                 with self._watch.waiting("gradient all-reduce"):
                     self.comm.Allreduce(MPI.IN_PLACE, flat)
         sums = backend.to_numpy(flat[n:]).astype(np.float64)
+        if sums[-1] == 0:
+            return tuple(sums)
         offset = 0
-        for g, size in zip(grads, sizes):
-            xp.multiply(flat[offset:offset + size].reshape(g.shape), np.float32(1.0 / sums[-1]), out=g)
+        for p, size in zip(params, sizes):
+            if p.grad is None:
+                p.grad = xp.empty(p.data.shape, p.data.dtype)
+            xp.multiply(flat[offset:offset + size].reshape(p.data.shape), np.float32(1.0 / sums[-1]), out=p.grad)
             offset += size
         return tuple(sums)
 
@@ -177,10 +217,17 @@ class World:
 
     # ----- failure -----
 
-    def abort(self, message, code=1):
-        """End every rank's process now, with this rank's message on stderr."""
+    def abort(self, message=None, code=1):
+        """End every rank's process now, with this rank's message (if any) on stderr. Before
+        MPI_Abort, ABORT_GRACE seconds in which the other ranks, which often fail at the same
+        line, print theirs and the launcher passes all of it on (aborting at once lost them)."""
         try:
-            print(f"minialex: rank {self.rank} of {self.size}: {message}", file=sys.stderr, flush=True)
+            if message:
+                print(f"minialex: rank {self.rank} of {self.size}: {message}", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            if self.size > 1:
+                time.sleep(ABORT_GRACE)
         finally:
             if self.size > 1:
                 self.comm.Abort(code)

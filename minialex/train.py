@@ -69,19 +69,31 @@ SEED_LIMIT = 2**32 - 1
 
 
 class TrainError(Exception):
-    """Bad input found before training (a flag, a file, a folder): one line, exit status 2."""
+    """Bad input found before training (a flag, a file, a folder): one line, exit status 2.
+    together: every rank of a data-parallel run raised it at the same point (no abort needed);
+    rank: the rank whose input it was (said by rank 0)."""
+
+    def __init__(self, message, together=False, rank=None):
+        super().__init__(message)
+        self.together, self.rank = together, rank
 
 
 class Stopped(Exception):
-    """Training had to stop (the loss or weights became non-finite, a write failed): exit status 1."""
+    """Training had to stop (the loss or weights became non-finite, a write failed): exit status 1.
+    together: as TrainError's (the values it looked at were summed over the ranks)."""
+
+    def __init__(self, message, together=False):
+        super().__init__(message)
+        self.together = together
 
 
 class Interrupted(BaseException):
-    """SIGINT (Ctrl-C) or SIGTERM (what schedulers send) arrived."""
+    """SIGINT (Ctrl-C) or SIGTERM (what schedulers send) arrived. together: every rank of a
+    data-parallel run stops at the same step (the request rode in the step's all-reduce)."""
 
-    def __init__(self, signum):
+    def __init__(self, signum, together=False):
         super().__init__(signum)
-        self.signum = signum
+        self.signum, self.together = signum, together
 
 
 class _Parser(argparse.ArgumentParser):
@@ -444,6 +456,8 @@ def evaluate(model, loader, device, ten_crop=False):
     total, loss_sum, top1, top5 = 0, 0.0, 0, 0
     with no_grad():
         for x, y in loader:
+            if not len(y):  # a rank's empty slice of a batch (none of its images could be read)
+                continue
             if ten_crop:  # x: (B, 10, 3, S, S)
                 b = x.shape[0]
                 logits = model(Tensor(x.reshape(b * 10, *x.shape[2:]), device=device)).numpy().astype(np.float64)
@@ -521,14 +535,34 @@ def _signals_stop_the_run():
 
 
 @contextlib.contextmanager
-def _not_interrupted():
-    """Hold Ctrl-C / SIGTERM until the block (a save and the state it records) is complete."""
+def _signals_held(world):
+    """In a data-parallel run: Ctrl-C / SIGTERM only mark a stop request, which train_epoch puts in
+    the next step's all-reduce, so that every rank stops after the same step (a rank that raised at
+    once would leave the others waiting in a collective; mpiexec passes Ctrl-C to every rank, but
+    each gets it at another point of its step)."""
+    if world.size == 1:
+        yield
+        return
     _deferred["on"], _deferred["pending"] = True, None
     try:
         yield
     finally:
         _deferred["on"] = False
-        if _deferred["pending"] is not None:
+
+
+@contextlib.contextmanager
+def _not_interrupted():
+    """Hold Ctrl-C / SIGTERM until the block (a save and the state it records) is complete. Inside
+    _signals_held (a data-parallel run) the signal stays pending for the next step's all-reduce."""
+    outer = _deferred["on"]
+    if not outer:
+        _deferred["pending"] = None
+    _deferred["on"] = True
+    try:
+        yield
+    finally:
+        _deferred["on"] = outer
+        if not outer and _deferred["pending"] is not None:
             raise Interrupted(_deferred["pending"])
 
 
@@ -629,14 +663,42 @@ def _out_folder(args, ckpt, data_root):
     return folder
 
 
+def _same_settings(args, world):
+    """Every rank must run with rank 0's settings (mpiexec's MPMD form can start them with others,
+    and a rank with fewer epochs would leave the rest waiting): a clear error on every rank."""
+    mine = {k: v for k, v in vars(args).items() if k not in ("device", "workers")}   # these may differ
+    plain = json.dumps(mine, sort_keys=True, default=lambda v: sorted(map(str, v)) if isinstance(v, (set, frozenset))
+                       else str(v))
+    texts = world.allgather_text(plain, "comparing the ranks' settings")
+    differ = [r for r, text in enumerate(texts) if text != texts[0]]
+    if differ:
+        root, theirs = json.loads(texts[0]), json.loads(texts[differ[0]])
+        keys = [k for k in sorted(set(root) | set(theirs)) if root.get(k) != theirs.get(k)]
+        said = ", ".join(f"--{k.replace('_', '-')} {theirs.get(k)} (rank 0: {root.get(k)})" for k in keys[:4])
+        raise TrainError(f"rank {differ[0]} was started with other settings than rank 0: {said}; every process "
+                         f"must be given the same command line", together=True)
+
+
 def setup(args, given):
     """Checkpoint, settings, data, run folder, statistics, model and optimizer, in that order, so
     that every check that can fail runs before the statistics pass; returns a Run (or None when a
     resumed run has nothing left to do). The run folder, when made, is locked: Run.folder.unlock()."""
     world = distributed.world()
-    ckpt = read_checkpoint(args.resume) if getattr(args, "resume", None) else None
-    args = resolve(args, given, ckpt)
-    validate(args)
+    failure = None
+    try:
+        ckpt = read_checkpoint(args.resume) if getattr(args, "resume", None) else None
+        args = resolve(args, given, ckpt)
+        validate(args)
+    except TrainError as e:
+        failure = e
+    if world.size > 1:  # the ranks agree: one clear error, from the first rank that found one
+        said = world.allgather_text("" if failure is None else str(failure), "checking the settings")
+        bad = [r for r, text in enumerate(said) if text]
+        if bad:
+            raise TrainError(said[bad[0]], together=True, rank=bad[0])
+        _same_settings(args, world)
+    elif failure is not None:
+        raise failure
     world.timeout = args.dist_timeout
     if ckpt and ckpt.meta["processes"] != world.size and not args.eval_only:
         n = ckpt.meta["processes"]
@@ -711,19 +773,30 @@ def train_epoch(run, epoch, loader):
     sampled_at = len(loader) // 2     # the step whose layers are measured (diagnostics.py)
     try:
         for k, (x, y) in enumerate(loader):
-            sampled = k == sampled_at
-            with run.diag.recording() if sampled else contextlib.nullcontext(), \
-                    random.sample_offset_scope(loader.batch_offset):   # dropout keyed by the global sample
-                logits = model(_on_device(x, args.device))
-            loss = F.cross_entropy(logits, y)
+            sampled = k == sampled_at and (len(y) or world.size == 1)
+            counts = world.gather_counts(len(y))   # every rank's rows of this global batch
+            if not counts.sum():                    # no image of it could be read: no step, as in one process
+                continue
+            offset = int(counts[:world.rank].sum())   # the global index of this rank's first row
             model.zero_grad()
-            loss.backward()
+            # A rank none of whose images could be read runs the forward on no rows: it draws the
+            # dropout seeds the others draw (one generator, the same on every rank), then no backward.
+            with run.diag.recording() if sampled else contextlib.nullcontext(), \
+                    random.sample_offset_scope(offset):   # dropout keyed by the global sample
+                logits = model(_on_device(x, args.device))
+            loss = F.cross_entropy(logits, y) if len(y) else None
+            if loss is not None:
+                loss.backward()
             hits = int((logits.numpy().argmax(1) == y).sum())
             count = len(y)
-            if world.size > 1:  # the global batch's gradient, loss and counts
+            if world.size > 1:  # the global batch's gradient, loss and counts, and any stop request
                 params = params or [p for p in model.parameters() if p.requires_grad]
-                step_sum, hits, count = world.allreduce_gradients(params, len(y), (loss.item() * len(y), hits))
-                value, hits, count = step_sum / count, int(round(hits)), int(round(count))
+                step_sum, hits, stops, count = world.allreduce_gradients(
+                    params, len(y), (loss.item() * len(y) if len(y) else 0.0, hits, _deferred["pending"] or 0))
+                if stops:
+                    raise Interrupted(_deferred["pending"] or signal.SIGTERM, together=True)
+                hits, count = int(round(hits)), int(round(count))
+                value = step_sum / count
             else:
                 value = loss.item()
             if run.step == 0 and run.epoch == 0:
@@ -731,7 +804,7 @@ def train_epoch(run, epoch, loader):
             if not math.isfinite(value):
                 raise Stopped(f"the training loss became {value} at epoch {epoch}, step {run.step + 1}: "
                               f"stopping. The learning rate is probably too high (it is {opt.lr:g}; try --lr "
-                              f"{opt.lr / 10:g}). " + _last_good(run))
+                              f"{opt.lr / 10:g}). " + _last_good(run), together=True)
             if sampled:
                 run.diag.gradients()
                 before = run.diag.weights()
@@ -754,7 +827,7 @@ def train_epoch(run, epoch, loader):
     finally:
         bar.close()
     if seen == 0:
-        raise Stopped(f"no training image could be read in epoch {epoch}. " + _last_good(run))
+        raise Stopped(f"no training image could be read in epoch {epoch}. " + _last_good(run), together=True)
     return seen, loss_sum / seen, correct / seen, time.perf_counter() - t0, layers
 
 
@@ -774,21 +847,24 @@ def _nonfinite_weights(model):
     return [name for name, p in model.named_parameters() if not np.isfinite(p.numpy()).all()]
 
 
-def end_of_epoch(run, epoch, trained, val_loader, skipped):
+def end_of_epoch(run, epoch, trained, val_loader, train_skipped):
     """Validate; stop if the validation loss or the weights are not finite; else save last.npz
     (and best.npz) and commit the epoch to the run's state, all before a Ctrl-C can land, then
     append the metrics line and draw the pictures."""
     seen, train_loss, train_top1, seconds, layers = trained
     val_loss, val_top1, val_top5 = evaluate(run.model, val_loader, run.args.device)
+    skipped = train_skipped + val_loader.skipped     # unreadable images of this epoch's two passes
+    if distributed.world().size > 1:                 # each rank counted its own shard's
+        skipped = int(distributed.world().allreduce_sum(np.array([skipped], np.int64), "unreadable image count")[0])
     if not math.isfinite(val_loss):
         raise Stopped(f"the validation loss is {val_loss} after epoch {epoch}"
                       + (" (no validation image could be read)" if math.isnan(val_top1) else
                          f": the weights diverged; the learning rate is probably too high (it is {run.opt.lr:g})")
-                      + ". " + _last_good(run))
+                      + ". " + _last_good(run), together=True)          # the loss is summed over the ranks
     bad = _nonfinite_weights(run.model)
-    if bad:
+    if bad:                                                                # the ranks' weights are the same
         raise Stopped(f"the weights became non-finite during epoch {epoch} ({', '.join(bad[:4])}): the learning "
-                      f"rate is probably too high (it is {run.opt.lr:g}). " + _last_good(run))
+                      f"rate is probably too high (it is {run.opt.lr:g}). " + _last_good(run), together=True)
     record = {"epoch": epoch, "train_loss": train_loss, "train_top1": train_top1,
               "val_loss": val_loss, "val_top1": val_top1, "val_top5": val_top5, "lr": run.opt.lr,
               "images_per_s": seen / seconds, "seconds": seconds, "layers": layers or {}}
@@ -912,13 +988,14 @@ def _train(r, args):
     _say(f"training epochs {r.epoch + 1}..{args.epochs} into {r.out}")
     epoch = r.epoch + 1
     try:
-        for epoch in range(r.epoch + 1, args.epochs + 1):
-            trained = train_epoch(r, epoch, train_loader)
-            end_of_epoch(r, epoch, trained, val_loader, train_loader.skipped + val_loader.skipped)
+        with _signals_held(world):
+            for epoch in range(r.epoch + 1, args.epochs + 1):
+                trained = train_epoch(r, epoch, train_loader)
+                end_of_epoch(r, epoch, trained, val_loader, train_loader.skipped)
     except (Interrupted, KeyboardInterrupt) as e:
         signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
         _save_interrupted(r, epoch, signum)
-        raise Interrupted(signum) from None
+        raise Interrupted(signum, together=getattr(e, "together", False)) from None
     if args.ten_crop:
         _ten_crop_report(r.model, r.val_set, r.stats, r.size, args)
     _say(f"done: best val top-1 {r.best['val_top1']:.2%} (epoch {r.best.get('epoch')}); {r.out}/best.npz, "
@@ -947,24 +1024,36 @@ def main(argv=None):
         warnings.simplefilter("ignore")      # rank 0 reports; the ranks run the same code
     distributed.share_cores(world)           # the processes on one machine split its cores
     try:
-        code = _main(args, given, prefix="" if world.is_root else f"rank {world.rank}: ")
+        code = _main(args, given, prefix="" if world.is_root else f"rank {world.rank}: ", world=world)
     except BaseException:                    # a bug or a library error on this rank: end every rank
         world.abort("failed:\n" + traceback.format_exc())
-    if code not in (0, 130, 143):            # an error here: the other ranks would wait for this one
-        world.abort(f"stopping every rank (exit status {code})", code)
+    if code != 0 and not _ended["together"]:  # this rank alone: the others would wait for it
+        world.abort(None, code)
     return code
 
 
-def _main(args, given, prefix=""):
+_ended = {"together": False}   # the last _main ended with a stop every rank made at the same point
+
+
+def _main(args, given, prefix="", world=None):
+    _ended["together"] = False
+    quiet = world is not None and not world.is_root    # a stop made together is said by rank 0 only
     try:
         run(args, given)
     except TrainError as e:
-        print(f"minialex-train: {prefix}error: {e}", file=sys.stderr)
+        _ended["together"] = e.together
+        if e.together and e.rank:
+            prefix = f"rank {e.rank}: "
+        if not (e.together and quiet):
+            print(f"minialex-train: {prefix}error: {e}", file=sys.stderr)
         return 2
     except Stopped as e:
-        print(f"minialex-train: {prefix}{e}", file=sys.stderr)
+        _ended["together"] = e.together
+        if not (e.together and quiet):
+            print(f"minialex-train: {prefix}{e}", file=sys.stderr)
         return 1
     except (Interrupted, KeyboardInterrupt) as e:
+        _ended["together"] = getattr(e, "together", False)
         signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
         return 128 + int(signum)
     return 0

@@ -237,3 +237,83 @@ def test_processes_on_one_machine_split_its_cores(monkeypatch):
     finally:
         if blas is not None:
             tuning.set_blas_threads(blas)
+
+
+@needs_mpi
+def test_unreadable_images_keep_the_ranks_in_step_and_the_dropout_keys(tiny, tmp_path):
+    """Half the training files cannot be decoded: some rank's whole slice of a batch is unreadable,
+    and that rank still takes the step (with no rows); the dropout keys shift as they do in one
+    process, so 2 x 2 images per step still equal 1 x 4 with dropout 0.5."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny, data)
+    for k, folder in enumerate(sorted((data / "train").iterdir())):
+        for i in range(4):
+            (folder / f"broken_{i}.jpg").write_bytes(b"not a JPEG " * (k + i + 1))
+    one = _train(data, tmp_path / "one", 1, "--batch-size", "4", "--dropout", "0.5", "--no-cache")
+    assert one.returncode == 0, one.stderr
+    two = _train(data, tmp_path / "two", 2, "--batch-size", "2", "--dropout", "0.5", "--no-cache")
+    assert two.returncode == 0, two.stderr
+    assert "(40 unreadable images skipped)" in one.stdout and "(40 unreadable images skipped)" in two.stdout
+    _assert_same_model(_weights(tmp_path / "two" / "last.npz"), _weights(tmp_path / "one" / "last.npz"))
+
+
+@needs_mpi
+def test_ranks_started_with_other_settings_are_refused(tiny, tmp_path):
+    common = [sys.executable, "-m", "minialex.train", "--data", str(tiny), "--batch-size", "4", "--workers", "1",
+              "--out", str(tmp_path / "a")]
+    cmd = [MPIEXEC, "-n", "1", *common, "--epochs", "1", ":", "-n", "1", *common, "--epochs", "3"]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert "rank 1 was started with other settings than rank 0: --epochs 3 (rank 0: 1)" in run.stderr
+    assert run.stderr.count("other settings") == 1          # said once, by rank 0
+    assert not (tmp_path / "a" / "last.npz").exists()
+
+
+def _rank_pid(rank, marker):
+    """The pid of the MPI rank `rank` whose command line holds `marker` (Linux /proc)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline and b"minialex.train" in cmdline and \
+                f"PMI_RANK={rank}\0".encode() in environ + b"\0":
+            return int(entry.name)
+    return None
+
+
+@needs_mpi
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's pid in /proc")
+@pytest.mark.parametrize("target", ["rank 1", "mpiexec"])
+def test_a_signal_stops_every_rank_at_the_same_step(tiny, tmp_path, target):
+    """SIGTERM to rank 1 alone, or Ctrl-C to mpiexec (which passes it to every rank, each at another
+    point of its step): the stop request rides in the next step's all-reduce, every rank stops
+    after that step, rank 0 saves interrupted.npz, exit status 143 / 130 at once (not the timeout)."""
+    import signal
+    import time
+    out = tmp_path / "run"
+    cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "minialex.train", "--data", str(tiny), "--workers", "1",
+           "--out", str(out), "--epochs", "500", "--batch-size", "2", "--dist-timeout", "60"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_"))}
+    env["MINIALEX_THREADS"] = "1"
+    job = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "last.npz").exists() and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.2)
+        pid = _rank_pid(1, str(out)) if target == "rank 1" else job.pid
+        assert pid is not None and job.poll() is None, "the job did not start training"
+        os.kill(pid, signal.SIGTERM if target == "rank 1" else signal.SIGINT)
+        start = time.monotonic()
+        stdout, stderr = job.communicate(timeout=50)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert time.monotonic() - start < 30, "stopped by the timeout, not by the request"
+    assert job.returncode == (143 if target == "rank 1" else 130), stderr
+    assert "waited more than" not in stderr and "Abort" not in stderr
+    said = "SIGTERM" if target == "rank 1" else "Ctrl-C"
+    assert (out / "interrupted.npz").exists() and f"{said} during epoch" in stderr

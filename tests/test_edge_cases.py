@@ -287,3 +287,12 @@ def test_dropout_refuses_a_p_that_would_drop_everything():
         F.dropout(x, 1 - 2**-26)
     y = F.dropout(x, 1 - 2**-20, seed=1).numpy()               # still keeps a few, scaled up
     assert (y == 0).mean() > 0.99
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda-emu"])
+def test_a_model_runs_on_an_empty_batch(device):
+    """No rows in, (0, classes) out, through every layer (flatten included: (0, C*H*W), not (0, -1))."""
+    model = ma.models.AlexNet.mini(10).to(device)
+    x = ma.Tensor(np.zeros((0, 3, 64, 64), np.float32), device=device)
+    assert model(x).shape == (0, 10)
+    assert ma.functional.flatten(ma.Tensor(np.zeros((0, 4, 3, 3)))).shape == (0, 36)

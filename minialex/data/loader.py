@@ -24,7 +24,8 @@ Data parallel (shard=(rank, size)): batch k of the epoch is the permutation's [k
 (rank+1)*B): the ranks see distinct images whose union is the epoch, and `size` processes see the
 batches one process with batch size*B would. `batch_offset` is the global index of this rank's
 first row (rank*B). A sharded loader reads the decoded store when it exists (minialex-train has
-rank 0 build it first) and decodes otherwise.
+rank 0 build it first) and decodes otherwise. Where none of a rank's images of a batch can be
+read it gets an empty batch (no rows) rather than none, so that every rank takes every step.
 """
 import multiprocessing
 import threading
@@ -137,8 +138,13 @@ class DataLoader:
         """Assemble per-image rows [(crop, flip, offset, label) or (sample, label) or None]."""
         good = [it for it in items if it is not None]
         self.skipped += len(items) - len(good)
-        if not good:
+        if not good and self.shard[1] == 1:
             return None
+        if not good:  # a shard serves every global batch, empty or not: every rank takes every step
+            s, labels = self.transform.size, np.empty(0, np.int64)
+            if self.transform.mode == "ten_crop":
+                return None, None, None, labels, np.empty((0, 10, 3, s, s), np.float32)
+            return np.empty((0, s, s, 3), np.uint8), np.empty(0, bool), np.empty((0, 3), np.float32), labels, None
         labels = np.array([it[-1] for it in good], dtype=np.int64)
         if self.transform.mode == "ten_crop":
             return None, None, None, labels, np.stack([it[0] for it in good])

@@ -223,7 +223,7 @@ def flatten(x):
     """(N, ...) -> (N, -1): the bridge from conv feature maps to fully connected layers."""
     if x.ndim < 2:
         raise ValueError(f"flatten: x expected at least 2 dimensions (N, ...), got shape {x.shape}")
-    return reshape(x, (x.shape[0], -1))
+    return reshape(x, (x.shape[0], int(np.prod(x.shape[1:]))))   # not -1: an empty batch gives (0, C*H*W)
 
 
 class Transpose(Function):
