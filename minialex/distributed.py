@@ -44,6 +44,11 @@ LAUNCHER_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORL
 DEFAULT_TIMEOUT = 600.0   # seconds a collective may wait (a step of AlexNet takes well under one)
 NCCL_ID_BYTES = 128       # ncclUniqueId
 ABORT_GRACE = 1.0        # seconds between a failing rank's message and MPI_Abort (see World.abort)
+POLL_SECONDS = 0.002     # how often a waiting rank looks at a non-blocking collective (World._finish)
+
+
+class RootFailed(RuntimeError):
+    """Rank 0's part of World.root_first raised; the message is its error's."""
 
 
 class DistributedError(RuntimeError):
@@ -86,10 +91,18 @@ class World:
 
     # ----- host collectives (MPI) -----
 
+    def _finish(self, request, what, timeout=None):
+        """Wait for a non-blocking collective by polling it, so that this process's signal handlers
+        run while it waits: a blocking MPI call holds the main thread in C, deaf to Ctrl-C and
+        SIGTERM, and a rank waiting for rank 0's long statistics pass could not be stopped. The
+        per-step collectives stay blocking (their signals are held for the step's all-reduce)."""
+        with self._watch.waiting(what, timeout):
+            while not request.Test():
+                time.sleep(POLL_SECONDS)
+
     def barrier(self, what="barrier", timeout=None):
         if self.size > 1:
-            with self._watch.waiting(what, timeout):
-                self.comm.Barrier()
+            self._finish(self.comm.Ibarrier(), what, timeout)
 
     def allreduce_sum(self, array, what="all-reduce"):
         """The element-wise sum of a host array over the ranks (a new float64/float32 array)."""
@@ -97,16 +110,26 @@ class World:
         if self.size == 1:
             return array.copy()
         out = np.empty_like(array)
-        with self._watch.waiting(what):
-            self.comm.Allreduce(array, out)
+        self._finish(self.comm.Iallreduce(array, out), what)
         return out
 
-    def broadcast(self, array, root=0, what="broadcast"):
+    def broadcast(self, array, root=0, what="broadcast", timeout=None):
         """Rank root's host array, in place on every rank (same shape and dtype on all)."""
         if self.size > 1:
-            with self._watch.waiting(what):
-                self.comm.Bcast(array, root=root)
+            self._finish(self.comm.Ibcast(array, root=root), what, timeout)
         return array
+
+    def broadcast_text(self, text, what="broadcast", timeout=None):
+        """Rank 0's string on every rank (text is ignored elsewhere; UTF-8 bytes, no pickle)."""
+        if self.size == 1:
+            return text
+        data = np.frombuffer(text.encode(), np.uint8).copy() if self.is_root else None
+        size = self.broadcast(np.array([data.size if self.is_root else 0], np.int64), 0, what, timeout)
+        if not self.is_root:
+            data = np.empty(int(size[0]), np.uint8)
+        if data.size:
+            self.broadcast(data, 0, what, timeout)
+        return data.tobytes().decode()
 
     def gather_counts(self, count, what="batch sizes"):
         """Every rank's `count`, in rank order (an int64 array; [count] in a world of one)."""
@@ -122,12 +145,11 @@ class World:
         """Every rank's string, in rank order (sent as UTF-8 bytes: no pickle)."""
         if self.size == 1:
             return [text]
-        data = np.frombuffer(text.encode(), np.uint8)
+        data = np.frombuffer(text.encode(), np.uint8).copy()
         sizes = np.zeros(self.size, np.int64)
-        with self._watch.waiting(what):
-            self.comm.Allgather(np.array([data.size], np.int64), sizes)
-            out = np.empty(max(int(sizes.sum()), 1), np.uint8)
-            self.comm.Allgatherv(data, [out, sizes.tolist()])
+        self._finish(self.comm.Iallgather(np.array([data.size], np.int64), sizes), what)
+        out = np.empty(max(int(sizes.sum()), 1), np.uint8)
+        self._finish(self.comm.Iallgatherv(data, [out, sizes.tolist()]), what)
         ends = np.cumsum(sizes)
         return [out[e - n:e].tobytes().decode() for n, e in zip(sizes, ends)]
 
@@ -138,12 +160,24 @@ class World:
 
     @contextlib.contextmanager
     def root_first(self, what):
-        """Rank 0 runs the block first (it may write caches the others then read), the rest after."""
+        """Rank 0 runs the block first (it may write caches the others then read), the rest after.
+        When rank 0's block raises, the others raise RootFailed with its message instead of
+        running theirs (they would otherwise wait for a rank that has left)."""
+        if self.size == 1:
+            yield
+            return
         if not self.is_root:
-            self.barrier(what, timeout=0)         # no timeout: rank 0 may decode a whole dataset
-        yield
-        if self.is_root:
-            self.barrier(what, timeout=0)
+            said = self.broadcast_text(None, what, timeout=0)   # no timeout: rank 0 may decode a whole dataset
+            if said:
+                raise RootFailed(said)
+            yield
+            return
+        try:
+            yield
+        except BaseException as e:
+            self.broadcast_text(str(e) or type(e).__name__, what)
+            raise
+        self.broadcast_text("", what)
 
     # ----- gradients -----
 
@@ -311,15 +345,18 @@ def check_nccl():
 def share_cores(w):
     """Split this machine's cores between its w.local_size processes: each takes cores // local_size
     threads for minialex's passes (MINIALEX_THREADS) and for OpenBLAS. Without this every process
-    would start a thread per core, and two AlexNet processes on 2 cores measured 2.4x slower per
-    step than with one thread each (benchmarks/allreduce.py). Settings the user made stay:
-    MINIALEX_THREADS, OPENBLAS_NUM_THREADS or OMP_NUM_THREADS in the environment. Returns the
-    threads per process, or None where nothing was changed."""
-    if w.local_size == 1 or "MINIALEX_THREADS" in os.environ:
+    would start a thread per core, and two AlexNet processes on 2 cores measured 2.6x slower per
+    step than with one thread each (benchmarks/allreduce.py). A MINIALEX_THREADS the user set is
+    kept and sets OpenBLAS too, unless OPENBLAS_NUM_THREADS or OMP_NUM_THREADS is set (kept as
+    well). Returns the threads per process, or None where nothing was changed (a process alone)."""
+    if w.local_size == 1:
         return None
     from .cpu import threads, tuning
-    share = max(1, threads.cpu_threads() // w.local_size)
-    os.environ["MINIALEX_THREADS"] = str(share)
+    if "MINIALEX_THREADS" in os.environ:
+        share = threads.cpu_threads()
+    else:
+        share = max(1, threads.cpu_threads() // w.local_size)
+        os.environ["MINIALEX_THREADS"] = str(share)
     if not any(k in os.environ for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")):
         tuning.set_blas_threads(share)
     return share

@@ -59,8 +59,12 @@ def main(argv=None):
     splits = [("train", train)] + ([("val", ImageFolder(root / "val", classes=train.classes))]
                                    if (root / "val").is_dir() else [])
     estimate = sum(store_module.estimated_bytes(len(f), resize_for(size)) for _, f in splits)
-    free = shutil.disk_usage(store_module.store_root().parent if not store_module.store_root().exists()
-                             else store_module.store_root()).free
+    try:
+        store_module.store_root().mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(store_module.store_root()).free
+    except OSError as e:
+        p.error(f"cannot keep decoded images in {store_module.store_root()} ({e.strerror or e}); set "
+                f"MINIALEX_STORES to a writable folder")
     print(f"{args.arch}: images resized to shorter side {resize_for(size)}; about {estimate / 2**30:.1f} GiB "
           f"for {sum(len(f) for _, f in splits)} images in {store_module.store_root()} ({free / 2**30:.1f} GiB free)")
     for name, folder in splits:

@@ -477,8 +477,11 @@ def evaluate(model, loader, device, ten_crop=False):
             total += len(y)
     model.train()
     if getattr(loader, "shard", (0, 1))[1] > 1:  # each rank saw its shard: the sums over all of them
-        loss_sum, top1, top5, total = distributed.world().allreduce_sum(
-            np.array([loss_sum, top1, top5, total], np.float64), "validation metrics")
+        held = (_deferred["pending"] or 0) if _deferred["on"] else 0     # a stop request held during training
+        loss_sum, top1, top5, total, stops = distributed.world().allreduce_sum(
+            np.array([loss_sum, top1, top5, total, held], np.float64), "validation metrics")
+        if stops:  # every rank stops here, as one process would during its validation
+            raise Interrupted(_deferred["pending"] or signal.SIGTERM, together=True)
     if total == 0:
         return math.nan, math.nan, math.nan
     return loss_sum / total, top1 / total, top5 / total
@@ -679,76 +682,97 @@ def _same_settings(args, world):
                          f"must be given the same command line", together=True)
 
 
+def _agree(world, failure):
+    """Every rank calls this at the same point of setup with the TrainError it met there (or None):
+    if any rank met one, every rank raises the first rank's, said once by rank 0 (exit 2 on all,
+    no abort). Alone: raises `failure`."""
+    if world.size == 1:
+        if failure is not None:
+            raise failure
+        return
+    said = world.allgather_text("" if failure is None else str(failure), "checking the settings")
+    bad = [r for r, text in enumerate(said) if text]
+    if bad:
+        raise TrainError(said[bad[0]], together=True, rank=bad[0])
+
+
+@contextlib.contextmanager
+def _root_first(world, what):
+    """world.root_first, with rank 0's TrainError raised on every rank (said once by rank 0)."""
+    try:
+        with world.root_first(what):
+            yield
+    except TrainError as e:
+        e.together = world.size > 1           # the others got it as RootFailed
+        raise
+    except distributed.RootFailed as e:
+        raise TrainError(str(e), together=True, rank=0) from None
+
+
 def setup(args, given):
     """Checkpoint, settings, data, run folder, statistics, model and optimizer, in that order, so
     that every check that can fail runs before the statistics pass; returns a Run (or None when a
-    resumed run has nothing left to do). The run folder, when made, is locked: Run.folder.unlock()."""
+    resumed run has nothing left to do). The run folder, when made, is locked: Run.folder.unlock().
+    Under mpiexec the ranks agree on each part's errors (_agree, _root_first): one message, exit 2."""
     world = distributed.world()
-    failure = None
+    failure = ckpt = None
     try:
         ckpt = read_checkpoint(args.resume) if getattr(args, "resume", None) else None
         args = resolve(args, given, ckpt)
         validate(args)
+        if ckpt and ckpt.meta["processes"] != world.size and not args.eval_only:
+            n = ckpt.meta["processes"]
+            raise TrainError(f"--resume {args.resume} was trained by {n} process{'es' if n > 1 else ''} (a global "
+                             f"batch of {n} x {args.batch_size}), this run has {world.size}: resume it with "
+                             + (f"mpiexec -n {n} minialex-train ..." if n > 1 else "one process (no mpiexec)")
+                             + " so that every step sees the batches it would have")
     except TrainError as e:
         failure = e
-    if world.size > 1:  # the ranks agree: one clear error, from the first rank that found one
-        said = world.allgather_text("" if failure is None else str(failure), "checking the settings")
-        bad = [r for r, text in enumerate(said) if text]
-        if bad:
-            raise TrainError(said[bad[0]], together=True, rank=bad[0])
+    _agree(world, failure)
+    if world.size > 1:
         _same_settings(args, world)
-    elif failure is not None:
-        raise failure
     world.timeout = args.dist_timeout
-    if ckpt and ckpt.meta["processes"] != world.size and not args.eval_only:
-        n = ckpt.meta["processes"]
-        raise TrainError(f"--resume {args.resume} was trained by {n} process{'es' if n > 1 else ''} (a global batch of "
-                         f"{n} x {args.batch_size}), this run has {world.size}: resume it with "
-                         + (f"mpiexec -n {n} minialex-train ..." if n > 1 else "one process (no mpiexec)")
-                         + " so that every step sees the batches it would have")
     if ckpt and not args.eval_only and ckpt.meta["epoch"] >= args.epochs:
         _say(f"{args.resume} has finished epoch {ckpt.meta['epoch']} of the {args.epochs} asked for: nothing "
              f"to do (give a larger --epochs to train further)")
         return None
-    with world.root_first("opening the data"):  # rank 0 renders the built-in data and the caches first
+    with _root_first(world, "opening the data"):  # rank 0 renders the built-in data and the caches first
         train_set, val_set = open_data(args.data, need_train=not args.eval_only)
-    if ckpt and ckpt.meta["classes"] != train_set.classes:
-        theirs, ours = ckpt.meta["classes"], train_set.classes
-        raise TrainError(f"--resume {args.resume}: the checkpoint's {len(theirs)} classes are not the data's "
-                         f"{len(ours)}: only in the checkpoint {sorted(set(theirs) - set(ours))[:5]}, only in the data "
-                         f"{sorted(set(ours) - set(theirs))[:5]}" + ("" if set(theirs) != set(ours) else " (another order)"))
-    if not args.eval_only and len(train_set) < args.batch_size * world.size:
-        raise TrainError(f"--batch-size {args.batch_size}" + (f" x {world.size} processes" if world.size > 1 else "")
-                         + f" is larger than the {len(train_set)} training images")
-    folder = None
-    if not args.eval_only and not ckpt and world.is_root:  # a fresh run: the folder before the statistics pass
-        folder = _out_folder(args, ckpt, train_set.root.parent)
+    failure = folder = None
     try:
+        if ckpt and ckpt.meta["classes"] != train_set.classes:
+            theirs, ours = ckpt.meta["classes"], train_set.classes
+            raise TrainError(f"--resume {args.resume}: the checkpoint's {len(theirs)} classes are not the data's "
+                             f"{len(ours)}: only in the checkpoint {sorted(set(theirs) - set(ours))[:5]}, only in the "
+                             f"data {sorted(set(ours) - set(theirs))[:5]}"
+                             + ("" if set(theirs) != set(ours) else " (another order)"))
+        if not args.eval_only and len(train_set) < args.batch_size * world.size:
+            raise TrainError(f"--batch-size {args.batch_size}" + (f" x {world.size} processes" if world.size > 1 else "")
+                             + f" is larger than the {len(train_set)} training images")
+        if not args.eval_only and not ckpt and world.is_root:  # a fresh run: the folder before the statistics pass
+            folder = _out_folder(args, ckpt, train_set.root.parent)
+    except TrainError as e:
+        failure = e
+    try:
+        _agree(world, failure)
         if ckpt:
             stats = {k: ckpt.meta[k] for k in ("mean", "std", "eigvals", "eigvecs")}
         else:
-            with world.root_first("the dataset statistics"):   # rank 0 computes and caches them
+            with _root_first(world, "the dataset statistics"):   # rank 0 computes and caches them
                 stats = _stats_for(train_set)
         random.manual_seed(args.seed)
         model = ARCHS[args.arch](num_classes=len(train_set.classes), init=args.init, dropout=args.dropout)
         opt = SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
         run = Run(args, train_set, val_set, stats, model, opt)
-        if ckpt:
-            try:
-                model.load_state_dict(ckpt.model)
-                opt.load_state_dict(ckpt.optim)
-            except (KeyError, ValueError, TypeError) as e:
-                raise TrainError(f"--resume {args.resume}: it does not fit {args.arch} with "
-                                 f"{len(train_set.classes)} classes: {e}") from None
-            missing = [i for i, v in enumerate(opt.velocity) if v is None]
-            if ckpt.meta["epoch"] > 0 and missing:
-                raise TrainError(f"--resume {args.resume}: optim/velocity.{missing[0]} is missing (a trained run has "
-                                 "momentum for every parameter): the file is damaged")
-            random.set_state(ckpt.meta["rng_state"])
-            run.epoch, run.history = ckpt.meta["epoch"], ckpt.meta["history"]
-            run.best, run.plateau = ckpt.meta["best"], ckpt.meta["plateau"]
-            if not args.eval_only and world.is_root:  # a resumed run: the folder once the checkpoint fits
-                folder = _out_folder(args, ckpt, train_set.root.parent)
+        failure = None
+        try:
+            if ckpt:
+                _resume_into(run, ckpt)
+                if not args.eval_only and world.is_root:  # a resumed run: the folder once the checkpoint fits
+                    folder = _out_folder(args, ckpt, train_set.root.parent)
+        except TrainError as e:
+            failure = e
+        _agree(world, failure)
         run.folder = folder
         model.to(args.device)
         world.sync_parameters(model.parameters())   # one model on every rank
@@ -757,6 +781,24 @@ def setup(args, given):
             folder.unlock()
         raise
     return run
+
+
+def _resume_into(run, ckpt):
+    """The checkpoint's weights, momentum, generator and history into the fresh run."""
+    args, model, opt = run.args, run.model, run.opt
+    try:
+        model.load_state_dict(ckpt.model)
+        opt.load_state_dict(ckpt.optim)
+    except (KeyError, ValueError, TypeError) as e:
+        raise TrainError(f"--resume {args.resume}: it does not fit {args.arch} with "
+                         f"{len(run.train_set.classes)} classes: {e}") from None
+    missing = [i for i, v in enumerate(opt.velocity) if v is None]
+    if ckpt.meta["epoch"] > 0 and missing:
+        raise TrainError(f"--resume {args.resume}: optim/velocity.{missing[0]} is missing (a trained run has "
+                         "momentum for every parameter): the file is damaged")
+    random.set_state(ckpt.meta["rng_state"])
+    run.epoch, run.history = ckpt.meta["epoch"], ckpt.meta["history"]
+    run.best, run.plateau = ckpt.meta["best"], ckpt.meta["plateau"]
 
 
 def train_epoch(run, epoch, loader):
@@ -992,6 +1034,8 @@ def _train(r, args):
             for epoch in range(r.epoch + 1, args.epochs + 1):
                 trained = train_epoch(r, epoch, train_loader)
                 end_of_epoch(r, epoch, trained, val_loader, train_loader.skipped)
+            if world.size > 1 and world.allreduce_sum(np.array([_deferred["pending"] or 0]), "the last stop request")[0]:
+                raise Interrupted(_deferred["pending"] or signal.SIGTERM, together=True)   # one came during the last save
     except (Interrupted, KeyboardInterrupt) as e:
         signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
         _save_interrupted(r, epoch, signum)

@@ -214,12 +214,12 @@ def test_nccl_all_reduce_equals_the_host_sum_on_one_gpu():
 
 def test_processes_on_one_machine_split_its_cores(monkeypatch):
     """Each of the machine's processes takes cores // processes threads, for minialex's passes and
-    for OpenBLAS; a user's MINIALEX_THREADS stays, and a process alone changes nothing."""
-    from minialex.cpu import threads, tuning
+    for OpenBLAS; a user's MINIALEX_THREADS stays and sets OpenBLAS too; a process alone changes nothing."""
+    from minialex.cpu import tuning
     monkeypatch.delenv("MINIALEX_THREADS", raising=False)
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(threads, "cpu_threads", lambda: 8)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     blas = tuning.blas_threads()
     try:
         w = distributed.World(None)
@@ -231,7 +231,12 @@ def test_processes_on_one_machine_split_its_cores(monkeypatch):
             assert tuning.blas_threads() == 2
         monkeypatch.setenv("MINIALEX_THREADS", "5")
         w.local_size = 16
-        assert distributed.share_cores(w) is None and os.environ["MINIALEX_THREADS"] == "5"
+        assert distributed.share_cores(w) == 5 and os.environ["MINIALEX_THREADS"] == "5"
+        if blas is not None:
+            assert tuning.blas_threads() == 5
+        monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
+        assert distributed.share_cores(w) == 5 and (blas is None or tuning.blas_threads() == 5)  # theirs kept
+        monkeypatch.delenv("OPENBLAS_NUM_THREADS")
         monkeypatch.delenv("MINIALEX_THREADS")
         assert distributed.share_cores(w) == 1           # never below one thread
     finally:
@@ -317,3 +322,19 @@ def test_a_signal_stops_every_rank_at_the_same_step(tiny, tmp_path, target):
     assert "waited more than" not in stderr and "Abort" not in stderr
     said = "SIGTERM" if target == "rank 1" else "Ctrl-C"
     assert (out / "interrupted.npz").exists() and f"{said} during epoch" in stderr
+
+
+@needs_mpi
+@pytest.mark.parametrize("case", ["batch too large", "no such data", "out inside the data"])
+def test_an_error_every_rank_meets_is_said_once(tiny, tmp_path, case):
+    """Errors found after the settings are read (the data, the batch, the run folder): the ranks
+    agree on them, rank 0 says it once, every rank exits 2, no MPI_Abort."""
+    extra = {"batch too large": ["--batch-size", "64"], "no such data": ["--data", str(tmp_path / "nothing")],
+             "out inside the data": ["--out", str(tiny / "train" / "run")]}[case]
+    cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "minialex.train", "--data", str(tiny), "--workers", "1",
+           "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "2"] + extra
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_"))}
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("minialex-train: error: "), run.stderr

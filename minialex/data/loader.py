@@ -201,7 +201,9 @@ class DataLoader:
             return self._rows(rows)
 
         def finish():
-            take(len(tail))                                   # the tail: stored, not served
+            served = self.skipped
+            take(len(tail))                                   # the tail: stored, not served (nor counted)
+            self.skipped = served
             self.store = builder.finish()
             return None
 

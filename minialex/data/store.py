@@ -116,8 +116,13 @@ class Store:
     def builder(cls, folder, resize):
         """A StoreBuilder, or None (with the reason printed) when the disk has too little room."""
         root = store_root()
-        root.mkdir(parents=True, exist_ok=True)
-        need, free = estimated_bytes(len(folder), resize), shutil.disk_usage(root).free
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            need, free = estimated_bytes(len(folder), resize), shutil.disk_usage(root).free
+        except OSError as e:
+            print(f"minialex: not storing decoded images: cannot use {root} ({e.strerror or e}; MINIALEX_STORES "
+                  f"sets the folder); decoding every epoch instead", flush=True)
+            return None
         if free < need * 1.2:
             print(f"minialex: not storing decoded images: about {need / 2**30:.1f} GiB needed in {root}, "
                   f"{free / 2**30:.1f} GiB free; decoding every epoch instead", flush=True)
