@@ -316,7 +316,7 @@ def nccl_check(cp, model, out):
     close = all(np.allclose(p.grad.get(), h, rtol=1e-6) for p, h in zip(params, hosts))
     n = sum(h.size for h in hosts)
     out += [f"NCCL all-reduce, one GPU: {n / 1e6:.1f}M floats, equals the host sum: {exact}; "
-            f"allreduce_gradients (pack, reduce, unpack) {np.median(times[1:]) * 1e3:.2f} ms per step, "
+            f"allreduce_gradients (pack and unpack; one process has nothing to reduce) {np.median(times[1:]) * 1e3:.2f} ms per step, "
             f"gradients kept: {close}", ""]
     for p in params:
         p.grad = None

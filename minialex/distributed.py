@@ -190,7 +190,16 @@ class World:
         (*their sums, the total count). When the total count is 0 the gradients are left alone.
         One flat buffer, one collective per step: MPI on the host, NCCL on GPUs."""
         params = list(params)
-        xp = backend.xp_of(params[0].data) if params else np
+        if not params:
+            return self._reduce_extras(extra, count)
+        with backend.device_scope(params[0].device):   # the buffer and NCCL's communicator on this rank's GPU
+            return self._allreduce_gradients(params, count, extra)
+
+    def _reduce_extras(self, extra, count):
+        return tuple(float(v) for v in self.allreduce_sum(np.array([*extra, count], np.float64), "step sums"))
+
+    def _allreduce_gradients(self, params, count, extra):
+        xp = backend.xp_of(params[0].data)
         sizes = [p.data.size for p in params]
         n = sum(sizes)
         key = (xp.__name__, n, len(extra))
@@ -218,7 +227,7 @@ class World:
         offset = 0
         for p, size in zip(params, sizes):
             if p.grad is None:
-                p.grad = xp.empty(p.data.shape, p.data.dtype)
+                p.grad = xp.empty_like(p.data)
             xp.multiply(flat[offset:offset + size].reshape(p.data.shape), np.float32(1.0 / sums[-1]), out=p.grad)
             offset += size
         return tuple(sums)

@@ -11,6 +11,7 @@ again as long as no file of the data set changes.
 import argparse
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,6 +63,7 @@ def main(argv=None):
     try:
         store_module.store_root().mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(store_module.store_root()).free
+        tempfile.TemporaryFile(dir=store_module.store_root()).close()     # writable?
     except OSError as e:
         p.error(f"cannot keep decoded images in {store_module.store_root()} ({e.strerror or e}); set "
                 f"MINIALEX_STORES to a writable folder")

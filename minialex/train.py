@@ -477,11 +477,9 @@ def evaluate(model, loader, device, ten_crop=False):
             total += len(y)
     model.train()
     if getattr(loader, "shard", (0, 1))[1] > 1:  # each rank saw its shard: the sums over all of them
-        held = (_deferred["pending"] or 0) if _deferred["on"] else 0     # a stop request held during training
-        loss_sum, top1, top5, total, stops = distributed.world().allreduce_sum(
-            np.array([loss_sum, top1, top5, total, held], np.float64), "validation metrics")
-        if stops:  # every rank stops here, as one process would during its validation
-            raise Interrupted(_deferred["pending"] or signal.SIGTERM, together=True)
+        loss_sum, top1, top5, total, ctrl_c, term = distributed.world().allreduce_sum(
+            np.array([loss_sum, top1, top5, total, *_stop_votes()], np.float64), "validation metrics")
+        _stop_if_voted(ctrl_c, term)   # a request held during training: every rank stops here, as one process would
     if total == 0:
         return math.nan, math.nan, math.nan
     return loss_sum / total, top1 / total, top5 / total
@@ -514,14 +512,28 @@ def _pictures(out, model, history, val, stats, size, device):
 
 # ----- signals: Ctrl-C and SIGTERM stop the run cleanly, never in the middle of a save -----
 
-_deferred = {"on": False, "pending": None}
+_deferred = {"on": False, "pending": None, "held": False, "saving": False}
 
 
 def _on_signal(signum, frame):
+    if _deferred["held"] and _deferred["pending"] is not None and not _deferred["saving"]:
+        raise Interrupted(signum)      # a second signal while a stop request waits: now (this rank alone)
     if _deferred["on"]:
-        _deferred["pending"] = signum  # raised when the save in progress is done
+        _deferred["pending"] = signum  # raised when the save in progress is done, or voted (_stop_votes)
     else:
         raise Interrupted(signum)
+
+
+def _stop_votes():
+    """This rank's stop request as (Ctrl-C, SIGTERM) counts, to be summed over the ranks."""
+    pending = _deferred["pending"] if _deferred["held"] else None
+    return float(pending == signal.SIGINT), float(pending == signal.SIGTERM)
+
+
+def _stop_if_voted(ctrl_c, term):
+    """Every rank raises the same Interrupted when any rank asked to stop (Ctrl-C wins over SIGTERM)."""
+    if ctrl_c or term:
+        raise Interrupted(signal.SIGINT if ctrl_c else signal.SIGTERM, together=True)
 
 
 @contextlib.contextmanager
@@ -546,25 +558,25 @@ def _signals_held(world):
     if world.size == 1:
         yield
         return
-    _deferred["on"], _deferred["pending"] = True, None
+    _deferred.update(on=True, held=True, pending=None)
     try:
         yield
     finally:
-        _deferred["on"] = False
+        _deferred.update(on=False, held=False)
 
 
 @contextlib.contextmanager
 def _not_interrupted():
     """Hold Ctrl-C / SIGTERM until the block (a save and the state it records) is complete. Inside
     _signals_held (a data-parallel run) the signal stays pending for the next step's all-reduce."""
-    outer = _deferred["on"]
+    outer, saving = _deferred["on"], _deferred["saving"]
     if not outer:
         _deferred["pending"] = None
-    _deferred["on"] = True
+    _deferred.update(on=True, saving=True)
     try:
         yield
     finally:
-        _deferred["on"] = outer
+        _deferred.update(on=outer, saving=saving)
         if not outer and _deferred["pending"] is not None:
             raise Interrupted(_deferred["pending"])
 
@@ -696,24 +708,32 @@ def _agree(world, failure):
         raise TrainError(said[bad[0]], together=True, rank=bad[0])
 
 
-@contextlib.contextmanager
-def _root_first(world, what):
-    """world.root_first, with rank 0's TrainError raised on every rank (said once by rank 0)."""
+def _on_root_first(world, what, fn):
+    """fn() on rank 0 first (it may write caches the others then read), then on the others
+    (world.root_first). A TrainError on any rank is raised on every rank and said once."""
+    failure = result = None
     try:
         with world.root_first(what):
-            yield
-    except TrainError as e:
-        e.together = world.size > 1           # the others got it as RootFailed
+            try:
+                result = fn()
+            except TrainError as e:
+                if world.is_root:
+                    raise
+                failure = e                    # this rank's own (its copy of the data): agreed below
+    except TrainError as e:                    # rank 0's: the others got it as RootFailed
+        e.together = world.size > 1
         raise
     except distributed.RootFailed as e:
         raise TrainError(str(e), together=True, rank=0) from None
+    _agree(world, failure)
+    return result
 
 
 def setup(args, given):
     """Checkpoint, settings, data, run folder, statistics, model and optimizer, in that order, so
     that every check that can fail runs before the statistics pass; returns a Run (or None when a
     resumed run has nothing left to do). The run folder, when made, is locked: Run.folder.unlock().
-    Under mpiexec the ranks agree on each part's errors (_agree, _root_first): one message, exit 2."""
+    Under mpiexec the ranks agree on each part's errors (_agree, _on_root_first): one message, exit 2."""
     world = distributed.world()
     failure = ckpt = None
     try:
@@ -736,8 +756,8 @@ def setup(args, given):
         _say(f"{args.resume} has finished epoch {ckpt.meta['epoch']} of the {args.epochs} asked for: nothing "
              f"to do (give a larger --epochs to train further)")
         return None
-    with _root_first(world, "opening the data"):  # rank 0 renders the built-in data and the caches first
-        train_set, val_set = open_data(args.data, need_train=not args.eval_only)
+    train_set, val_set = _on_root_first(world, "opening the data",   # rank 0 renders the built-in data first
+                                        lambda: open_data(args.data, need_train=not args.eval_only))
     failure = folder = None
     try:
         if ckpt and ckpt.meta["classes"] != train_set.classes:
@@ -758,8 +778,7 @@ def setup(args, given):
         if ckpt:
             stats = {k: ckpt.meta[k] for k in ("mean", "std", "eigvals", "eigvecs")}
         else:
-            with _root_first(world, "the dataset statistics"):   # rank 0 computes and caches them
-                stats = _stats_for(train_set)
+            stats = _on_root_first(world, "the dataset statistics", lambda: _stats_for(train_set))  # rank 0 caches them
         random.manual_seed(args.seed)
         model = ARCHS[args.arch](num_classes=len(train_set.classes), init=args.init, dropout=args.dropout)
         opt = SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
@@ -833,10 +852,9 @@ def train_epoch(run, epoch, loader):
             count = len(y)
             if world.size > 1:  # the global batch's gradient, loss and counts, and any stop request
                 params = params or [p for p in model.parameters() if p.requires_grad]
-                step_sum, hits, stops, count = world.allreduce_gradients(
-                    params, len(y), (loss.item() * len(y) if len(y) else 0.0, hits, _deferred["pending"] or 0))
-                if stops:
-                    raise Interrupted(_deferred["pending"] or signal.SIGTERM, together=True)
+                step_sum, hits, ctrl_c, term, count = world.allreduce_gradients(
+                    params, len(y), (loss.item() * len(y) if len(y) else 0.0, hits, *_stop_votes()))
+                _stop_if_voted(ctrl_c, term)
                 hits, count = int(round(hits)), int(round(count))
                 value = step_sum / count
             else:
@@ -1034,8 +1052,8 @@ def _train(r, args):
             for epoch in range(r.epoch + 1, args.epochs + 1):
                 trained = train_epoch(r, epoch, train_loader)
                 end_of_epoch(r, epoch, trained, val_loader, train_loader.skipped)
-            if world.size > 1 and world.allreduce_sum(np.array([_deferred["pending"] or 0]), "the last stop request")[0]:
-                raise Interrupted(_deferred["pending"] or signal.SIGTERM, together=True)   # one came during the last save
+            if world.size > 1:  # a request that came during the last validation's save or pictures
+                _stop_if_voted(*world.allreduce_sum(np.array(_stop_votes()), "the last stop request"))
     except (Interrupted, KeyboardInterrupt) as e:
         signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
         _save_interrupted(r, epoch, signum)
@@ -1066,7 +1084,10 @@ def main(argv=None):
         return _main(args, given)
     if not world.is_root:
         warnings.simplefilter("ignore")      # rank 0 reports; the ranks run the same code
-    distributed.share_cores(world)           # the processes on one machine split its cores
+    try:
+        distributed.share_cores(world)       # the processes on one machine split its cores
+    except ValueError as e:                  # MINIALEX_THREADS
+        world.abort(f"minialex-train: error: {e}", 2)
     try:
         code = _main(args, given, prefix="" if world.is_root else f"rank {world.rank}: ", world=world)
     except BaseException:                    # a bug or a library error on this rank: end every rank

@@ -338,3 +338,41 @@ def test_an_error_every_rank_meets_is_said_once(tiny, tmp_path, case):
     assert run.returncode == 2, run.stderr
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("minialex-train: error: "), run.stderr
+
+
+@needs_mpi
+def test_an_error_on_one_rank_only_is_said_by_rank_0_and_ends_every_rank(tiny, tmp_path):
+    """Rank 1 cannot read the data (its copy, on its machine): rank 0, which could, says rank 1's
+    error once and every rank exits 2 at once (not after the timeout)."""
+    script = tmp_path / "one_rank.py"
+    script.write_text(
+        "import sys\n"
+        "from minialex import train, distributed\n"
+        "opened = train.open_data\n"
+        "def open_data(*a, **k):\n"
+        "    if distributed.world().rank == 1:\n"
+        "        raise train.TrainError('--data: no readable image here')\n"
+        "    return opened(*a, **k)\n"
+        "train.open_data = open_data\n"
+        "sys.exit(train.main(sys.argv[1:]))\n")
+    cmd = [MPIEXEC, "-n", "2", sys.executable, str(script), "--data", str(tiny), "--workers", "1",
+           "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "2", "--dist-timeout", "60"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=50)
+    assert run.returncode == 2, run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert lines == ["minialex-train: rank 1: error: --data: no readable image here"], run.stderr
+
+
+def test_stop_requests_are_voted_and_ctrl_c_wins(monkeypatch):
+    import signal
+    from minialex import train
+    monkeypatch.setitem(train._deferred, "held", True)
+    monkeypatch.setitem(train._deferred, "pending", signal.SIGTERM)
+    assert train._stop_votes() == (0.0, 1.0)
+    train._stop_if_voted(0.0, 0.0)                             # nobody asked: no stop
+    with pytest.raises(train.Interrupted) as stop:
+        train._stop_if_voted(1.0, 2.0)                         # one rank's Ctrl-C, two SIGTERMs
+    assert stop.value.signum == signal.SIGINT and stop.value.together
+    monkeypatch.setitem(train._deferred, "held", False)
+    assert train._stop_votes() == (0.0, 0.0)                    # outside a data-parallel run: nothing voted

@@ -119,15 +119,15 @@ class Store:
         try:
             root.mkdir(parents=True, exist_ok=True)
             need, free = estimated_bytes(len(folder), resize), shutil.disk_usage(root).free
-        except OSError as e:
-            print(f"minialex: not storing decoded images: cannot use {root} ({e.strerror or e}; MINIALEX_STORES "
-                  f"sets the folder); decoding every epoch instead", flush=True)
+            if free < need * 1.2:
+                print(f"minialex: not storing decoded images: about {need / 2**30:.1f} GiB needed in {root}, "
+                      f"{free / 2**30:.1f} GiB free; decoding every epoch instead", flush=True)
+                return None
+            return StoreBuilder(root, key(folder, resize), len(folder), resize)
+        except OSError as e:   # a folder that cannot be made or written (read-only, no permission)
+            print(f"minialex: not storing decoded images: cannot write in {root} ({e.strerror or e}; "
+                  f"MINIALEX_STORES sets the folder); decoding every epoch instead", flush=True)
             return None
-        if free < need * 1.2:
-            print(f"minialex: not storing decoded images: about {need / 2**30:.1f} GiB needed in {root}, "
-                  f"{free / 2**30:.1f} GiB free; decoding every epoch instead", flush=True)
-            return None
-        return StoreBuilder(root, key(folder, resize), len(folder), resize)
 
     def shape(self, i):
         """(height, width) of image i, (0, 0) when it cannot be read."""
