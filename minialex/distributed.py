@@ -153,11 +153,6 @@ class World:
         ends = np.cumsum(sizes)
         return [out[e - n:e].tobytes().decode() for n, e in zip(sizes, ends)]
 
-    def broadcast_flag(self, value, root=0):
-        """Rank root's boolean, on every rank."""
-        flag = np.array([1 if value else 0], np.int32)
-        return bool(self.broadcast(flag, root, "broadcast")[0])
-
     @contextlib.contextmanager
     def root_first(self, what):
         """Rank 0 runs the block first (it may write caches the others then read), the rest after.
@@ -190,16 +185,12 @@ class World:
         (*their sums, the total count). When the total count is 0 the gradients are left alone.
         One flat buffer, one collective per step: MPI on the host, NCCL on GPUs."""
         params = list(params)
-        if not params:
-            return self._reduce_extras(extra, count)
-        with backend.device_scope(params[0].device):   # the buffer and NCCL's communicator on this rank's GPU
+        device = params[0].device if params else "cpu"
+        with backend.device_scope(device):   # the buffer and NCCL's communicator on this rank's GPU
             return self._allreduce_gradients(params, count, extra)
 
-    def _reduce_extras(self, extra, count):
-        return tuple(float(v) for v in self.allreduce_sum(np.array([*extra, count], np.float64), "step sums"))
-
     def _allreduce_gradients(self, params, count, extra):
-        xp = backend.xp_of(params[0].data)
+        xp = backend.xp_of(params[0].data) if params else np
         sizes = [p.data.size for p in params]
         n = sum(sizes)
         key = (xp.__name__, n, len(extra))

@@ -512,16 +512,14 @@ def _pictures(out, model, history, val, stats, size, device):
 
 # ----- signals: Ctrl-C and SIGTERM stop the run cleanly, never in the middle of a save -----
 
-_deferred = {"on": False, "pending": None, "held": False, "saving": False}
+_deferred = {"pending": None, "held": False, "saving": False}   # held: _signals_held; saving: _not_interrupted
 
 
 def _on_signal(signum, frame):
-    if _deferred["held"] and _deferred["pending"] is not None and not _deferred["saving"]:
-        raise Interrupted(signum)      # a second signal while a stop request waits: now (this rank alone)
-    if _deferred["on"]:
+    if _deferred["saving"] or (_deferred["held"] and _deferred["pending"] is None):
         _deferred["pending"] = signum  # raised when the save in progress is done, or voted (_stop_votes)
     else:
-        raise Interrupted(signum)
+        raise Interrupted(signum)      # (held: a second signal while a request waits stops this rank now)
 
 
 def _stop_votes():
@@ -558,25 +556,26 @@ def _signals_held(world):
     if world.size == 1:
         yield
         return
-    _deferred.update(on=True, held=True, pending=None)
+    _deferred.update(held=True, pending=None)
     try:
         yield
     finally:
-        _deferred.update(on=False, held=False)
+        _deferred["held"] = False
 
 
 @contextlib.contextmanager
 def _not_interrupted():
     """Hold Ctrl-C / SIGTERM until the block (a save and the state it records) is complete. Inside
     _signals_held (a data-parallel run) the signal stays pending for the next step's all-reduce."""
-    outer, saving = _deferred["on"], _deferred["saving"]
+    saving = _deferred["saving"]
+    outer = saving or _deferred["held"]
     if not outer:
         _deferred["pending"] = None
-    _deferred.update(on=True, saving=True)
+    _deferred["saving"] = True
     try:
         yield
     finally:
-        _deferred.update(on=outer, saving=saving)
+        _deferred["saving"] = saving
         if not outer and _deferred["pending"] is not None:
             raise Interrupted(_deferred["pending"])
 
@@ -834,7 +833,7 @@ def train_epoch(run, epoch, loader):
     sampled_at = len(loader) // 2     # the step whose layers are measured (diagnostics.py)
     try:
         for k, (x, y) in enumerate(loader):
-            sampled = k == sampled_at and (len(y) or world.size == 1)
+            sampled = k == sampled_at and len(y) > 0   # (a rank's slice may be empty)
             counts = world.gather_counts(len(y))   # every rank's rows of this global batch
             if not counts.sum():                    # no image of it could be read: no step, as in one process
                 continue
