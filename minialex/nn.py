@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from . import backend, functional as F, random
-from .tensor import Tensor
+from .tensor import Tensor, add_hook
 from .errors import check_pair
 from .ops.conv import ALGORITHMS as CONV_ALGORITHMS
 
@@ -49,15 +49,7 @@ class Module:
 
     def register_forward_hook(self, fn):
         """fn(module, inputs, output) after every forward of this module; returns a handle with .remove()."""
-        hooks = self.__dict__.setdefault("_forward_hooks", [])
-        hooks.append(fn)
-
-        class Handle:
-            @staticmethod
-            def remove():
-                if fn in hooks:
-                    hooks.remove(fn)
-        return Handle()
+        return add_hook(self.__dict__.setdefault("_forward_hooks", []), fn)
 
     def named_modules(self, prefix=""):
         """(dotted name, module) for this module ("" for itself) and every sub-module, each once."""

@@ -16,6 +16,23 @@ import numpy as np
 from . import backend
 
 
+class HookHandle:
+    """What register_hook / register_forward_hook return: .remove() takes the hook out again."""
+
+    def __init__(self, hooks, fn):
+        self._hooks, self._fn = hooks, fn
+
+    def remove(self):
+        if self._fn in self._hooks:
+            self._hooks.remove(self._fn)
+
+
+def add_hook(hooks, fn):
+    """Append fn to the list `hooks`; returns its HookHandle."""
+    hooks.append(fn)
+    return HookHandle(hooks, fn)
+
+
 def _as_array(data, device):
     """The array behind a Tensor: float32, except that float64 arrays and integer or bool arrays
     keep their dtype (Python numbers and lists always become float32). Anything that is not real
@@ -121,15 +138,7 @@ class Tensor:
         Tensor or array replaces it for the rest of the pass. Returns a handle with .remove()."""
         if self._hooks is None:
             self._hooks = []
-        self._hooks.append(fn)
-        hooks = self._hooks
-
-        class Handle:
-            @staticmethod
-            def remove():
-                if fn in hooks:
-                    hooks.remove(fn)
-        return Handle()
+        return add_hook(self._hooks, fn)
 
     def backward(self, grad=None):
         """Accumulate d(self)/d(leaf) * grad into every leaf's .grad (grad defaults to 1 for a scalar)."""

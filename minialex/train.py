@@ -43,7 +43,6 @@ from . import backend, checkpoint, cpu, diagnostics, distributed, io, random
 from . import functional as F
 from .data import DataLoader, ImageFolder, Transform, dataset_stats, make_synthetic, resize_for
 from .data.transforms import center_crop, resize_shorter, to_array, to_chw
-from .errors import check_finite
 from .function import no_grad
 from .models import AlexNet
 from .ops.dropout import MASK_BITS, keep_threshold

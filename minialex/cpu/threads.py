@@ -23,6 +23,26 @@ def _forget_executor():
     _executor, _executor_workers, _executor_lock = None, 0, threading.Lock()
 
 
+class ForkSafeLock:
+    """A threading.Lock that a forked child gets afresh: the child must not inherit it held by a
+    thread of the parent, which does not exist there to release it. Use as `with lock:`."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._renew)
+
+    def _renew(self):
+        self._lock = threading.Lock()
+
+    def __enter__(self):
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self._lock.release()
+
+
 def cpu_threads():
     """How many threads a pass is split over: MINIALEX_THREADS, else the cores this process may use."""
     env = os.environ.get("MINIALEX_THREADS")

@@ -23,19 +23,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..cpu.threads import ForkSafeLock
+
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 MAX_PIXELS = 40_000_000      # ~120 MB as 8-bit RGB; a 6000x6000 photo fits, a 10000x10000 does not
 MAX_ASPECT = 4.0             # longer side at most 4x the shorter
-_OPEN_LOCK = threading.Lock()
-
-
-def _fresh_lock_in_child():
-    global _OPEN_LOCK
-    _OPEN_LOCK = threading.Lock()   # a forked worker must not inherit it held by another thread
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_fresh_lock_in_child)
+_OPEN_LOCK = ForkSafeLock()
 
 
 def _inside(path, root):

@@ -22,12 +22,12 @@ import hashlib
 import json
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+from ..cpu.threads import ForkSafeLock
 from ..paths import cache_root
 
 VERSION = 2
@@ -56,16 +56,7 @@ def decoded(path, resize):
     return np.asarray(img, dtype=np.uint8), None
 
 
-_append_lock = threading.Lock()
-
-
-def _fresh_lock_in_child():
-    global _append_lock
-    _append_lock = threading.Lock()   # a forked worker must not inherit it held by another thread
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_fresh_lock_in_child)
+_append_lock = ForkSafeLock()
 
 
 def append_pixels(folder, array):
