@@ -11,7 +11,8 @@ and median step time of each, the ratio minialex / PyTorch per repetition (its m
 headline), a per-layer forward/backward breakdown for minialex's fast path (with each convolution's
 algorithm, and PyTorch's time for the same layer on the same input), the share of
 the step spent in matrix products (every np.matmul call timed inside the real step) versus everything
-else, and the peak memory (RSS) of each
+else, the step's main matrix products alone in NumPy (its BLAS) against PyTorch's on the same arrays,
+and the peak memory (RSS) of each
 library's steps, measured in a fresh child process so one does not inherit the other's peak.
 PyTorch is skipped with a message if it is not installed.
 """
@@ -184,6 +185,46 @@ def breakdown(model, batch, tmodel=None):
     return rows
 
 
+# Matrix products of the step, NumPy's (its BLAS) against PyTorch's on the same float32 arrays:
+# name -> (A's shape, B's shape, transpose B), the products minialex's layers make (cpu/conv.py,
+# cpu/winograd.py, ops/linear.py) at the benchmark's batch.
+PRODUCTS = {
+    "alexnet": {"fc6 forward: x W^T": ((16, 9216), (4096, 9216), True),
+                "fc6 weight gradient: dy^T x": ((4096, 16), (16, 9216), False),
+                "conv2 im2col forward: W cols": ((256, 2400), (2400, 16 * 27 * 27), False),
+                "conv4 F(2x2, 3x3): 16 products U V": ((16, 384, 384), (16, 384, 16 * 49), False)},
+    "alexnet-mini": {"fc6 forward: x W^T": ((64, 576), (512, 576), True),
+                     "conv2 im2col forward: W cols": ((64, 800), (800, 64 * 15 * 15), False),
+                     "conv3 im2col forward: W cols": ((96, 576), (576, 64 * 7 * 7), False)},
+}
+
+
+def product_peers(arch, reps):
+    """(name, GFLOP, NumPy seconds, PyTorch seconds): medians of alternating reps on the same arrays."""
+    import torch
+    rng = np.random.default_rng(2)
+    rows = []
+    for name, (a_shape, b_shape, transpose) in PRODUCTS[arch].items():
+        a = rng.standard_normal(a_shape, dtype=np.float32)
+        b = rng.standard_normal(b_shape, dtype=np.float32)
+        b_view = np.swapaxes(b, -1, -2) if transpose else b
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        tb_view = tb.transpose(-1, -2) if transpose else tb
+        flop = 2 * np.prod(a_shape) * b_view.shape[-1]
+        mine, theirs = [], []
+        for rep in range(reps + 1):  # the first of each is a warm-up
+            t0 = time.perf_counter()
+            np.matmul(a, b_view)
+            t1 = time.perf_counter()
+            torch.matmul(ta, tb_view)
+            t2 = time.perf_counter()
+            if rep:
+                mine.append(t1 - t0)
+                theirs.append(t2 - t1)
+        rows.append((name, flop / 1e9, float(np.median(mine)), float(np.median(theirs))))
+    return rows
+
+
 def peak_rss(lib, arch, batch):
     """Peak RSS (MiB) of a child process that builds the model and runs 3 steps."""
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent through fork and exec.
@@ -260,6 +301,12 @@ def main():
               f"{(total - gemm) / total:.0%} of the layers.\nInside the whole train step (loss and SGD included): "
               f"everything but the matrix products {np.median(others):.1%}, median of {args.reps} "
               f"(per rep: {', '.join(f'{o:.1%}' for o in others)})")
+        if torch:
+            print("\n| matrix product (float32) | GFLOP | NumPy ms | GFLOP/s | PyTorch ms | GFLOP/s | NumPy / PyTorch |"
+                  "\n|---|---|---|---|---|---|---|")
+            for name, gflop, mine, theirs in product_peers(arch, args.reps):
+                print(f"| {name} | {gflop:.2f} | {mine * 1e3:.1f} | {gflop / mine:.0f} | {theirs * 1e3:.1f} | "
+                      f"{gflop / theirs:.0f} | {mine / theirs:.2f} |")
 
 
 if __name__ == "__main__":

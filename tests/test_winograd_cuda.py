@@ -190,3 +190,22 @@ def test_the_kernels_pass_the_bounds_checked_build(monkeypatch):
         test_forward_and_gradients_match_the_float64_reference(case)
     test_non_finite_results_are_the_direct_convolutions()
     test_the_batch_in_chunks_equals_the_batch_at_once(monkeypatch)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("algorithm", ["im2col", "winograd"])
+def test_a_convolution_on_the_kernels_keeps_no_column_matrix(device, algorithm):
+    """What the backward keeps on the CUDA path: x and w, as on the CPU (the columns, KH*KW times
+    the size of x, are built again in the backward); the gradients are still the reference's."""
+    r = np.random.default_rng(7)
+    arrays = [r.standard_normal((3, 8, 12, 12)), r.standard_normal((16, 8, 5, 5)), r.standard_normal(16)]
+    x, w, b = (ma.Tensor(a.astype(np.float32), requires_grad=True, device=device) for a in arrays)
+    y = F.conv2d(x, w, b, padding=2, algorithm=algorithm)
+    kept = [a for a in y._ctx.cache if hasattr(a, "nbytes") and hasattr(a, "shape")]
+    assert sum(a.nbytes for a in kept) <= x.data.nbytes + w.data.nbytes + b.data.nbytes, \
+        [a.shape for a in kept]
+    assert any(a is x.data for a in kept)
+    (y0, g0), (y1, g1) = run_both(device, lambda x, w, b: F.conv2d(x, w, b, padding=2, algorithm=algorithm), arrays)
+    assert_close(y1, y0, rtol=2e-5, what="y")
+    for name, got, want in zip(("dx", "dw", "db"), g1, g0):
+        assert_close(got, want, rtol=2e-5, what=name)

@@ -1,14 +1,19 @@
 """conv2d by Winograd's minimal filtering, fast CPU pair: the math and the reference are in
 minialex/ops/winograd.py; this gives the same results to float rounding, faster, by:
 
-- the tile transforms as sums of whole strided planes, one constant at a time: BTh @ D @ BTw^T for
-  every tile of every image and channel at once is, per output position (a, b), a few additions of
-  the padded input read every m pixels. Zero constants are skipped and 1 / -1 are additions and
-  subtractions (F(4, 3)'s BT is one third zeros). No tile array the size of an im2col matrix is
-  built: the row pass makes a_h planes of the size of x / m_h, the column pass writes V directly.
+- each 2-D tile transform as ONE matrix over the flattened tile: BTh @ D @ BTw^T is
+  (BTh (x) BTw) @ vec(D) (a Kronecker product, `_kron`), so transforming every tile of every image
+  and channel is a single BLAS product with K = a_h * a_w, instead of a NumPy pass per tile entry;
+- the tiles gathered once by a strided view of the padded input (as_strided: no Python loop over
+  tiles), laid out (a_h, a_w, C, N, TH, TW) so that the transform's product writes V directly in the
+  layout the products read;
 - the transformed tiles laid out (a_h * a_w * G, C/G, tiles) so that the a_h * a_w products are
   np.matmul over a stack of plain row-major matrices (one BLAS call each, on every core);
-- the passes split over the cores by channel (threads.parallel).
+- the gathers and the scatter-add of the input gradient split over the cores by channel, the
+  output's placement by image (threads.parallel).
+
+The transforms stay memory-bound passes: on small maps they cost about as much as the products
+save (per layer times in benchmarks/RESULTS.md).
 """
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
