@@ -213,14 +213,10 @@ def product_peers(arch, reps):
         flop = 2 * np.prod(a_shape) * b_view.shape[-1]
         mine, theirs = [], []
         for rep in range(reps + 1):  # the first of each is a warm-up
-            t0 = time.perf_counter()
-            np.matmul(a, b_view)
-            t1 = time.perf_counter()
-            torch.matmul(ta, tb_view)
-            t2 = time.perf_counter()
+            seconds = timed(lambda: np.matmul(a, b_view)), timed(lambda: torch.matmul(ta, tb_view))
             if rep:
-                mine.append(t1 - t0)
-                theirs.append(t2 - t1)
+                mine.append(seconds[0])
+                theirs.append(seconds[1])
         rows.append((name, flop / 1e9, float(np.median(mine)), float(np.median(theirs))))
     return rows
 

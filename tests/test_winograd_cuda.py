@@ -13,6 +13,7 @@ from minialex.ops import conv as direct
 from minialex.ops import winograd as spec
 
 from .test_cuda import DEVICES, assert_close, run_both
+from .test_winograd import kept_arrays
 
 # Largest |float32 kernels - float64 reference| / largest |reference| allowed, by the larger tile side
 # a = m + r - 1. Measured on these inputs and on 6 seeds with 16 channels: at most 2.4e-7 (a = 4),
@@ -201,7 +202,7 @@ def test_a_convolution_on_the_kernels_keeps_no_column_matrix(device, algorithm):
     arrays = [r.standard_normal((3, 8, 12, 12)), r.standard_normal((16, 8, 5, 5)), r.standard_normal(16)]
     x, w, b = (ma.Tensor(a.astype(np.float32), requires_grad=True, device=device) for a in arrays)
     y = F.conv2d(x, w, b, padding=2, algorithm=algorithm)
-    kept = [a for a in y._ctx.cache if hasattr(a, "nbytes") and hasattr(a, "shape")]
+    kept = kept_arrays(y)
     assert sum(a.nbytes for a in kept) <= x.data.nbytes + w.data.nbytes + b.data.nbytes, \
         [a.shape for a in kept]
     assert any(a is x.data for a in kept)
