@@ -1,15 +1,26 @@
-"""minialex-train's checkpoints: one .npz holding a run's weights, optimizer and state.
+"""Training checkpoints: one .npz holding a run's weights, optimizer and state (no pickle).
 
     model/<name>          the model's state_dict (float arrays)
-    optim/lr, optim/momentum, optim/weight_decay, optim/velocity.<i>
+    optim/<name>          the optimizer's state_dict: for SGD lr, momentum, weight_decay, velocity.<i>
     meta/format           FORMAT (a checkpoint of a newer format is refused)
-    meta/arch, meta/epoch (epochs completed), meta/classes, meta/mean, meta/std, meta/eigvals,
-    meta/eigvecs          (the training set's statistics), meta/rng_state, meta/history,
-    meta/best, meta/plateau, meta/config (JSON: every setting that defines the run)
+    meta/epoch            epochs completed;  meta/history: JSON, one metrics record per epoch
+    meta/rng_state        minialex.random's generator (JSON)
+    meta/trainer          JSON: the Trainer's step count, its schedule's state and each callback's
+                          state by key (minialex/training)
+    meta/processes        the data-parallel processes that trained it (1 alone)
+    meta/interrupted_in_epoch    only in interrupted.npz
+  minialex-train adds:
+    meta/arch (alexnet, alexnet-mini, or a model factory module:function), meta/classes,
+    meta/mean, meta/std, meta/eigvals, meta/eigvecs (the training set's statistics),
+    meta/config (JSON: every setting that defines the run), meta/data (the data folder, "" for
+    the built-in data)
+  Format 2 (before minialex.training) kept meta/best and meta/plateau instead of meta/trainer;
+  format 1 had no meta/config. Both are still read (`read` turns them into format 3's state).
 
-`read` trusts nothing in the file: it reads only the names above (a large unknown entry is never
-read), and checks each one's type, shape and value, so that a damaged or hostile file is refused
-with a message naming the entry before anything is built from it.
+`read` trusts nothing in the file: it reads only the meta/ names above and the model/ and optim/
+arrays (an unknown entry is never read, and minialex.io checks each array's size before
+allocating it), and checks each one's type, shape and value, so that a damaged or hostile file is
+refused with a message naming the entry before anything is built from it.
 """
 import json
 import math
@@ -18,10 +29,10 @@ import numpy as np
 
 from . import io, random
 
-FORMAT = 2                 # 2: meta/config added (format 1 files can still be evaluated and resumed)
-LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
-META = ["format", "arch", "epoch", "rng_state", "classes", "history", "best", "plateau", "config",
-        "mean", "std", "eigvals", "eigvecs", "interrupted_in_epoch", "processes"]
+FORMAT = 3                 # 3: meta/trainer (2: meta/config added; 1: the first)
+META = ["format", "arch", "epoch", "rng_state", "classes", "history", "best", "plateau", "config", "trainer",
+        "data", "mean", "std", "eigvals", "eigvecs", "interrupted_in_epoch", "processes"]
+STATS = {"mean": (3,), "std": (3,), "eigvals": (3,), "eigvecs": (3, 3)}
 
 
 class CheckpointError(ValueError):
@@ -42,12 +53,22 @@ def strict_json(value):
 
 
 def save(path, model, opt, meta):
-    """Weights, optimizer momentum and the run's state in one .npz, written atomically (ma.save)."""
+    """Weights, optimizer state and the run's state in one .npz, written atomically (ma.save)."""
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
     arrays.update({f"optim/{k}": v for k, v in opt.state_dict().items()})
     arrays.update({f"meta/{k}": np.asarray(v) for k, v in meta.items()})
     io.save(arrays, path)
 
+
+class Checkpoint:
+    """A read and checked checkpoint: .model, .optim ({name: array or number}), .meta (decoded),
+    .config (meta/config, {} when absent)."""
+
+    def __init__(self, model, optim, meta, config):
+        self.model, self.optim, self.meta, self.config = model, optim, meta, config
+
+
+# ----- checks of single entries -----
 
 def _json(meta, key, kind, required=True, infinity=False):
     """meta/key parsed as strict JSON (NaN refused; Infinity only where `infinity`: format-1 files
@@ -76,6 +97,10 @@ def _numbers(record, depth=0):
                (isinstance(v, dict) and depth < 2 and _numbers(v, depth + 1)) for v in record.values())
 
 
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _scalar(arrays, key, kind="f"):
     if key not in arrays:
         raise CheckpointError(f"{key} is missing")
@@ -102,11 +127,10 @@ def _float_array(arrays, key, shape=None):
     return a
 
 
-class Checkpoint:
-    """A read and checked checkpoint: .model, .optim ({name: array}), .meta (decoded), .config."""
-
-    def __init__(self, model, optim, meta, config):
-        self.model, self.optim, self.meta, self.config = model, optim, meta, config
+def _text(meta, key):
+    if meta[key].dtype.kind != "U":
+        raise CheckpointError(f"meta/{key} expected text, got dtype {meta[key].dtype}")
+    return str(meta[key][()]) if meta[key].ndim == 0 else [str(c) for c in meta[key].ravel()]
 
 
 def _without_path(error, path):
@@ -115,31 +139,40 @@ def _without_path(error, path):
     return text[len(prefix):].lstrip(": ") if text.startswith(prefix) else text
 
 
+# ----- reading -----
+
 def read(path):
     """Read and check a checkpoint; CheckpointError names the problem (the entry, what is wrong)."""
     try:
         names = set(io.names(path))
-    except (ValueError, OSError) as e:
-        raise CheckpointError(_without_path(e, path)) from None
-    if "meta/format" not in names:
-        raise CheckpointError("it is not a minialex-train checkpoint (no meta/format)")
-    wanted = [f"meta/{k}" for k in META] + [f"model/{layer}.{kind}" for layer in LAYERS for kind in ("weight", "bias")]
-    wanted += [f"optim/{k}" for k in ("lr", "momentum", "weight_decay")] + [f"optim/velocity.{i}" for i in range(16)]
-    try:
+        if "meta/format" not in names:
+            raise CheckpointError("it is not a minialex-train checkpoint (no meta/format)")
+        wanted = [f"meta/{k}" for k in META] + sorted(n for n in names if n.startswith(("model/", "optim/")))
         arrays = io.load(path, keys=[k for k in wanted if k in names])
     except (ValueError, OSError) as e:
+        if isinstance(e, CheckpointError):
+            raise
         raise CheckpointError(_without_path(e, path)) from None
     fmt = _scalar(arrays, "meta/format", "i")
     if fmt > FORMAT or fmt < 1:
         raise CheckpointError(f"meta/format is {fmt}; this minialex reads formats 1 to {FORMAT} "
                               "(a newer minialex wrote it?)")
     meta = {k[5:]: v for k, v in arrays.items() if k.startswith("meta/")}
-    for key in ("arch", "classes"):
-        if key not in meta or meta[key].dtype.kind != "U":
-            raise CheckpointError(f"meta/{key} expected text, got "
-                                  + ("nothing" if key not in meta else f"dtype {meta[key].dtype}"))
-    decoded = {"format": fmt, "arch": str(meta["arch"][()]), "classes": [str(c) for c in meta["classes"].ravel()],
-               "epoch": _scalar(arrays, "meta/epoch", "i")}
+    decoded = _run_state(arrays, meta, fmt)
+    decoded.update(_extras(meta, fmt))
+    config = _json(meta, "config", dict, required=fmt == 2) or {}
+    model = {k[6:]: _float_array(arrays, k) for k in arrays if k.startswith("model/")}
+    if not model:
+        raise CheckpointError("it holds no model/ weights")
+    optim = {"lr": _scalar(arrays, "optim/lr")}
+    for k in [k for k in arrays if k.startswith("optim/") and k != "optim/lr"]:
+        optim[k[6:]] = _scalar(arrays, k) if arrays[k].ndim == 0 else _float_array(arrays, k)
+    return Checkpoint(model, optim, decoded, config)
+
+
+def _run_state(arrays, meta, fmt):
+    """format, epoch, random state, history, processes and the trainer's state, checked."""
+    decoded = {"format": fmt, "epoch": _scalar(arrays, "meta/epoch", "i")}
     if decoded["epoch"] < 0:
         raise CheckpointError(f"meta/epoch expected a count of epochs >= 0, got {decoded['epoch']}")
     if "rng_state" not in meta:
@@ -152,32 +185,59 @@ def read(path):
     decoded["history"] = _json(meta, "history", list)
     if not all(isinstance(r, dict) and isinstance(r.get("epoch"), int) and _numbers(r) for r in decoded["history"]):
         raise CheckpointError("meta/history expected a list of per-epoch records of numbers")
-    decoded["best"] = _json(meta, "best", dict, infinity=True)
-    decoded["plateau"] = _json(meta, "plateau", dict, infinity=True)
-    for key, fields in (("best", ("val_top1", "val_loss")), ("plateau", ("lr", "best", "bad"))):
-        for f in fields:  # null stands for a best loss not yet set (infinity)
-            value = decoded[key].get(f, None if f in ("val_loss", "best") else "missing")
-            if value is None and f in ("val_loss", "best"):
-                decoded[key][f] = math.inf
-            elif isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-                raise CheckpointError(f"meta/{key} expected numbers for {fields}, got {decoded[key]}")
-    for key, shape in (("mean", (3,)), ("std", (3,)), ("eigvals", (3,)), ("eigvecs", (3, 3))):
-        decoded[key] = _float_array(arrays, f"meta/{key}", shape).astype(np.float32)
-    if (decoded["std"] <= 0).any():
-        raise CheckpointError(f"meta/std expected positive standard deviations, got {decoded['std']}")
     if "interrupted_in_epoch" in meta:
         decoded["interrupted_in_epoch"] = _scalar(arrays, "meta/interrupted_in_epoch", "i")
     decoded["processes"] = _scalar(arrays, "meta/processes", "i") if "processes" in meta else 1  # data parallel
     if decoded["processes"] < 1:
         raise CheckpointError(f"meta/processes expected a count of processes >= 1, got {decoded['processes']}")
-    config = _json(meta, "config", dict, required=fmt >= 2) or {}
+    decoded["trainer"] = _trainer_state(meta) if fmt >= 3 else _legacy_trainer_state(meta)
+    return decoded
 
-    model = {}
-    for k in [k for k in arrays if k.startswith("model/")]:
-        model[k[6:]] = _float_array(arrays, k)
-    if not model:
-        raise CheckpointError("it holds no model/ weights")
-    optim = {k: _scalar(arrays, f"optim/{k}") for k in ("lr", "momentum", "weight_decay")}
-    for k in [k for k in arrays if k.startswith("optim/velocity.")]:
-        optim[k[6:]] = _float_array(arrays, k)
-    return Checkpoint(model, optim, decoded, config)
+
+def _trainer_state(meta):
+    state = _json(meta, "trainer", dict)
+    step, schedule, callbacks = state.get("step"), state.get("schedule"), state.get("callbacks")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"meta/trainer step expected a count of steps >= 0, got {step!r}")
+    if not isinstance(schedule, dict) or not all(v is None or _is_number(v) for v in schedule.values()):
+        raise CheckpointError(f"meta/trainer schedule expected a dict of numbers, got {str(schedule)[:60]}")
+    if not isinstance(callbacks, dict) or not all(isinstance(v, dict) for v in callbacks.values()):
+        raise CheckpointError(f"meta/trainer callbacks expected a dict of dicts, got {str(callbacks)[:60]}")
+    return {"step": step, "schedule": schedule, "callbacks": callbacks}
+
+
+def _legacy_trainer_state(meta):
+    """Format 1 and 2 kept meta/best (the Checkpoint's state) and meta/plateau (the schedule's)."""
+    best = _json(meta, "best", dict, infinity=True)
+    plateau = _json(meta, "plateau", dict, infinity=True)
+    for key, value, fields in (("best", best, ("val_top1", "val_loss")), ("plateau", plateau, ("lr", "best", "bad"))):
+        for f in fields:  # null stands for a best loss not yet set (infinity)
+            v = value.get(f, None if f in ("val_loss", "best") else "missing")
+            if v is None and f in ("val_loss", "best"):
+                value[f] = math.inf
+            elif not _is_number(v) or math.isnan(v):
+                raise CheckpointError(f"meta/{key} expected numbers for {fields}, got {value}")
+    seen = best["val_top1"] >= 0
+    kept = {"epoch": best.get("epoch") if seen else None, "value": best["val_top1"] if seen else None,
+            "key": "val_top1", "val_loss": best["val_loss"] if seen else None, "val_top1": best["val_top1"] if seen else None}
+    schedule = {"lr": plateau["lr"], "best": None if math.isinf(plateau["best"]) else plateau["best"], "bad": plateau["bad"]}
+    return {"step": 0, "schedule": schedule, "callbacks": {"Checkpoint": {"best": kept}}}
+
+
+def _extras(meta, fmt):
+    """minialex-train's entries, checked where present (formats 1 and 2 always had them)."""
+    decoded = {}
+    for key in ("arch", "classes", "data"):
+        if key in meta:
+            decoded[key] = _text(meta, key)
+        elif fmt < 3 and key != "data":
+            raise CheckpointError(f"meta/{key} expected text, got nothing")
+    if "classes" in decoded and isinstance(decoded["classes"], str):
+        decoded["classes"] = [decoded["classes"]]
+    if fmt < 3 or any(k in meta for k in STATS):
+        arrays = {f"meta/{k}": meta[k] for k in STATS if k in meta}
+        for key, shape in STATS.items():
+            decoded[key] = _float_array(arrays, f"meta/{key}", shape).astype(np.float32)
+        if (decoded["std"] <= 0).any():
+            raise CheckpointError(f"meta/std expected positive standard deviations, got {decoded['std']}")
+    return decoded

@@ -7,7 +7,7 @@ gradient and log10 of the update-to-weight ratio ||dw|| / ||w|| of the SGD step 
 healthy; much higher and the steps throw the weights around, much lower and they barely move).
 
     diag = Diagnostics(model)
-    with diag.recording():                 # hooks on for this one step
+    with diag.recording():                 # hooks on for this one step (or diag.start() ... diag.stop())
         loss = F.cross_entropy(model(x), y); model.zero_grad(); loss.backward()
     diag.gradients()
     before = diag.weights(); opt.step(); stats = diag.updates(before)
@@ -32,18 +32,31 @@ class Diagnostics:
         self.model = model
         self.layers = [(name, m) for name, m in model.named_modules() if m is not model and not m._modules]
         self.stats = {}
+        self._handles = []
 
     @contextlib.contextmanager
     def recording(self):
         """Record every leaf layer's output during the forward pass inside the block."""
-        self.stats = {}
-        handles = [m.register_forward_hook(lambda mod, inp, out, name=name: self._activation(name, mod, out))
-                   for name, m in self.layers]
+        self.start()
         try:
             yield self
         finally:
-            for h in handles:
-                h.remove()
+            self.stop()
+
+    def start(self):
+        """Hooks on: every leaf layer's output is recorded until stop()."""
+        self.stats = {}
+        self._handles = [m.register_forward_hook(lambda mod, inp, out, name=name: self._activation(name, mod, out))
+                         for name, m in self.layers]
+
+    def stop(self):
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    @property
+    def recording_now(self):
+        return bool(self._handles)
 
     def _activation(self, name, module, out):
         a = backend.to_numpy(out.data).astype(np.float64)

@@ -48,12 +48,13 @@ class SGD:
                 sgd_update(p.data, self.velocity[i], grad, self.lr, self.momentum, self.weight_decay, p.device)
 
     def state_dict(self):
-        """{"lr", "momentum", "weight_decay", "velocity.<i>"} as NumPy arrays (for ma.save)."""
+        """{"lr", "momentum", "weight_decay", "velocity.<i>"} as NumPy arrays (for ma.save); a
+        parameter not stepped yet has velocity zeros (what its first step starts from), so every
+        parameter's velocity is in it."""
         state = {"lr": np.array(self.lr), "momentum": np.array(self.momentum),
                  "weight_decay": np.array(self.weight_decay)}
-        for i, v in enumerate(self.velocity):
-            if v is not None:
-                state[f"velocity.{i}"] = backend.to_numpy(v).copy()
+        for i, (p, v) in enumerate(zip(self.params, self.velocity)):
+            state[f"velocity.{i}"] = np.zeros(p.shape, p.dtype) if v is None else backend.to_numpy(v).copy()
         return state
 
     def load_state_dict(self, state):

@@ -31,7 +31,7 @@ def no_work(monkeypatch):
     def forbidden(*args, **kw):
         raise AssertionError("work started before the bad input was reported")
     monkeypatch.setattr(train, "dataset_stats", forbidden)
-    monkeypatch.setattr(train, "train_epoch", forbidden)
+    monkeypatch.setattr(train.Trainer, "train_epoch", forbidden)
 
 
 def refused(capsys, argv, *words):

@@ -364,15 +364,15 @@ def test_an_error_on_one_rank_only_is_said_by_rank_0_and_ends_every_rank(tiny, t
     assert lines == ["minialex-train: rank 1: error: --data: no readable image here"], run.stderr
 
 
-def test_stop_requests_are_voted_and_ctrl_c_wins(monkeypatch):
+def test_stop_requests_are_voted_and_ctrl_c_wins():
     import signal
-    from minialex import train
-    monkeypatch.setitem(train._deferred, "held", True)
-    monkeypatch.setitem(train._deferred, "pending", signal.SIGTERM)
-    assert train._stop_votes() == (0.0, 1.0)
-    train._stop_if_voted(0.0, 0.0)                             # nobody asked: no stop
-    with pytest.raises(train.Interrupted) as stop:
-        train._stop_if_voted(1.0, 2.0)                         # one rank's Ctrl-C, two SIGTERMs
+    from minialex.training import Interrupted, StopRequests
+    stops = StopRequests()
+    stops.vote, stops.pending = True, signal.SIGTERM
+    assert stops.votes() == (0.0, 1.0)
+    stops.raise_if_voted(0.0, 0.0)                             # nobody asked: no stop
+    with pytest.raises(Interrupted) as stop:
+        stops.raise_if_voted(1.0, 2.0)                         # one rank's Ctrl-C, two SIGTERMs
     assert stop.value.signum == signal.SIGINT and stop.value.together
-    monkeypatch.setitem(train._deferred, "held", False)
-    assert train._stop_votes() == (0.0, 0.0)                    # outside a data-parallel run: nothing voted
+    stops.vote = False
+    assert stops.votes() == (0.0, 0.0)                          # outside a data-parallel run: nothing voted

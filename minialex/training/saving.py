@@ -1,0 +1,130 @@
+"""Checkpoint: a run's files in one folder, written so that nothing is lost or mixed.
+
+    Checkpoint("runs/x")                  # last.npz, best.npz, metrics.jsonl, interrupted.npz
+    Checkpoint("runs/x", meta={"classes": np.array(names)})   # extra meta/ entries in every file
+
+- After each epoch: best.npz when the epoch's `monitor` value (val_top1, or train_top1 without a
+  validation loader) is the best so far, then last.npz, then a line in metrics.jsonl; best.npz
+  first, so that a kill between the two leaves best.npz ahead of last.npz, never behind it. Each
+  file is written beside its target and renamed over it (minialex.io.save), and the three are
+  written in a block that Ctrl-C waits for: they always agree with each other.
+- On Ctrl-C or SIGTERM: interrupted.npz, the weights as they were with the state of the last kept
+  epoch (resuming from it repeats the interrupted epoch); said on stderr with what last.npz holds.
+- A file holds the trainer's whole state (Trainer.state_meta: model, optimizer, schedule, random
+  generator, epoch, history, every callback's state), so `Trainer.fit(resume=path)` continues the
+  run exactly. The format is minialex/checkpoint.py's: .npz, never pickle.
+- The folder: made if needed, checked for writing and locked while the run trains (a second run
+  into it is refused while the first lives); a folder that already holds a run is refused unless
+  this run was resumed from a checkpoint in it, or overwrite=True. The temporary files of a killed
+  save are removed. Under data parallel only the root rank writes.
+"""
+import sys
+
+from .. import checkpoint, io
+from ..runfolder import FolderError, RunFolder
+from .callbacks import Callback, MetricsLog, Stopped
+from .stops import Interrupted
+
+
+class Checkpoint(Callback):
+    def __init__(self, out, meta=None, monitor="val_top1", overwrite=False):
+        self.folder = out if isinstance(out, RunFolder) else RunFolder(out)
+        self.meta, self.monitor, self.overwrite = dict(meta or {}), monitor, overwrite
+        self.best = {"epoch": None, "value": None}
+        self.log = MetricsLog(self.folder.path / "metrics.jsonl")
+        self._locked_here = False
+
+    @property
+    def path(self):
+        return self.folder.path
+
+    # ----- the folder -----
+
+    def on_fit_start(self, trainer):
+        if not trainer.strategy.is_root:
+            return
+        if not self.folder.locked:                      # (minialex-train hands over a folder it locked)
+            self.folder.create()
+            self.folder.probe()
+            self.folder.lock()
+            self._locked_here = True
+            try:
+                held = self.folder.holds_a_run()
+                if held and trainer.epoch == 0 and not self.overwrite:
+                    raise FolderError(f"{self.path} already holds a run ({', '.join(held)}); continue it with "
+                                      f"fit(resume={str(self.path / 'last.npz')!r}), choose another folder, or "
+                                      "pass overwrite=True")
+                self.folder.remove_temporaries()
+            except BaseException:
+                self._release()
+                raise
+        self.log.on_fit_start(trainer)
+
+    def _release(self):
+        if self._locked_here:
+            self.folder.unlock()
+            self._locked_here = False
+
+    def on_fit_end(self, trainer):
+        self._release()
+
+    # ----- saving -----
+
+    def on_epoch_end(self, trainer, record):
+        if not trainer.strategy.is_root:
+            return
+        key = self.monitor if self.monitor in record else "train_top1"
+        value = record.get(key)
+        improved = value is not None and value == value and (self.best["value"] is None or value > self.best["value"])
+        if improved:
+            self.best = {"epoch": record["epoch"], "value": value, "key": key,
+                         "val_loss": record.get("val_loss"), "val_top1": record.get("val_top1")}
+        meta = trainer.state_meta(**self.meta)
+        try:
+            if improved:
+                checkpoint.save(self.path / "best.npz", trainer.model, trainer.optimizer, meta)
+            checkpoint.save(self.path / "last.npz", trainer.model, trainer.optimizer, meta)
+            self.log.on_epoch_end(trainer, record)
+        except OSError as e:
+            raise Stopped(f"writing into {self.path} failed after epoch {record['epoch']} ({e});") from None
+
+    def on_exception(self, trainer, error):
+        try:
+            if isinstance(error, Interrupted) and trainer.strategy.is_root:
+                self._save_interrupted(trainer, error)
+            elif isinstance(error, Stopped):
+                error.explain(self.last_good() if trainer.strategy.is_root else "Rank 0's run folder holds the checkpoints.")
+        finally:
+            self._release()
+
+    def _save_interrupted(self, trainer, stop):
+        epoch = trainer.epoch + 1                       # the epoch under way
+        path, last = self.path / "interrupted.npz", self.path / "last.npz"
+        after = (f"{last} holds the end of epoch {trainer.epoch}" if trainer.epoch and last.exists() else
+                 "no epoch had finished, so there is no last.npz")
+        try:
+            with trainer.stops.deferred():
+                checkpoint.save(path, trainer.model, trainer.optimizer,
+                                trainer.state_meta(**self.meta, interrupted_in_epoch=epoch))
+        except (OSError, Interrupted) as e:
+            why = e.strerror if isinstance(e, OSError) else "interrupted again"
+            print(f"\n{stop.name} during epoch {epoch}: could not save {path} ({why}); {after}", file=sys.stderr)
+            return
+        print(f"\n{stop.name} during epoch {epoch}: saved {path} (the weights as they were, the state of epoch "
+              f"{trainer.epoch}; resuming from it repeats epoch {epoch}); {after}", file=sys.stderr)
+
+    def last_good(self):
+        """What last.npz holds now (read from the file, not assumed)."""
+        last = self.path / "last.npz"
+        try:
+            epoch = int(io.load(last, keys=["meta/epoch"])["meta/epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return "There is no last.npz checkpoint yet."
+        return f"The last good checkpoint is {last} (epoch {epoch})."
+
+    def state_dict(self):
+        return {"best": self.best}
+
+    def load_state_dict(self, state):
+        self.best = dict(state.get("best", self.best))
+

@@ -1,0 +1,262 @@
+"""The Trainer: minialex's training loop for any model, with exact resume, callbacks and a strategy.
+
+    trainer = Trainer(model, optimizer, train_loader, val_loader, epochs=10,
+                      schedule=StepLR(8), callbacks=[Checkpoint("runs/x"), ProgressBar(), EpochLine()])
+    history = trainer.fit()                            # [{"epoch", "train_loss", "val_top1", ...}, ...]
+    history = trainer.fit(resume="runs/x/last.npz")    # continues exactly where that run stopped
+    trainer.evaluate(loader)                           # {"loss", "top1", "top5"}
+
+model: any nn.Module mapping (N, C, H, W) floats to (N, classes) logits. The loaders: any
+iterables of (x, y) batches (x an array or a Tensor, y integer labels); set_epoch(epoch) is
+called before each epoch where the loader has it (minialex's DataLoader draws that epoch's order
+and augmentation from it, which is what makes a resume exact). optimizer: ma.optim.SGD, or
+anything with lr, step(), state_dict() and load_state_dict().
+
+The loop is `train_step` below: forward, loss, backward, the strategy's all-reduce (nothing alone),
+the optimizer step, with the callbacks' hooks between (minialex/training/callbacks.py). What a
+run keeps, and a Checkpoint saves, is committed once per epoch, after validation, in one block
+that a Ctrl-C or SIGTERM cannot split: the epoch, the history, the schedule's and the callbacks'
+states, the random generator. A stop request (Ctrl-C, SIGTERM, a notebook's interrupt) ends fit
+normally: the callbacks hear on_exception (a Checkpoint saves interrupted.npz), fit returns the
+history so far, and trainer.interrupted tells which signal it was. Anything else that ends the
+run (Stopped: a non-finite loss or weight, a failed write) is raised after on_exception.
+"""
+import math
+import numbers
+import time
+
+import numpy as np
+
+from .. import checkpoint, random
+from .. import functional as F
+from ..function import no_grad
+from ..tensor import Tensor
+from .callbacks import NonFiniteGuard, Step, Stopped
+from .schedules import Constant
+from .stops import StopRequests, as_interrupted
+from .strategy import auto
+
+
+class Trainer:
+    def __init__(self, model, optimizer, train_loader, val_loader=None, *, epochs, schedule=None,
+                 loss=F.cross_entropy, callbacks=(), device=None, strategy=None):
+        if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
+            raise ValueError(f"Trainer: epochs expected an integer >= 1, got {epochs!r}")
+        if not callable(loss):
+            raise TypeError(f"Trainer: loss expected a function (logits, labels) -> scalar Tensor, got {loss!r}")
+        self.model, self.optimizer, self.loss = model, optimizer, loss
+        self.train_loader, self.val_loader, self.epochs = train_loader, val_loader, int(epochs)
+        if device is not None:
+            model.to(device)
+        params = list(model.parameters())
+        self.device = device if device is not None else (params[0].device if params else "cpu")
+        self.schedule = schedule if schedule is not None else Constant()
+        self.schedule.start(optimizer.lr)
+        callbacks = list(callbacks)
+        guard = [] if any(isinstance(c, NonFiniteGuard) for c in callbacks) else [NonFiniteGuard()]
+        self.callbacks = guard + callbacks           # the guard runs first: nothing sees a non-finite step
+        self.strategy = strategy if strategy is not None else auto()
+        self.stops = StopRequests()
+        self.epoch, self.step, self.history = 0, 0, []   # the last kept epoch, steps taken, its records
+        self.num_classes = None                      # from the first logits
+        self.skipped = 0                             # unreadable images in the last epoch's passes
+        self.interrupted = None                      # the Interrupted that ended the last fit, if any
+
+    # ----- the run -----
+
+    def fit(self, resume=None):
+        """Train from epoch trainer.epoch + 1 to `epochs`; returns the history (one record per
+        epoch). resume: a checkpoint path (or a read checkpoint.Checkpoint) to continue first."""
+        if resume is not None:
+            self.restore(resume)
+        self.interrupted = None
+        if self.epoch >= self.epochs:
+            return self.history
+        with self.stops.installed(vote=self.strategy.size > 1):
+            try:
+                self.strategy.setup(self)
+                self._call("on_fit_start")
+                for epoch in range(self.epoch + 1, self.epochs + 1):
+                    record = self.run_epoch(epoch)
+                    self._call("on_validation_end", record)
+                    with self.stops.deferred():       # the epoch is kept whole: state, checkpoints, logs
+                        self.schedule.step(record)
+                        self.epoch, self.history = epoch, self.history + [record]
+                        self._call("on_epoch_end", record)
+                self.strategy.check_votes(self.stops)
+            except BaseException as error:
+                stop = as_interrupted(error)
+                self._call("on_exception", stop or error)
+                if stop is None:
+                    raise
+                self.interrupted = stop
+        self._call("on_fit_end")
+        return self.history
+
+    def run_epoch(self, epoch):
+        """Train one epoch and validate: the epoch's record (not yet kept)."""
+        trained = self.train_epoch(epoch)
+        val = self.evaluate(self.val_loader) if self.val_loader is not None else None
+        skipped = getattr(self.train_loader, "skipped", 0) + getattr(self.val_loader, "skipped", 0)
+        self.skipped = int(self.strategy.sum([skipped], "unreadable image count", self.stops)[0])
+        record = {"epoch": epoch, "train_loss": trained["loss"], "train_top1": trained["top1"]}
+        if val is not None:
+            record.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"])
+        record.update(lr=self.optimizer.lr, images_per_s=trained["images_per_s"], seconds=trained["seconds"])
+        return record
+
+    def train_epoch(self, epoch):
+        """One pass over the training loader: {"loss", "top1", "images_per_s", "seconds"}."""
+        self.optimizer.lr = self.schedule.lr(epoch)
+        if hasattr(self.train_loader, "set_epoch"):
+            self.train_loader.set_epoch(epoch)
+        self._call("on_epoch_start", epoch)
+        self.model.train()
+        start, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+        for index, (x, y) in enumerate(self.train_loader):
+            step = self.train_step(epoch, index, x, y)
+            if step is not None:
+                seen, loss_sum, correct = seen + step.count, loss_sum + step.loss * step.count, correct + step.hits
+        if seen == 0:
+            raise Stopped(f"no training image could be read in epoch {epoch}.", together=True)
+        seconds = time.perf_counter() - start
+        return {"loss": loss_sum / seen, "top1": correct / seen, "images_per_s": seen / seconds, "seconds": seconds}
+
+    def train_step(self, epoch, index, x, y):
+        """Forward, backward, update on one batch; the Step, or None when no image of the
+        global batch could be read (no step is taken, as in one process)."""
+        y = _labels(y)
+        offset, total = self.strategy.batch_offset(len(y))   # this rank's first row in the global batch
+        if total == 0:
+            return None
+        step = Step(epoch, index, rows=len(y))
+        self._call("on_step_start", step)
+        self.model.zero_grad()
+        # A rank none of whose images could be read runs the forward on no rows: it draws the
+        # dropout seeds the others draw (one generator, the same on every rank), then no backward.
+        with random.sample_offset_scope(offset):            # dropout keyed by the global sample
+            logits = self.model(self._on_device(x))
+        self.num_classes = self.num_classes or logits.shape[1]
+        loss = self.loss(logits, y) if len(y) else None
+        if loss is not None:
+            loss.backward()
+        hits = int((logits.numpy().argmax(1) == y).sum())
+        step.loss, step.hits, step.count = self.strategy.reduce_step(
+            self._trained, len(y), loss.item() if loss is not None else math.nan, hits, self.stops)
+        self._call("on_before_update", step)
+        self.optimizer.step()
+        self.step += 1
+        self._call("on_step_end", step)
+        return step
+
+    @property
+    def _trained(self):
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def evaluate(self, loader):
+        """{"loss", "top1", "top5"} of the model on `loader` (NaN for all when no image could
+        be read). A batch of 10 crops per image, x (B, 10, C, H, W), is scored by the softmax
+        averaged over the crops (the paper's test). Under data parallel: over every rank's slice."""
+        return evaluate(self.model, loader, self.device, self.loss, self.strategy, self.stops)
+
+    def _on_device(self, x):
+        return x if isinstance(x, Tensor) else Tensor(x, device=self.device)
+
+    def _call(self, hook, *args):
+        for callback in self.callbacks:
+            method = getattr(callback, hook, None)
+            if method is not None:
+                method(self, *args)
+
+    # ----- state: what a checkpoint holds -----
+
+    def keyed_callbacks(self):
+        """(key, callback) pairs: the callback's `key`, else its class name (#2, #3 for repeats)."""
+        seen, pairs = {}, []
+        for c in self.callbacks:
+            key = getattr(c, "key", None) or type(c).__name__
+            seen[key] = seen.get(key, 0) + 1
+            pairs.append((key if seen[key] == 1 else f"{key}#{seen[key]}", c))
+        return pairs
+
+    def state_meta(self, **extra):
+        """The meta/ entries of a checkpoint of this trainer's kept state (minialex/checkpoint.py)."""
+        state = {"step": self.step, "schedule": self.schedule.state_dict(),
+                 "callbacks": {key: c.state_dict() for key, c in self.keyed_callbacks()
+                               if hasattr(c, "state_dict")}}
+        return {"format": checkpoint.FORMAT, "epoch": self.epoch, "rng_state": random.get_state(),
+                "history": checkpoint.strict_json(self.history), "trainer": checkpoint.strict_json(state),
+                "processes": self.strategy.size, **extra}
+
+    def restore(self, source, same_processes=True):
+        """Continue from a checkpoint: the model's weights, the optimizer's state, the random
+        generator, the epoch, the history, the schedule's and the callbacks' states. source: a
+        path or a read checkpoint.Checkpoint. CheckpointError names what does not fit; a run of
+        N data-parallel processes continues with N (same_processes=False: to evaluate it)."""
+        ckpt = source if isinstance(source, checkpoint.Checkpoint) else checkpoint.read(source)
+        if same_processes and ckpt.meta["processes"] != self.strategy.size:
+            n = ckpt.meta["processes"]
+            raise checkpoint.CheckpointError(
+                f"it was trained by {n} process{'es' if n > 1 else ''}, this run has {self.strategy.size}: "
+                "resume it with as many, so that every step sees the batches it would have")
+        try:
+            self.model.load_state_dict(ckpt.model)
+            self.optimizer.load_state_dict(ckpt.optim)
+        except (KeyError, ValueError, TypeError) as e:
+            raise checkpoint.CheckpointError(f"it does not fit the model: {e}") from None
+        missing = [i for i, v in enumerate(getattr(self.optimizer, "velocity", ())) if v is None]
+        if ckpt.meta["epoch"] > 0 and missing:
+            raise checkpoint.CheckpointError(f"optim/velocity.{missing[0]} is missing (a trained run has "
+                                             "momentum for every parameter): the file is damaged")
+        random.set_state(ckpt.meta["rng_state"])
+        state = ckpt.meta["trainer"]
+        self.epoch, self.history, self.step = ckpt.meta["epoch"], ckpt.meta["history"], state["step"]
+        self.schedule.load_state_dict(state["schedule"])
+        for key, c in self.keyed_callbacks():
+            if hasattr(c, "load_state_dict") and key in state["callbacks"]:
+                c.load_state_dict(state["callbacks"][key])
+        return ckpt
+
+
+def _labels(y):
+    return np.asarray(y.numpy() if isinstance(y, Tensor) else y)
+
+
+def evaluate(model, loader, device="cpu", loss=F.cross_entropy, strategy=None, stops=None):
+    """{"loss", "top1", "top5"} of `model` on `loader` (see Trainer.evaluate); strategy and stops
+    are a data-parallel run's (the sums over the ranks, and the stop votes they carry)."""
+    from .strategy import Local
+    strategy, stops = strategy or Local(), stops or StopRequests()
+    model.eval()
+    sums = np.zeros(4)                                   # loss sum, top-1 hits, top-5 hits, images
+    try:
+        with no_grad():
+            for x, y in loader:
+                y = _labels(y)
+                if len(y):                               # (a rank's slice of a batch may be empty)
+                    sums += _scores(model, x, y, device, loss)
+    finally:
+        model.train()
+    loss_sum, top1, top5, total = strategy.sum(sums, "validation metrics", stops)
+    if total == 0:
+        return {"loss": math.nan, "top1": math.nan, "top5": math.nan}
+    return {"loss": loss_sum / total, "top1": top1 / total, "top5": top5 / total}
+
+
+def _scores(model, x, y, device, loss):
+    """[loss sum, top-1 hits, top-5 hits, count] of one batch."""
+    shape = x.shape
+    if len(shape) == 5:                                  # (B, crops, C, H, W): average the softmax
+        b, crops = shape[:2]
+        x = x.numpy() if isinstance(x, Tensor) else x
+        logits = model(Tensor(x.reshape(b * crops, *shape[2:]), device=device)).numpy().astype(np.float64)
+        logits = logits.reshape(b, crops, -1)
+        p = np.exp(logits - logits.max(-1, keepdims=True))
+        scores = (p / p.sum(-1, keepdims=True)).mean(1)
+        loss_sum = float(-np.log(np.maximum(scores[np.arange(b), y], 1e-12)).sum())
+    else:
+        out = model(x if isinstance(x, Tensor) else Tensor(x, device=device))
+        loss_sum, scores = loss(out, y).item() * len(y), out.numpy()
+    k = min(5, scores.shape[1])
+    best = np.argsort(-scores, axis=1)[:, :k]
+    return np.array([loss_sum, (best[:, 0] == y).sum(), (best == y[:, None]).any(axis=1).sum(), len(y)], np.float64)
