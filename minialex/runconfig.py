@@ -194,6 +194,8 @@ def resolve(flags, ckpt):
         values["data"] = flags["data"]
     else:                                              # the resumed run's own ("" for the built-in data)
         values["data"] = (ckpt.meta.get("data") or None) if ckpt else None
+        if values["data"]:
+            from_ckpt.add("data")
     for key in ("out", "resume"):
         values[key] = flags.get(key)
     for key in ("overwrite", "eval_only", "ten_crop", "no_cache"):
@@ -298,6 +300,9 @@ def validate(cfg):
                          f"every unit), got {cfg.dropout}")
     if cfg.eval_only and not cfg.resume:
         raise TrainError("--eval-only needs --resume CHECKPOINT")
+    if "data" in cfg.from_checkpoint and not Path(cfg.data).is_dir():
+        raise TrainError(f"--resume {cfg.resume}: its run trained on {cfg.data}, which is not a folder any more "
+                         "(moved or removed?); give --data DIR to continue on the data where it is now")
     return replace(cfg, device=_device(cfg))
 
 

@@ -244,14 +244,15 @@ class EpochLine(Callback):
 
 
 class MetricsLog(Callback):
-    """metrics.jsonl: one strict-JSON line per epoch (a non-finite number becomes null); on a
-    resume the file is rewritten as the run's history says (it continues the file it belongs to)."""
+    """metrics.jsonl: one strict-JSON line per epoch (a non-finite number becomes null). At the
+    start the file is made to say what the run's history says: a resumed run continues the file it
+    belongs to (lines of epochs after the checkpoint's are dropped), a new run starts it empty."""
 
     def __init__(self, path):
         self.path = os.fspath(path)
 
     def on_fit_start(self, trainer):
-        if trainer.strategy.is_root and trainer.epoch > 0:
+        if trainer.strategy.is_root and (trainer.history or os.path.exists(self.path)):
             tmp = f"{self.path}.{os.getpid()}.tmp"
             try:
                 with open(tmp, "w") as f:

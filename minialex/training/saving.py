@@ -58,7 +58,11 @@ class Checkpoint(Callback):
             except BaseException:
                 self._release()
                 raise
-        self.log.on_fit_start(trainer)
+        try:
+            self.log.on_fit_start(trainer)
+        except OSError as e:
+            self._release()
+            raise FolderError(f"{self.path}: cannot write {self.log.path} ({e.strerror or e})") from None
 
     def _release(self):
         if self._locked_here:
