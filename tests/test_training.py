@@ -361,3 +361,17 @@ def test_under_mpiexec_the_trainer_is_data_parallel_and_equals_one_process(tiny,
         err = np.abs(a[k] - b[k]).max() / np.abs(a[k]).max()
         assert err < 1e-5, (k, err)
     assert int(b["meta/processes"]) == 2
+
+
+def test_the_custom_training_example_runs_and_resumes(tiny, tmp_path, capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("train_custom", ROOT / "examples" / "train_custom.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    out = str(tmp_path / "run")
+    assert len(example.main(data=str(tiny), epochs=1, out=out)) == 1
+    history = example.main(data=str(tiny), epochs=2, out=out, resume=f"{out}/last.npz")
+    printed = capsys.readouterr().out
+    assert [r["epoch"] for r in history] == [1, 2] and "epoch   2/2" in printed and "checkpoints in" in printed
+    state = json.loads(str(ma.load(f"{out}/last.npz")["meta/trainer"]))["callbacks"]
+    assert state["BestSoFar"]["best"] == max(r["val_top1"] for r in history)

@@ -17,7 +17,8 @@ The Trainer calls, in the order the callbacks were given (every method is option
 
 A callback with state to keep across a resume returns it from `state_dict()` (plain JSON values)
 and takes it back in `load_state_dict(state)`; a Checkpoint stores it under the callback's `key`
-(its class name unless set). Under data parallel (trainer.strategy.size > 1) every rank runs
+(its class name unless set). Checkpoints (`runs_last = True`) run after the other callbacks, as
+Lightning orders its ModelCheckpoint, so the state they save has every callback's update of the epoch. Under data parallel (trainer.strategy.size > 1) every rank runs
 every callback; only the root rank (trainer.strategy.is_root) should print or write.
 
 The callbacks here are what minialex-train uses: NonFiniteGuard (in every Trainer),

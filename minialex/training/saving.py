@@ -27,6 +27,8 @@ from .stops import Interrupted
 
 
 class Checkpoint(Callback):
+    runs_last = True      # after the other callbacks: what it saves includes their updates of the epoch
+
     def __init__(self, out, meta=None, monitor="val_top1", overwrite=False):
         self.folder = out if isinstance(out, RunFolder) else RunFolder(out)
         self.meta, self.monitor, self.overwrite = dict(meta or {}), monitor, overwrite

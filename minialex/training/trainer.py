@@ -72,6 +72,7 @@ class Trainer:
         self.interrupted = None
         if self.epoch >= self.epochs:
             return self.history
+        self.callbacks.sort(key=lambda c: bool(getattr(c, "runs_last", False)))   # checkpoints last (stable)
         with self.stops.installed(vote=self.strategy.size > 1):
             try:
                 self.strategy.setup(self)
@@ -112,11 +113,14 @@ class Trainer:
             self.train_loader.set_epoch(epoch)
         self._call("on_epoch_start", epoch)
         self.model.train()
-        start, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+        start, seen, loss_sum, correct, index = time.perf_counter(), 0, 0.0, 0, -1
         for index, (x, y) in enumerate(self.train_loader):
             step = self.train_step(epoch, index, x, y)
             if step is not None:
                 seen, loss_sum, correct = seen + step.count, loss_sum + step.loss * step.count, correct + step.hits
+        if index < 0:
+            raise Stopped(f"the training loader gave no batch in epoch {epoch} (a batch size larger than the "
+                          "training set, with drop_last, gives none).", together=True)
         if seen == 0:
             raise Stopped(f"no training image could be read in epoch {epoch}.", together=True)
         seconds = time.perf_counter() - start
