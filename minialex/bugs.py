@@ -13,8 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .ops import conv, cross_entropy, dropout, linear, lrn, pool, relu, sgd
-from .ops.windows import conv_outsize, pad
+from .ops import conv, convolution, cross_entropy, dropout, linear, lrn, pool, relu, sgd
+from .ops.windows import pad
 
 
 class Bug(NamedTuple):
@@ -179,15 +179,15 @@ def inject(name):
     """Within the block the op runs the wrong code on the CPU; afterwards exactly as before."""
     bug = get(name)
     saved = (bug.target.__dict__.get("reference"), bug.target.__dict__.get("fast"))
-    min_channels = conv.WINOGRAD_MIN_CHANNELS
+    min_channels = convolution.WINOGRAD_MIN_CHANNELS
     try:
         bug.target.reference, bug.target.fast = bug.pair, None
         if bug.target is conv.Conv2d:  # algorithm="auto" then takes im2col in every layer, bug included
-            conv.WINOGRAD_MIN_CHANNELS = float("inf")
+            convolution.WINOGRAD_MIN_CHANNELS = float("inf")
         yield bug
     finally:
         bug.target.reference, bug.target.fast = saved
-        conv.WINOGRAD_MIN_CHANNELS = min_channels
+        convolution.WINOGRAD_MIN_CHANNELS = min_channels
 
 
 def broken_line(bug):

@@ -14,6 +14,12 @@ An op is a Function subclass that names its array-level pairs:
     cuda       the kernels' pair (minialex/cuda_ops/<op>.py) for "cuda" and "cuda-emu", or None:
                the reference runs there too (it must then be written with the inputs' array module)
 
+A pair is either the two functions themselves (an op of your own) or their names,
+    fast = ("minialex.cpu.relu", "relu_forward", "relu_backward")      module, then attributes
+which is how minialex's op files name their fast and CUDA pairs: those files import their op file
+for its spec, so the op file must not import them. `resolve` imports a named pair on first use
+and keeps it.
+
 `implementation` is the one place that picks a pair: by the inputs' device, and on "cpu" by
 set_cpu_path("fast" | "reference") (or MINIALEX_CPU_PATH; default "fast").
 
@@ -23,13 +29,13 @@ Backward (as in micrograd's engine.py, without recursion):
     3. gradients meeting at a tensor (it fed several ops) are added; leaves add into .grad
 """
 import contextlib
+import importlib
 import inspect
 import os
 
 import numpy as np
 
 from . import backend
-from .tensor import Tensor
 
 _grad_enabled = True
 CPU_PATHS = ("fast", "reference")
@@ -68,13 +74,29 @@ def cpu_path(path):
         set_cpu_path(previous)
 
 
+_resolved = {}  # a named pair -> its functions, imported once
+
+
+def resolve(pair):
+    """The functions of a pair: a named one, ("minialex.cpu.relu", "relu_forward", "relu_backward"),
+    is imported on first use and kept (one name gives the function itself, not a 1-tuple); any
+    other pair (functions, or None) is returned as it is."""
+    if not (isinstance(pair, tuple) and pair and isinstance(pair[0], str)):
+        return pair
+    if pair not in _resolved:
+        module = importlib.import_module(pair[0])
+        functions = tuple(getattr(module, name) for name in pair[1:])
+        _resolved[pair] = functions[0] if len(functions) == 1 else functions
+    return _resolved[pair]
+
+
 def implementation(op, device):
     """(pair, kind) for running `op` on `device`; kind is "cuda", "fast" or "reference"."""
     if op.cuda is not None and backend.uses_kernels(device):
-        return op.cuda, "cuda"
+        return resolve(op.cuda), "cuda"
     if op.fast is not None and device == "cpu" and _cpu_path == "fast":
-        return op.fast, "fast"
-    return op.reference, "reference"
+        return resolve(op.fast), "fast"
+    return resolve(op.reference), "reference"
 
 
 @contextlib.contextmanager
@@ -106,8 +128,8 @@ def _wants_needs(fn):
 class Function:
     reference = None  # (forward, backward): the NumPy spec
     numpy = None      # the older name of `reference`
-    fast = None       # (forward, backward) for "cpu" on the fast path, or None
-    cuda = None       # (forward, backward) for "cuda" and "cuda-emu", or None
+    fast = None       # (forward, backward), or their names, for "cpu" on the fast path, or None
+    cuda = None       # (forward, backward), or their names, for "cuda" and "cuda-emu", or None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -270,3 +292,8 @@ def backward(root, grad=None):
                 if x is None or dx is None or not x.requires_grad:
                     continue
                 grads[id(x)] = dx if id(x) not in grads else grads[id(x)] + dx
+
+
+# Imported last, as tensor.py imports this module and ops/basic.py (whose ops subclass Function):
+# whichever of the three is imported first, Function and Tensor are defined before either is used.
+from .tensor import Tensor  # noqa: E402

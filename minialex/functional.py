@@ -1,6 +1,6 @@
 """minialex.functional: every op as a plain function (`from minialex import functional as F`)."""
 from .ops.basic import flatten
-from .ops.conv import conv2d
+from .ops.convolution import conv2d
 from .ops.dropout import dropout
 from .ops.linear import linear
 from .ops.cross_entropy import cross_entropy

@@ -11,8 +11,7 @@ import numpy as np
 
 from . import backend, functional as F, random
 from .tensor import Tensor, add_hook
-from .errors import check_pair
-from .ops.conv import ALGORITHMS as CONV_ALGORITHMS
+from .ops.convolution import check_settings as check_conv_settings
 
 
 class Parameter(Tensor):
@@ -186,17 +185,9 @@ class Conv2d(Module):
     def __init__(self, in_ch, out_ch, kernel_size, stride=1, padding=0, groups=1, bias=True, *, weight_std=None,
                  algorithm="auto"):
         super().__init__()
-        if algorithm not in CONV_ALGORITHMS:
-            raise ValueError(f"Conv2d: algorithm expected one of {', '.join(map(repr, CONV_ALGORITHMS))}, "
-                             f"got {algorithm!r}")
+        check_conv_settings("Conv2d", in_ch, out_ch, stride, padding, groups, algorithm)  # F.conv2d's checks
         self.algorithm = algorithm  # F.conv2d's: "auto" takes Winograd where it pays
-        if algorithm == "winograd" and check_pair("Conv2d", "stride", stride) != (1, 1):
-            raise ValueError(f"Conv2d: stride expected 1 with algorithm='winograd' (use 'im2col' or 'auto' "
-                             f"for strided convolutions), got {stride!r}")
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
-        if in_ch % groups or out_ch % groups:
-            raise ValueError(f"Conv2d: groups expected a divisor of in_ch={in_ch} and "
-                             f"out_ch={out_ch}, got {groups}")
         self.stride, self.padding, self.groups = stride, padding, groups
         self.in_ch, self.out_ch, self.kernel_size = in_ch, out_ch, (kh, kw)
         shape = (out_ch, in_ch // groups, kh, kw)

@@ -239,6 +239,24 @@ def test_nn_conv2d_takes_the_algorithm():
         ma.nn.Conv2d(16, 16, 3, algorithm="direct")
 
 
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(groups=3), r"groups expected a divisor of the 4 input channels, got 3"),
+    (dict(groups=4), r"groups expected a divisor of the 6 filters \(weight.shape\[0\]\), got 4"),
+    (dict(stride=0), r"stride expected integers >= 1, got 0"),
+    (dict(padding=-1), r"padding expected integers >= 0, got -1"),
+    (dict(algorithm="fft"), r"algorithm expected 'auto' or 'im2col' or 'winograd', got 'fft'"),
+    (dict(algorithm="winograd", stride=2), r"stride expected 1 with algorithm='winograd' .*got 2$"),
+])
+def test_nn_conv2d_refuses_when_built_what_f_conv2d_refuses_when_run(kwargs, match):
+    """One home for the settings' checks (ops/convolution.py check_settings): the same words,
+    each naming its op."""
+    x, w = ma.Tensor(np.zeros((1, 4, 8, 8), np.float32)), ma.Tensor(np.zeros((6, 4, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="^Conv2d: " + match):
+        ma.nn.Conv2d(4, 6, 3, **kwargs)
+    with pytest.raises(ValueError, match="^conv2d: " + match):
+        F.conv2d(x, w, **kwargs)
+
+
 def kept_arrays(y):
     """The arrays y's op keeps for its backward (NumPy's or CuPy's)."""
     return [a for a in y._ctx.cache if hasattr(a, "nbytes") and hasattr(a, "shape")]

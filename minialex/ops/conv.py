@@ -18,9 +18,9 @@ Backward (each line inverts the forward line above it):
 The backward builds cols again from x rather than keeping them: they are KH*KW times the size
 of x (conv2 of AlexNet: 25x), and x is kept by the graph anyway.
 
-Algorithms (`algorithm=`): "im2col" is the above; "winograd" computes the same y for stride 1
-with fewer multiplications (minialex/ops/winograd.py); "auto" takes Winograd's F(2x2, 3x3) where
-`use_winograd` says so and im2col elsewhere, the same rule on every device.
+Algorithms (F.conv2d's `algorithm=`, minialex/ops/convolution.py): "im2col" is the above;
+"winograd" computes the same y for stride 1 with fewer multiplications (minialex/ops/winograd.py);
+"auto" takes Winograd's F(2x2, 3x3) where `use_winograd` says so and im2col elsewhere.
 
 Paper: section 3.5 (the architecture), 11x11 stride 4 in conv1.
 Naive loops, forward and backward: minialex/ops/loops.py (conv2d_forward, conv2d_backward).
@@ -31,9 +31,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..cpu import conv as fast
-from ..cuda_ops import conv as kernels
-from ..errors import check_pair, check_positive_int, fail
 from ..function import Function
 from .windows import conv_outsize, pad
 
@@ -105,81 +102,5 @@ def conv2d_backward(dy, cache, needs):
 class Conv2d(Function):
     input_names = ("x", "weight", "bias")
     reference = (conv2d_forward, conv2d_backward)
-    fast = (fast.conv2d_forward, fast.conv2d_backward)
-    cuda = (kernels.conv2d_forward, kernels.conv2d_backward)
-
-
-ALGORITHMS = ("auto", "im2col", "winograd")
-WINOGRAD_MIN_CHANNELS = 128  # below, the transforms cost more than the products save (see use_winograd)
-
-
-def use_winograd(x_shape, w_shape, stride, groups):
-    """The "auto" rule: Winograd F(2x2, r) (a tile of 2 + r - 1 <= winograd.AUTO_TILE_INPUT, as
-    accurate as im2col: kernels of 2 or 3 taps per side) for stride 1 with at least
-    WINOGRAD_MIN_CHANNELS input channels and filters per group; im2col elsewhere. AlexNet: conv3 -
-    conv5 (3x3, 192 - 384 channels per group); conv1 (11x11, stride 4) and conv2 (5x5, whose tiles
-    are larger) stay im2col, as do alexnet-mini's 64 - 96 channel layers: measured on 2 CPU cores
-    (benchmarks/RESULTS.md), Winograd's transforms made those 1.4 - 2x slower than im2col."""
-    o, cg, kh, kw = w_shape
-    return (tuple(stride) == (1, 1) and 2 + max(kh, kw) - 1 <= winograd.AUTO_TILE_INPUT
-            and min(kh, kw) >= 2 and cg >= WINOGRAD_MIN_CHANNELS and o // groups >= WINOGRAD_MIN_CHANNELS)
-
-
-def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1, algorithm="auto", *, tile=None):
-    """y = conv(x, weight) + bias, NCHW; weight (O, C/groups, KH, KW). See the module docstring.
-
-    algorithm: "auto" (Winograd where `use_winograd` says so), "im2col", or "winograd" (stride 1
-    only). tile: Winograd's outputs per tile, m or (m_h, m_w) (default: winograd.choose_tile)."""
-    op = "conv2d"
-    if x.ndim != 4:
-        fail(op, "x", "4 dimensions (N, C, H, W)", f"shape {x.shape}")
-    if weight.ndim != 4:
-        fail(op, "weight", "4 dimensions (O, C/groups, KH, KW)", f"shape {weight.shape}")
-    stride, padding = check_pair(op, "stride", stride), check_pair(op, "padding", padding, minimum=0)
-    groups = check_positive_int(op, "groups", groups)
-    n, c, h, w = x.shape
-    o, cg, kh, kw = weight.shape
-    if c % groups:
-        fail(op, "groups", f"a divisor of the {c} input channels", groups)
-    if o % groups:
-        fail(op, "groups", f"a divisor of the {o} filters (weight.shape[0])", groups)
-    if cg * groups != c:
-        fail(op, "weight", f"shape[1] = C/groups = {c}/{groups} = {c // groups} (x has {c} channels)",
-             f"shape {weight.shape}")
-    if bias is not None and bias.shape != (o,):
-        fail(op, "bias", f"shape ({o},), one per filter", f"shape {bias.shape}")
-    if kh > h + 2 * padding[0] or kw > w + 2 * padding[1]:
-        fail(op, "weight", f"a kernel no larger than the padded input "
-             f"{h + 2 * padding[0]}x{w + 2 * padding[1]}", f"kernel {kh}x{kw}")
-    if algorithm not in ALGORITHMS:
-        fail(op, "algorithm", " or ".join(repr(a) for a in ALGORITHMS), repr(algorithm))
-    if tile is not None and algorithm != "winograd":
-        fail(op, "tile", "None unless algorithm='winograd'", f"tile={tile!r} with algorithm={algorithm!r}")
-    if algorithm == "auto":
-        if use_winograd(x.shape, weight.shape, stride, groups):
-            algorithm, tile = "winograd", (2, 2)
-        else:
-            algorithm = "im2col"
-    if algorithm == "im2col":
-        return Conv2d.apply(x, weight, bias, stride=stride, padding=padding, groups=groups)
-    if stride != (1, 1):
-        fail(op, "stride", "1 with algorithm='winograd' (use 'im2col' or 'auto' for strided convolutions)",
-             stride)
-    oh, ow = h + 2 * padding[0] - kh + 1, w + 2 * padding[1] - kw + 1
-    if max(kh, kw) > winograd.MAX_TILE_INPUT:
-        fail(op, "weight", f"a kernel of at most {winograd.MAX_TILE_INPUT} taps per side with "
-             f"algorithm='winograd' (use 'im2col' or 'auto')", f"kernel {kh}x{kw}")
-    if tile is None:  # algorithm="winograd" with no tile: the fewest multiplications
-        tile = (winograd.choose_tile(kh, oh), winograd.choose_tile(kw, ow))
-        if None in tile:
-            fail(op, "weight", f"a kernel of at most {winograd.MAX_TILE_INPUT - 1} taps per side with "
-                 f"algorithm='winograd' and no tile (tile=1 takes {winograd.MAX_TILE_INPUT})", f"kernel {kh}x{kw}")
-    else:
-        given, tile = tile, check_pair(op, "tile", tile)
-        if max(tile[0] + kh, tile[1] + kw) - 1 > winograd.MAX_TILE_INPUT:
-            fail(op, "tile", f"m + kernel - 1 <= {winograd.MAX_TILE_INPUT} per axis "
-                 f"(kernel {kh}x{kw})", repr(given))
-    return winograd.WinogradConv2d.apply(x, weight, bias, padding=padding, groups=groups, tile=tile)
-
-
-from . import winograd  # noqa: E402  (it computes im2col's result where its own is not finite)
+    fast = ("minialex.cpu.conv", "conv2d_forward", "conv2d_backward")
+    cuda = ("minialex.cuda_ops.conv", "conv2d_forward", "conv2d_backward")

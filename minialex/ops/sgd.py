@@ -7,8 +7,6 @@ Not a graph op (it changes parameters, it is not differentiated): minialex.optim
 `sgd_update`, which runs the update that minialex.function.implementation picks for the device.
 Fast CPU update: minialex/cpu/sgd.py.   CUDA: kernels/sgd.cu (one fused pass), minialex/cuda_ops/sgd.py.
 """
-from ..cpu import sgd as fast
-from ..cuda_ops import sgd as kernels
 from ..function import implementation
 
 
@@ -21,8 +19,8 @@ def sgd_update_reference(w, v, g, lr, momentum, weight_decay):
 
 class SGDUpdate:
     reference = sgd_update_reference
-    fast = fast.sgd_update
-    cuda = kernels.sgd_update
+    fast = ("minialex.cpu.sgd", "sgd_update")
+    cuda = ("minialex.cuda_ops.sgd", "sgd_update")
 
 
 def sgd_update(w, v, g, lr, momentum, weight_decay, device):
