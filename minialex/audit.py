@@ -21,7 +21,6 @@ Checks, each a row of the table (exit status 0 when every row passes, 1 otherwis
 5. With --device: each layer's kernels against the reference, forward and backward, in float32.
 """
 import argparse
-import math
 import sys
 
 import numpy as np
@@ -29,6 +28,7 @@ import numpy as np
 from . import bugs, random
 from . import functional as F
 from .function import cpu_path, no_grad
+from .gradcheck import central_difference
 from .models import AlexNet
 from .nn import Parameter
 from .optim import SGD
@@ -66,6 +66,14 @@ def _check_function(fn, tensors, names, samples, rng, section, layer, kinks=None
         out.backward(r)
     except Exception as e:  # a backward that breaks the contract (a wrong shape) is a failure
         return [Row(section, layer, name, status="FAIL", note=f"{type(e).__name__}: {e}") for name in names]
+    decisions = []  # kinks(y) of the +eps and the -eps evaluation
+
+    def loss():
+        with no_grad() if kinks is None else _nothing():
+            y = fn()
+        decisions.append(None if kinks is None else kinks(y))
+        return float((y.data * r).sum())
+
     rows = []
     for t, name in zip(tensors, names):
         analytic = np.zeros(t.shape) if t.grad is None else np.asarray(t.grad, float)
@@ -73,18 +81,12 @@ def _check_function(fn, tensors, names, samples, rng, section, layer, kinks=None
         a, n, kinked, noise = [], [], [], 0.0
         for f in picks:
             idx = np.unravel_index(int(f), t.shape)
-            orig = t.data[idx].item()
-            values = []
-            for delta in (EPS, -EPS):
-                t.data[idx] = orig + delta
-                with no_grad() if kinks is None else _nothing():
-                    y = fn()
-                values.append((float((y.data * r).sum()), None if kinks is None else kinks(y)))
-            t.data[idx] = orig
+            decisions.clear()
+            numerical, plus, minus = central_difference(loss, t.data, idx, EPS)
             a.append(analytic[idx])
-            n.append((values[0][0] - values[1][0]) / (2 * EPS))
-            noise = max(noise, 2.2e-16 * (abs(values[0][0]) + abs(values[1][0])) / (2 * EPS))
-            kinked.append(kinks is not None and not _same(values[0][1], values[1][1]))
+            n.append(numerical)
+            noise = max(noise, 2.2e-16 * (abs(plus) + abs(minus)) / (2 * EPS))
+            kinked.append(kinks is not None and not _same(*decisions))
         err = _rel_errors(a, n, float(np.abs(analytic).max(initial=0)), noise)
         clean = [e for e, k in zip(err, kinked) if not k]
         worst = int(np.argmax(err)) if len(err) else 0
@@ -137,69 +139,74 @@ def audit(arch="alexnet-mini", classes=10, batch=2, samples=4, device=None, seed
     """The rows of the audit (see the module docstring)."""
     build, size = ARCHS[arch]
     rng = np.random.default_rng(seed)
-    rows = []
     with cpu_path("reference"):
         random.manual_seed(seed)
         model = build(num_classes=classes).double()
         x_host = rng.standard_normal((batch, 3, size, size))
         target = rng.integers(0, classes, batch)
-
-        # 1-2. each layer alone, on the activation that reaches it
-        h = x_host
-        activations = {}
-        for i, name in enumerate(model.layer_order):
-            layer = getattr(model, name)
-            activations[name] = h
-            fresh = name.startswith(("relu", "pool"))
-            x = Tensor(_away_from_kinks(name, h, rng) if fresh else h.copy(), requires_grad=True)
-            params = [p for p in layer.parameters()]
-            names = ["d input"] + [n for n, _ in layer.named_parameters()]
-
-            def run(layer=layer, x=x, k=i):
-                random.manual_seed(1000 + k)          # the same dropout mask at every evaluation
-                return layer(x)
-            rows += _check_function(run, [x] + params, names, samples, rng, "each layer alone", name)
-            if name.startswith("pool"):
-                rows.append(_tie_rule(layer, name, h.shape, rng))
-            with no_grad():
-                random.manual_seed(1000 + i)
-                h = layer(Tensor(h)).data
-        logits = Tensor(h.copy(), requires_grad=True)
-        rows += _check_function(lambda: F.cross_entropy(logits, target), [logits], ["d logits"], samples, rng,
-                                "each layer alone", "loss")
-        rows.append(_sgd_row(rng))
-
-        # 4. the whole model
-        x = Tensor(x_host.copy(), requires_grad=True)
-        params = list(model.named_parameters())
-
-        decisions = []
-
-        def whole():
-            random.manual_seed(seed + 7)
-            decisions.clear()
-            out = F.cross_entropy(model(x), target)
-            out.decisions = list(decisions)
-            return out
-        handles = _decision_hooks(model, decisions)
-        try:
-            for (name, p) in [("input", x)] + params:
-                layer, _, kind = name.partition(".")
-                rows += _check_function(whole, [p], [kind or "x"], samples, rng, "the whole model", layer,
-                                        kinks=lambda out: out.decisions)
-        finally:
-            for h in handles:
-                h.remove()
-        if graph:
-            from .graph import draw_graph
-            model.zero_grad()
-            out = whole()
-            out.backward()
-            draw_graph(out, graph, names={id(p): n for n, p in params})
-
-        # 5. the kernels against the reference
-        if device:
+        rows, activations = _layer_rows(model, x_host, target, samples, rng)     # 1-3
+        rows += _whole_model_rows(model, x_host, target, samples, rng, seed, graph)  # 4
+        if device:                                                                # 5
             rows += _kernel_rows(model, activations, target, device, rng)
+    return rows
+
+
+def _layer_rows(model, x_host, target, samples, rng):
+    """(rows, {layer: the activation that reaches it}): checks 1-3, each layer alone on the
+    activation that reaches it, then the loss and one SGD step."""
+    h, rows, activations = x_host, [], {}
+    for i, name in enumerate(model.layer_order):
+        layer = getattr(model, name)
+        activations[name] = h
+        fresh = name.startswith(("relu", "pool"))
+        x = Tensor(_away_from_kinks(name, h, rng) if fresh else h.copy(), requires_grad=True)
+        params = [p for p in layer.parameters()]
+        names = ["d input"] + [n for n, _ in layer.named_parameters()]
+
+        def run(layer=layer, x=x, k=i):
+            random.manual_seed(1000 + k)          # the same dropout mask at every evaluation
+            return layer(x)
+        rows += _check_function(run, [x] + params, names, samples, rng, "each layer alone", name)
+        if name.startswith("pool"):
+            rows.append(_tie_rule(layer, name, h.shape, rng))
+        with no_grad():
+            random.manual_seed(1000 + i)
+            h = layer(Tensor(h)).data
+    logits = Tensor(h.copy(), requires_grad=True)
+    rows += _check_function(lambda: F.cross_entropy(logits, target), [logits], ["d logits"], samples, rng,
+                            "each layer alone", "loss")
+    rows.append(_sgd_row(rng))
+    return rows, activations
+
+
+def _whole_model_rows(model, x_host, target, samples, rng, seed, graph):
+    """Check 4: sampled coordinates of the input and of every parameter through the whole model,
+    kinks told apart; and the graph drawn when asked."""
+    x = Tensor(x_host.copy(), requires_grad=True)
+    params = list(model.named_parameters())
+    decisions, rows = [], []
+
+    def whole():
+        random.manual_seed(seed + 7)
+        decisions.clear()
+        out = F.cross_entropy(model(x), target)
+        out.decisions = list(decisions)
+        return out
+    handles = _decision_hooks(model, decisions)
+    try:
+        for (name, p) in [("input", x)] + params:
+            layer, _, kind = name.partition(".")
+            rows += _check_function(whole, [p], [kind or "x"], samples, rng, "the whole model", layer,
+                                    kinks=lambda out: out.decisions)
+    finally:
+        for h in handles:
+            h.remove()
+    if graph:
+        from .graph import draw_graph
+        model.zero_grad()
+        out = whole()
+        out.backward()
+        draw_graph(out, graph, names={id(p): n for n, p in params})
     return rows
 
 

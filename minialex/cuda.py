@@ -19,53 +19,20 @@ LaunchError on every device, as CuPy's CUDA_ERROR_INVALID_VALUE would be on a GP
 
 Matrix products go through `gemm`: kernels/gemm.cu (set_gemm("tiled")) or the array library's
 BLAS (set_gemm("blas"), the default: cuBLAS on a GPU, NumPy's BLAS on the emulator).
+
+Reading the kernel files (kernel_dir, kernel_path, source, signatures), a GPU's limits and the
+errors LaunchError and OutOfBoundsError live in minialex/kernel_source.py, which the emulator
+shares; they are re-exported here. Comparing a kernel with its reference: ma.check_parity
+(minialex/gradcheck.py).
 """
-import functools
 import os
-import re
-from pathlib import Path
 
 import numpy as np
 
-from . import backend
-
-
-class LaunchError(RuntimeError):
-    """A launch that a GPU refuses (the emulator refuses it too)."""
-
-
-class OutOfBoundsError(RuntimeError):
-    """An access outside an array, found by the emulator's debug build (launch(..., debug=True))."""
-
-
-# A GPU's limits (every NVIDIA GPU since compute capability 3.0)
-MAX_THREADS_PER_BLOCK = 1024
-MAX_BLOCK = (1024, 1024, 64)
-MAX_GRID = (2**31 - 1, 65535, 65535)
-MAX_STATIC_SHARED_BYTES = 48 * 1024
-INT32_LIMIT = 2**31 - 1  # the kernels index with int: a GPU divides 32-bit ints several times faster
-
-
-def kernel_dir():
-    """kernels/ of a source checkout, or minialex/kernels of an installed package."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "kernels", here.parent / "kernels"):
-        if (candidate / "cuda_emu.h").is_file():
-            return candidate
-    raise FileNotFoundError(f"minialex: no kernels folder beside {here} (looked for kernels/cuda_emu.h)")
-
-
-def kernel_path(family):
-    """kernels/<family>.cu; a family ending in .cu is taken as a path (a kernel of your own)."""
-    return Path(family).resolve() if family.endswith(".cu") else kernel_dir() / f"{family}.cu"
-
-
-@functools.lru_cache(maxsize=None)
-def source(family):
-    path = kernel_path(family)
-    if not path.is_file():
-        raise FileNotFoundError(f"minialex.cuda: no kernel file {path}")
-    return path.read_text()
+from . import backend, emulator
+from .kernel_source import (DTYPES, INT32_LIMIT, MAX_BLOCK, MAX_GRID, MAX_STATIC_SHARED_BYTES,  # noqa: F401
+                            MAX_THREADS_PER_BLOCK, LaunchError, OutOfBoundsError, kernel_dir, kernel_path,
+                            signatures, source)
 
 
 def _is_array(value):
@@ -73,34 +40,7 @@ def _is_array(value):
     return isinstance(value, np.ndarray) or backend.is_cupy_array(value)
 
 
-# ----- signatures -----
-
-_DTYPES = {"int": np.int32, "unsigned int": np.uint32, "float": np.float32,   # of a scalar or a pointee
-           "unsigned char": np.uint8}
-_KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)')
-
-
-def _parse_param(text, kernel):
-    """'const float* __restrict__ x' -> ('x', 'float', True)."""
-    words = text.replace("*", " * ").split()
-    name = words[-1]
-    is_pointer = "*" in words
-    base = " ".join(w for w in words[:-1] if w not in ("const", "__restrict__", "*"))
-    if base not in _DTYPES:
-        raise ValueError(f"{kernel}: parameter {name} has type {base}{'*' if is_pointer else ''}; minialex.cuda "
-                         f"launches kernels whose parameters are int, unsigned int, float, unsigned char or "
-                         f"pointers to them")
-    return name, base, is_pointer
-
-
-@functools.lru_cache(maxsize=None)
-def signatures(family):
-    """{kernel name: [(param name, C base type, is_pointer), ...]} of a kernel file."""
-    found = {}
-    for name, params in _KERNEL.findall(source(family)):
-        found[name] = [_parse_param(p, name) for p in params.split(",") if p.strip()]
-    return found
-
+# ----- checks -----
 
 def check_args(family, name, args):
     """TypeError unless each argument matches its C parameter exactly (see module docstring)."""
@@ -111,7 +51,7 @@ def check_args(family, name, args):
         raise TypeError(f"{name}: expected {len(params)} arguments "
                         f"({', '.join(p[0] for p in params)}), got {len(args)}")
     for arg, (pname, base, is_pointer) in zip(args, params):
-        want = _DTYPES[base]
+        want = DTYPES[base]
         if is_pointer:
             if not _is_array(arg):
                 raise TypeError(f"{name}: parameter {pname} ({base}*) expected a C-contiguous "
@@ -192,7 +132,6 @@ def launch(family, name, grid, block, *args, debug=None, only_block=None, only_t
         with backend.device_scope(f"cuda:{gpu}"):  # launched on the arrays' GPU, whatever is current
             _gpu_kernel(family, name, gpu)(grid, block, args)
     else:
-        from . import emulator
         emulator.run(family, name, grid, block, args, debug, only_block, only_thread)
 
 
@@ -284,39 +223,3 @@ def gemm(c, a, b, m, n, k, a_mk, b_kn, batch=1, a_batch=0, b_batch=0, c_batch=0)
             xp.matmul(a_view, b_view, out=c_view)  # contiguous: the product is written in place
         else:
             c_view[...] = xp.matmul(a_view, b_view)
-
-
-# ----- checking a kernel against its reference -----
-
-def check_parity(fn, shapes, device="cuda-emu", seed=0, rtol=1e-4, **kwargs):
-    """Run fn(*tensors) on `device` (the kernels) and on "cpu" (the NumPy reference), from the same
-    random float32 inputs of `shapes`, and compare the outputs and, through one random projection
-    of the output (L = sum(r * y)), the gradients of every input. Returns {"y": err, "d input i":
-    err} (max |kernel - reference| / max |reference|); AssertionError when one exceeds rtol.
-
-        cuda.check_parity(F.relu, [(4, 5)])
-        cuda.check_parity(lambda x, w: F.conv2d(x, w, padding=1), [(2, 3, 9, 9), (4, 3, 3, 3)])
-    """
-    from .function import cpu_path
-    from .tensor import Tensor
-    rng = np.random.default_rng(seed)
-    arrays = [rng.standard_normal(s).astype(np.float32) for s in shapes]
-    results, r = [], None
-    for dev in ("cpu", device):
-        with cpu_path("reference"):
-            ts = [Tensor(a, requires_grad=True, device=dev) for a in arrays]
-            y = fn(*ts, **kwargs)
-            if r is None:
-                r = np.random.default_rng(seed + 1).standard_normal(y.shape).astype(np.float32)
-            y.backward(Tensor(r, device=dev))
-            results.append([y.numpy()] + [np.zeros(t.shape, np.float32) if t.grad is None else
-                                          Tensor(t.grad, device=dev).numpy() for t in ts])
-    errors = {}
-    for k, (ref, got) in enumerate(zip(*results)):
-        scale = float(np.abs(ref).max()) if ref.size else 0.0
-        errors["y" if k == 0 else f"d input {k - 1}"] = \
-            float(np.abs(got.astype(np.float64) - ref).max() / scale) if scale > 0 else float(np.abs(got).max(initial=0))
-    bad = {k: v for k, v in errors.items() if not v <= rtol}
-    if bad:
-        raise AssertionError(f"check_parity on {device}: relative errors above {rtol}: {bad}")
-    return errors

@@ -15,7 +15,9 @@ A kernel file is compiled once against kernels/cuda_emu.h, which supplies the CU
 launch over every block and thread: the threads of a block are cooperative fibers that switch at
 __syncthreads, so shared-memory tiling behaves as on a GPU. The wrapper exports one C function per
 kernel, taking the launch geometry and an array of pointers to the arguments. Compiled libraries
-are cached by the hash of their sources in <cache root>/emu.
+are cached by the hash of their sources in <cache root>/emu. The kernel files, their signatures
+and a GPU's limits come from minialex/kernel_source.py; minialex.cuda imports this module, never
+the other way round.
 """
 import ctypes
 import hashlib
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cuda
+from . import kernel_source
 from .paths import cache_root
 
 _libraries = {}          # (family, debug) -> (ctypes library, {kernel: static shared bytes})
@@ -60,7 +62,7 @@ def uses_barriers(source):
 
 def kernel_needs_fibers(family, name):
     """Whether kernel `name` (its body, or a __device__ function of its file) waits at barriers."""
-    source = cuda.source(family)
+    source = kernel_source.source(family)
     start = source.find(f" {name}(")
     body_start = source.find("{", start)
     depth, end = 0, body_start
@@ -86,13 +88,13 @@ def _device_code(source):
 
 def _debug_source(family):
     """The .cu with every pointer declaration made an emu::ptr (parameters and locals alike)."""
-    return _POINTER.sub(lambda m: f"emu::ptr<{m.group(1) or ''}{m.group(2)}> ", cuda.source(family))
+    return _POINTER.sub(lambda m: f"emu::ptr<{m.group(1) or ''}{m.group(2)}> ", kernel_source.source(family))
 
 
 def _wrapper(family, source_path, debug):
     """C++ that includes the emulator header and the .cu, and exports one launcher per kernel."""
     lines = (["#define EMU_DEBUG"] if debug else []) + ['#include "cuda_emu.h"', f'#include "{source_path}"', ""]
-    for name, params in cuda.signatures(family).items():
+    for name, params in kernel_source.signatures(family).items():
         barriers = "true" if kernel_needs_fibers(family, name) else "false"
         args = []
         for i, (pname, base, is_pointer) in enumerate(params):
@@ -136,18 +138,18 @@ def _shared_bytes(library_path, kernels):
 def _library(family, debug=False):
     if (family, debug) in _libraries:
         return _libraries[(family, debug)]
-    kdir = cuda.kernel_dir()
+    kdir = kernel_source.kernel_dir()
     header = (kdir / "cuda_emu.h").read_text()
     flags = ["-O0", "-g"] if debug else ["-O2"]
     flags += ["-std=c++14", "-shared", "-fPIC", "-w"]
-    source = _debug_source(family) if debug else cuda.source(family)
-    stem = cuda.kernel_path(family).stem
+    source = _debug_source(family) if debug else kernel_source.source(family)
+    stem = kernel_source.kernel_path(family).stem
     digest = hashlib.sha256("\0".join([_wrapper(family, "K", debug), header, source, " ".join(flags)]).encode()).hexdigest()
     target = cache_dir() / f"{stem}-{'debug-' if debug else ''}{digest[:16]}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
-            source_path = cuda.kernel_path(family)
+            source_path = kernel_source.kernel_path(family)
             if debug:
                 source_path = Path(tmp) / f"{stem}_debug.cu"
                 source_path.write_text(source)
@@ -157,14 +159,14 @@ def _library(family, debug=False):
             run = subprocess.run([compiler(), *flags, "-I", str(kdir), "-o", str(out), str(cpp)],
                                  capture_output=True, text=True)
             if run.returncode != 0:
-                raise RuntimeError(f"cuda-emu: compiling {cuda.kernel_path(family)}"
+                raise RuntimeError(f"cuda-emu: compiling {kernel_source.kernel_path(family)}"
                                    f"{' (debug build)' if debug else ''} failed:\n{run.stderr}")
             staged = target.with_suffix(f".{os.getpid()}.tmp")
             shutil.copyfile(out, staged)
             os.replace(staged, target)  # atomic: a parallel process never loads half a file
     library = ctypes.CDLL(str(target))
     library.emu_message.restype = ctypes.c_char_p
-    _libraries[(family, debug)] = (library, _shared_bytes(target, cuda.signatures(family)))
+    _libraries[(family, debug)] = (library, _shared_bytes(target, kernel_source.signatures(family)))
     return _libraries[(family, debug)]
 
 
@@ -183,9 +185,9 @@ def run(family, name, grid, block, args, debug=None, only_block=None, only_threa
         raise ValueError(f"{name}: only_thread runs one thread, but the kernel waits for its block or warp at "
                          "barriers; use only_block")
     library, shared = _library(family, debug)
-    if shared.get(name, 0) > cuda.MAX_STATIC_SHARED_BYTES:
-        raise cuda.LaunchError(
-            f"{name}: uses too much shared data ({shared[name]} bytes, {cuda.MAX_STATIC_SHARED_BYTES} max): "
+    if shared.get(name, 0) > kernel_source.MAX_STATIC_SHARED_BYTES:
+        raise kernel_source.LaunchError(
+            f"{name}: uses too much shared data ({shared[name]} bytes, {kernel_source.MAX_STATIC_SHARED_BYTES} max): "
             "a GPU refuses to load it (ptxas error; CuPy raises CompileException)")
     keep = []  # ctypes values that must outlive the call
     sizes = (ctypes.c_longlong * max(len(args), 1))()
@@ -207,7 +209,7 @@ def run(family, name, grid, block, args, debug=None, only_block=None, only_threa
                            f"__syncthreads() or a warp primitive, or they waited at different barriers (a GPU "
                            f"would hang or misbehave){': ' + message if message else ''}")
     if status == 2:
-        raise cuda.OutOfBoundsError(f"cuda-emu: {name}: {message}")
+        raise kernel_source.OutOfBoundsError(f"cuda-emu: {name}: {message}")
 
 
 def _only(where):

@@ -9,13 +9,17 @@ Use float64: in float32 the differences drown in rounding error.
 
     ma.gradcheck(fn, inputs)                          True, or raises GradcheckError
     ma.gradcheck(fn, inputs, raise_exception=False)   a GradcheckReport: .ok, .rows, print() it
+
+The same central difference (`central_difference`) serves minialex-audit. `check_parity` holds a
+kernel (device "cuda-emu" or "cuda") to its NumPy reference the same way: through a random
+projection of the output, in float32.
 """
 import warnings
 
 import numpy as np
 
 from . import backend
-from .function import no_grad
+from .function import cpu_path, no_grad
 from .tensor import Tensor
 
 
@@ -63,22 +67,49 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, samples=None, seed=0, 
     raise_exception=False: returns a GradcheckReport instead). `samples` checks only that many
     randomly chosen elements per input (for large inputs such as AlexNet's weights)."""
     inputs = list(inputs)
+    checked = _checked_inputs(inputs)
+    rng = np.random.default_rng(seed)
+    out = fn(*inputs)
+    ops = _ops(out)
+    r = backend.to_device(rng.standard_normal(out.shape), out.device, out.dtype)
+    analytic = _analytic(out, r, inputs, checked)
+
+    def projected_loss():
+        with no_grad():
+            return float((fn(*inputs).data * r).sum())
+
+    rows, worst = [], None  # worst: (excess over tolerance, input, element, analytic, numerical)
+    for i in checked:
+        row, row_worst = _compare(i, inputs[i].data, analytic[i], projected_loss, eps, atol, rtol, samples, rng)
+        rows.append(row)
+        if row_worst is not None and (worst is None or row_worst[0] > worst[0]):
+            worst = row_worst
+    report = GradcheckReport(ops, rows)
+    if not raise_exception:
+        return report
+    if worst is not None and worst[0] > 0:
+        _, i, idx, a, numerical = worst
+        raise GradcheckError(f"gradcheck of {', '.join(ops) or 'fn'}: input {i} element {tuple(int(k) for k in idx)}: "
+                             f"analytic {a:.10g}, numerical {numerical:.10g} (|diff| {abs(a - numerical):.3g} > "
+                             f"atol {atol} + rtol {rtol} * |numerical|)")
+    return True
+
+
+def _checked_inputs(inputs):
+    """The indices of the inputs that want a gradient (a warning for each one not in float64)."""
     checked = [i for i, t in enumerate(inputs) if isinstance(t, Tensor) and t.requires_grad]
     if not checked:
         raise ValueError("gradcheck: inputs expected at least one Tensor with requires_grad=True, got none")
     for i in checked:
         if inputs[i].dtype != np.float64:
             warnings.warn(f"gradcheck: input {i} is {inputs[i].dtype}; use float64, central "
-                          f"differences in lower precision are dominated by rounding", stacklevel=2)
-    rng = np.random.default_rng(seed)
-    out = fn(*inputs)
-    ops = _ops(out)
-    r = backend.to_device(rng.standard_normal(out.shape), out.device, out.dtype)
+                          f"differences in lower precision are dominated by rounding", stacklevel=3)
+    return checked
 
-    def projected_loss():
-        with no_grad():
-            return float((fn(*inputs).data * r).sum())
 
+def _analytic(out, r, inputs, checked):
+    """{input index: d(sum(r * out))/d(input)} as NumPy arrays, by the backward; the inputs' own
+    .grad are left as they were."""
     saved = {i: inputs[i].grad for i in checked}
     for i in checked:
         inputs[i].grad = None
@@ -89,40 +120,75 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, samples=None, seed=0, 
                 for i in checked}
     for i in checked:
         inputs[i].grad = saved[i]
+    return analytic
 
-    rows, worst = [], None  # worst: (excess over tolerance, input, element, analytic, numerical)
-    for i in checked:
-        data = inputs[i].data
-        flat = range(data.size) if samples is None or samples >= data.size else \
-            rng.choice(data.size, size=samples, replace=False)
-        row = {"input": i, "elements": len(flat), "max_abs": 0.0, "max_rel": 0.0, "worst": None, "ok": True}
-        row_excess = None
-        for f in flat:
-            idx = np.unravel_index(int(f), data.shape)
-            orig = data[idx].item()
-            data[idx] = orig + eps
-            plus = projected_loss()
-            data[idx] = orig - eps
-            minus = projected_loss()
-            data[idx] = orig
-            numerical = (plus - minus) / (2 * eps)
-            a = float(analytic[i][idx])
-            diff = abs(a - numerical)
-            excess = diff - (atol + rtol * abs(numerical))
-            row["max_abs"] = max(row["max_abs"], diff)
-            row["max_rel"] = max(row["max_rel"], diff / max(abs(a), abs(numerical), 1e-12))
-            if row_excess is None or excess > row_excess:
-                row_excess, row["worst"] = excess, tuple(int(k) for k in idx)
-            if worst is None or excess > worst[0]:
-                worst = (excess, i, idx, a, numerical)
-        row["ok"] = row_excess is None or row_excess <= 0
-        rows.append(row)
-    report = GradcheckReport(ops, rows)
-    if not raise_exception:
-        return report
-    if worst is not None and worst[0] > 0:
-        _, i, idx, a, numerical = worst
-        raise GradcheckError(f"gradcheck of {', '.join(ops) or 'fn'}: input {i} element {tuple(int(k) for k in idx)}: "
-                             f"analytic {a:.10g}, numerical {numerical:.10g} (|diff| {abs(a - numerical):.3g} > "
-                             f"atol {atol} + rtol {rtol} * |numerical|)")
-    return True
+
+def central_difference(loss, data, idx, eps):
+    """(numerical derivative, L(+eps), L(-eps)): loss() evaluated with the element data[idx] moved
+    by +eps and by -eps, (L(+eps) - L(-eps)) / (2 eps); the element is put back afterwards."""
+    orig = data[idx].item()
+    try:
+        data[idx] = orig + eps
+        plus = loss()
+        data[idx] = orig - eps
+        minus = loss()
+    finally:
+        data[idx] = orig
+    return (plus - minus) / (2 * eps), plus, minus
+
+
+def _compare(i, data, analytic, loss, eps, atol, rtol, samples, rng):
+    """(the report's row for input i, its worst element as (excess, i, element, analytic, numerical)
+    or None when no element was checked): each (sampled) element's analytic gradient against its
+    central difference."""
+    flat = range(data.size) if samples is None or samples >= data.size else \
+        rng.choice(data.size, size=samples, replace=False)
+    row = {"input": i, "elements": len(flat), "max_abs": 0.0, "max_rel": 0.0, "worst": None, "ok": True}
+    worst = None
+    for f in flat:
+        idx = np.unravel_index(int(f), data.shape)
+        numerical, _, _ = central_difference(loss, data, idx, eps)
+        a = float(analytic[idx])
+        diff = abs(a - numerical)
+        excess = diff - (atol + rtol * abs(numerical))
+        if np.isnan(excess):  # a NaN on either side: the worst an element can be
+            excess = np.inf
+        row["max_abs"] = max(row["max_abs"], diff)
+        row["max_rel"] = max(row["max_rel"], diff / max(abs(a), abs(numerical), 1e-12))
+        if worst is None or excess > worst[0]:
+            worst = (excess, i, idx, a, numerical)
+            row["worst"] = tuple(int(k) for k in idx)
+    row["ok"] = worst is None or worst[0] <= 0
+    return row, worst
+
+
+def check_parity(fn, shapes, device="cuda-emu", seed=0, rtol=1e-4, **kwargs):
+    """Run fn(*tensors) on `device` (the kernels) and on "cpu" (the NumPy reference), from the same
+    random float32 inputs of `shapes`, and compare the outputs and, through one random projection
+    of the output (L = sum(r * y)), the gradients of every input. Returns {"y": err, "d input i":
+    err} (max |kernel - reference| / max |reference|); AssertionError when one exceeds rtol.
+
+        ma.check_parity(F.relu, [(4, 5)])
+        ma.check_parity(lambda x, w: F.conv2d(x, w, padding=1), [(2, 3, 9, 9), (4, 3, 3, 3)])
+    """
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    results, r = [], None
+    for dev in ("cpu", device):
+        with cpu_path("reference"):
+            ts = [Tensor(a, requires_grad=True, device=dev) for a in arrays]
+            y = fn(*ts, **kwargs)
+            if r is None:
+                r = np.random.default_rng(seed + 1).standard_normal(y.shape).astype(np.float32)
+            y.backward(Tensor(r, device=dev))
+            results.append([y.numpy()] + [np.zeros(t.shape, np.float32) if t.grad is None else
+                                          Tensor(t.grad, device=dev).numpy() for t in ts])
+    errors = {}
+    for k, (ref, got) in enumerate(zip(*results)):
+        scale = float(np.abs(ref).max()) if ref.size else 0.0
+        errors["y" if k == 0 else f"d input {k - 1}"] = \
+            float(np.abs(got.astype(np.float64) - ref).max() / scale) if scale > 0 else float(np.abs(got).max(initial=0))
+    bad = {k: v for k, v in errors.items() if not v <= rtol}
+    if bad:
+        raise AssertionError(f"check_parity on {device}: relative errors above {rtol}: {bad}")
+    return errors

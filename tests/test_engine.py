@@ -202,6 +202,39 @@ def test_gradcheck_report_instead_of_raising():
     assert ma.gradcheck(lambda y: y * y, [y], raise_exception=False).ok
 
 
+def test_an_op_names_its_pairs_and_the_engine_imports_them_once():
+    """ops/relu.py names its fast and CUDA pairs (it imports neither); implementation() resolves
+    the names on first use and keeps the functions. A pair of functions is taken as it is."""
+    from minialex.cpu import relu as fast_relu, sgd as fast_sgd
+    from minialex.cuda_ops import relu as cuda_relu
+    from minialex.function import implementation, resolve
+    from minialex.ops.relu import ReLU
+    assert ReLU.fast == ("minialex.cpu.relu", "relu_forward", "relu_backward")
+    with ma.cpu_path("fast"):
+        pair, kind = implementation(ReLU, "cpu")
+    assert kind == "fast" and pair == (fast_relu.relu_forward, fast_relu.relu_backward)
+    assert resolve(ReLU.fast) is pair                                  # kept, not imported again
+    assert implementation(ReLU, "cuda-emu") == ((cuda_relu.relu_forward, cuda_relu.relu_backward), "cuda")
+    with ma.cpu_path("reference"):
+        assert implementation(ReLU, "cpu")[1] == "reference"
+    assert resolve(("minialex.cpu.sgd", "sgd_update")) is fast_sgd.sgd_update   # one name: the function
+    mine = (np.negative, np.positive)
+    assert resolve(mine) is mine and resolve(None) is None
+
+
+def test_gradcheck_fails_a_nan_gradient_in_any_input():
+    """A NaN gradient compares false with everything: it must still fail (here in input 1, after an
+    input 0 that passes)."""
+    class NanGrad(Function):
+        reference = (lambda x: (x * 3, None), lambda dy, cache: (dy * np.nan,))
+    x, y = T([1.0, 2.0]), T([0.5, -1.0, 2.0])
+    fn = lambda x, y: (x * x).sum() + NanGrad.apply(y).sum()  # noqa: E731
+    report = ma.gradcheck(fn, [x, y], raise_exception=False)
+    assert [r["ok"] for r in report.rows] == [True, False] and report.rows[1]["worst"] == (0,)
+    with pytest.raises(ma.GradcheckError, match=r"input 1 element \(0,\): analytic nan"):
+        ma.gradcheck(fn, [x, y])
+
+
 def test_the_readme_custom_op_runs_as_written(capsys):
     from pathlib import Path
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
