@@ -351,7 +351,7 @@ def share_cores(w):
     well). Returns the threads per process, or None where nothing was changed (a process alone)."""
     if w.local_size == 1:
         return None
-    from .cpu import threads, tuning
+    from . import system as threads, system as tuning  # both names: minialex/system.py
     if "MINIALEX_THREADS" in os.environ:
         share = threads.cpu_threads()
     else:

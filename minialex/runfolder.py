@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from . import io
+from .system import process_alive
 
 LOCK = ".minialex-train.lock"
 RUN_FILES = ("last.npz", "best.npz", "metrics.jsonl", "interrupted.npz")
@@ -39,21 +40,6 @@ def unique(base, name):
     except OSError as e:
         raise FolderError(f"cannot make a run folder under {base} ({e.strerror}); give --out") from None
     raise FolderError(f"no free folder name {base / name}-<k>")
-
-
-def _alive(pid):
-    """Whether process `pid` runs on this host (a zombie, killed but not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _read_lock(lock):
@@ -122,7 +108,7 @@ class RunFolder:
                     return
                 except FileExistsError:
                     owner = _read_lock(lock)
-                    if owner and owner["host"] == me["host"] and not _alive(owner["pid"]):
+                    if owner and owner["host"] == me["host"] and not process_alive(owner["pid"]):
                         lock.unlink(missing_ok=True)  # stale: its process is gone
                         continue
                     who = f"pid {owner['pid']} on {owner['host']}, started {owner.get('started')}" if owner else \
@@ -135,6 +121,11 @@ class RunFolder:
             staged.unlink(missing_ok=True)
         raise FolderError(f"{self.path}: could not take the lock {lock}")
 
+    @property
+    def locked(self):
+        """Whether this object holds the folder's lock."""
+        return self._locked
+
     def unlock(self):
         if self._locked:
             (self.path / LOCK).unlink(missing_ok=True)
@@ -145,7 +136,7 @@ class RunFolder:
         removed = []
         for entry in os.scandir(self.path):
             staged_lock = entry.name.startswith(".minialex-lock.") and entry.name[15:].isdigit() and \
-                not _alive(int(entry.name[15:]))
+                not process_alive(int(entry.name[15:]))
             if entry.is_file() and (io.is_temporary(entry.name) or staged_lock):
                 os.unlink(entry.path)
                 removed.append(entry.name)

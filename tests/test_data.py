@@ -396,6 +396,38 @@ def test_an_interrupted_first_pass_leaves_no_store_and_an_edit_makes_a_new_one(t
     assert store.key(folder, 18) != first_key and store.Store.find(folder, 18) is None
 
 
+def test_the_fingerprint_changes_with_every_fact_it_hashes_and_keys_the_store(tmp_path):
+    """One hash of a folder (ImageFolder.fingerprint), used by the store's key: a file's time,
+    size, name or label, and the root, each change it; scanning the same files again does not."""
+    import hashlib
+
+    from minialex.data import store
+    folder = _photo_folder(tmp_path, n=4)
+    first = folder.fingerprint()
+    h = hashlib.sha1(os.fsencode((tmp_path / "data").resolve()))   # what it hashes, written out
+    for path, label in folder.samples:
+        st = path.stat()
+        h.update(b"|" + os.fsencode(path) + f"|{label}|{st.st_size}|{st.st_mtime_ns}".encode())
+    assert first == h.hexdigest() and len(first) == 40
+    assert ImageFolder(tmp_path / "data").fingerprint() == first
+    assert store.key(folder, 18) == store.key(ImageFolder(tmp_path / "data"), 18) != store.key(folder, 20)
+    assert store.key(folder, 18) == hashlib.sha1(
+        f"minialex-store-v{store.VERSION}|18|{first}".encode()).hexdigest()[:24]
+    path = folder.samples[0][0]
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1))    # time: 1 ns later
+    assert folder.fingerprint() != first
+    seen = {first, folder.fingerprint()}
+    with open(path, "ab") as f:                                                  # size: one byte more
+        f.write(b"\0")
+    seen.add(folder.fingerprint())
+    path.rename(path.with_name("renamed.jpg"))                                   # name
+    seen.add(ImageFolder(tmp_path / "data").fingerprint())
+    seen.add(ImageFolder(tmp_path / "data", classes=["b", "a"]).fingerprint())  # labels: b is now 0
+    (tmp_path / "data").rename(tmp_path / "moved")                               # root
+    seen.add(ImageFolder(tmp_path / "moved").fingerprint())
+    assert len(seen) == 6
+
+
 @pytest.mark.filterwarnings("ignore:skipping image")
 def test_the_first_pass_stores_unreadable_images_as_missing_and_every_image_with_drop_last(tmp_path, monkeypatch):
     from minialex.data import store

@@ -3,11 +3,14 @@
 NumPy runs its copies and element-wise loops on one core (only its BLAS uses them all), but it
 lets go of the GIL inside them, so a pass cut into one slice per core along an outer axis runs on
 every core at once. Each slice computes its elements exactly as the whole pass would, so the
-result is the same bit for bit whatever the number of threads.
+result is the same bit for bit whatever the number of threads. How many threads: cpu_threads()
+(minialex/system.py).
 """
 import concurrent.futures
 import os
 import threading
+
+from ..system import ForkSafeLock, cpu_threads  # noqa: F401  (ForkSafeLock re-exported: its older name)
 
 PARALLEL_MIN_ELEMENTS = 1 << 18  # below ~1 MB of float32 a thread hand-off costs more than it saves
 
@@ -21,36 +24,6 @@ def _forget_executor():
     """In a forked child: the parent's threads do not exist there, so start afresh when needed."""
     global _executor, _executor_workers, _executor_lock
     _executor, _executor_workers, _executor_lock = None, 0, threading.Lock()
-
-
-class ForkSafeLock:
-    """A threading.Lock that a forked child gets afresh: the child must not inherit it held by a
-    thread of the parent, which does not exist there to release it. Use as `with lock:`."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._renew)
-
-    def _renew(self):
-        self._lock = threading.Lock()
-
-    def __enter__(self):
-        self._lock.acquire()
-        return self
-
-    def __exit__(self, *exc):
-        self._lock.release()
-
-
-def cpu_threads():
-    """How many threads a pass is split over: MINIALEX_THREADS, else the cores this process may use."""
-    env = os.environ.get("MINIALEX_THREADS")
-    if env:
-        if not env.isdigit() or int(env) < 1:
-            raise ValueError(f"MINIALEX_THREADS: expected a positive integer, got {env!r}")
-        return int(env)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _pool(workers):

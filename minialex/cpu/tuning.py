@@ -20,55 +20,11 @@ import ctypes
 import os
 import platform
 
+from ..system import blas_threads, openblas, set_blas_threads  # noqa: F401  (re-exported: their older names)
+
 BLAS_THREAD_TIMEOUT = 4
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -2, -3, -4  # from <malloc.h>
 _tuned = {}
-
-
-def openblas():
-    """NumPy's OpenBLAS as a ctypes library, if this process has loaded one (Linux), else None."""
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and ".so" in line}
-    except OSError:
-        return None
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        if all(hasattr(lib, f) for f in ("openblas_read_env", "openblas_thread_timeout", "blas_thread_shutdown_")):
-            return lib
-    return None
-
-
-_BLAS_PREFIXES = ("openblas_", "scipy_openblas_")     # NumPy's wheels rename OpenBLAS's functions
-_BLAS_SUFFIXES = ("", "64_")
-
-
-def _blas_function(name, argtypes, restype):
-    lib = openblas()
-    for prefix in _BLAS_PREFIXES:
-        for suffix in _BLAS_SUFFIXES:
-            fn = getattr(lib, prefix + name + suffix, None) if lib is not None else None
-            if fn is not None:
-                fn.argtypes, fn.restype = argtypes, restype
-                return fn
-    return None
-
-
-def set_blas_threads(n):
-    """Have NumPy's OpenBLAS use n threads from its next product on; returns True if it could."""
-    fn = _blas_function("set_num_threads", [ctypes.c_int], None)
-    if fn is not None:
-        fn(int(n))
-    return fn is not None
-
-
-def blas_threads():
-    """The threads NumPy's OpenBLAS uses, or None where it cannot be asked."""
-    fn = _blas_function("get_num_threads", [], ctypes.c_int)
-    return fn() if fn is not None else None
 
 
 def _tune_malloc():

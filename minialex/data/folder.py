@@ -15,6 +15,7 @@ Hostile or odd files are handled, each with a warning that names the file (once 
   folder's root: a link to the data root or to another split never pulls images in.
 The tree is walked iteratively, so any depth works.
 """
+import hashlib
 import os
 import threading
 import warnings
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..cpu.threads import ForkSafeLock
+from ..system import ForkSafeLock
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 MAX_PIXELS = 40_000_000      # ~120 MB as 8-bit RGB; a 6000x6000 photo fits, a 10000x10000 does not
@@ -127,6 +128,16 @@ class ImageFolder:
 
     def __len__(self):
         return len(self.samples)
+
+    def fingerprint(self):
+        """A hex digest (SHA-1) of what this folder holds: its resolved root and, per sample, the
+        path, label, size and modification time. Any edit to the dataset changes it, so caches
+        keyed by it (the decoded store, the dataset statistics) are never read for another one."""
+        h = hashlib.sha1(os.fsencode(self.root.resolve()))
+        for path, label in self.samples:
+            st = path.stat()
+            h.update(b"|" + os.fsencode(path) + f"|{label}|{st.st_size}|{st.st_mtime_ns}".encode())
+        return h.hexdigest()
 
     def _skip(self, path, reason):
         with self._lock:

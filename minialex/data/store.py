@@ -12,8 +12,8 @@ rules: bounded size, 4:1 aspect crop, 8-bit RGB) and its shorter side resized to
 one after another; one file per worker process that decoded them), index.npy (file, offset,
 height, width per image; height 0 for an image that cannot be read) and meta.json.
 
-The key hashes the folder's file list, each file's size and modification time, and the resize:
-any edit to the dataset makes a new store (the old one is simply not found again; `prune`
+The key hashes the folder's fingerprint (ImageFolder.fingerprint: its file list, each file's
+size and modification time) and the resize: any edit to the dataset makes a new store (the old one is simply not found again; `prune`
 removes stores not used for a while). A store is built in <key>.partial-<pid> and renamed into
 place only when every image is in it (a rename is atomic), so an interrupted build leaves nothing
 that is later trusted; partial folders of dead processes are removed at the next build.
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cpu.threads import ForkSafeLock
+from ..system import ForkSafeLock, process_alive
 from ..paths import cache_root
 
-VERSION = 2
+VERSION = 3  # 3: the key hashes ImageFolder.fingerprint()
 BYTES_PER_PIXEL_ESTIMATE = 3 * 1.4     # RGB, and a mean aspect ratio of about 1.4 : 1
 
 
@@ -40,11 +40,10 @@ def store_root():
 
 
 def key(folder, resize):
-    h = hashlib.sha1(f"minialex-store-v{VERSION}|{resize}|".encode() + os.fsencode(folder.root.resolve()))
-    for path, label in folder.samples:
-        st = path.stat()
-        h.update(b"|" + os.fsencode(path) + f"|{label}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:24]
+    """The store's folder name: the folder's fingerprint (its files, sizes and times), the resize
+    and the store's VERSION."""
+    text = f"minialex-store-v{VERSION}|{resize}|{folder.fingerprint()}"
+    return hashlib.sha1(text.encode()).hexdigest()[:24]
 
 
 def decoded(path, resize):
@@ -138,7 +137,7 @@ class StoreBuilder:
         self.final = root / name
         for old in root.glob(f"{name}.partial-*"):          # a dead build's leftovers
             pid = old.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not process_alive(int(pid)):
                 shutil.rmtree(old, ignore_errors=True)
         self.tmp = root / f"{name}.partial-{os.getpid()}"
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -181,16 +180,6 @@ class StoreBuilder:
 
     def abandon(self):
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 def prune(days=30):
