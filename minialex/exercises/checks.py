@@ -121,104 +121,138 @@ def _gradcheck(fn, arrays, hint):
                              f"(max relative error {bad['max_rel']:.3g}). Hint: {hint}")
 
 
-def _cases(op, mine):
-    """[(name, callable that raises AssertionError with a hint)] for one exercise."""
-    r = np.random.default_rng(7)
-    spec = {"relu": relu, "lrn": lrn, "max_pool2d": pool, "conv2d": conv, "dropout": dropout, "linear": linear,
-            "cross_entropy": cross_entropy}.get(op)
-    ref = None if spec is None else {
-        "relu": relu.ReLU, "lrn": lrn.LocalResponseNorm, "max_pool2d": pool.MaxPool2d, "conv2d": conv.Conv2d,
-        "dropout": dropout.Dropout, "linear": linear.Linear, "cross_entropy": cross_entropy.CrossEntropy}[op].apply
+class _Cases:
+    """What each op's cases are made of: the student's op (`mine`), the library's (`ref`) and one
+    random generator, consumed in the order the cases are listed."""
 
-    def same_as_reference(arrays, hint, **hyper):
+    def __init__(self, mine, ref):
+        self.mine, self.ref = mine, ref
+        self.r = np.random.default_rng(7)
+
+    def same_as_reference(self, arrays, hint, **hyper):
+        """A case: forward and backward equal to the reference's on `arrays` (hint: forward's, backward's)."""
         def run():
             with cpu_path("reference"):
-                want_y, want_g = _grads(lambda *t: ref(*t, **hyper), arrays)
-            got_y, got_g = _grads(lambda *t: mine(*t, **hyper), arrays)
+                want_y, want_g = _grads(lambda *t: self.ref(*t, **hyper), arrays)
+            got_y, got_g = _grads(lambda *t: self.mine(*t, **hyper), arrays)
             _close(got_y, want_y, "forward", hint[0])
             for i, (g, w) in enumerate(zip(got_g, want_g)):
                 if w is not None:
                     _close(g, w, f"backward, gradient of input {i}", hint[1])
         return run
 
-    def gradchecked(arrays, hint, **hyper):
-        return lambda: _gradcheck(lambda *t: mine(*t, **hyper), arrays, hint)
+    def gradchecked(self, arrays, hint, **hyper):
+        """A case: the student's backward against central differences."""
+        return lambda: _gradcheck(lambda *t: self.mine(*t, **hyper), arrays, hint)
 
-    away = lambda shape: (lambda z: np.where(np.abs(z) < 0.1, 0.5, z))(r.standard_normal(shape))  # noqa: E731
-    if op == "relu":
-        edge = np.array([-2.0, -0.0, 0.0, 1e-9, 3.0, -1e-9])
-        return [("values", same_as_reference([away((3, 4, 5))], ("y = max(x, 0)", "dx = dy where x > 0, else 0"))),
-                ("gradient check", gradchecked([away((2, 7))], "the slope is 1 right of 0 and 0 left of it")),
-                ("negative inputs and zero", same_as_reference([edge], (
-                    "relu(-2) is 0", "no gradient flows where x <= 0; decide from the input x, not the output "
-                    "(y is never negative)")))]
-    if op == "lrn":
-        cases = [(7, 5, 0.5, 0.75, 2.0), (3, 5, 0.8, 0.75, 1.0), (6, 4, 0.3, 0.6, 1.5)]
-        return [(f"C={c}, size={n}" + (" (C < size)" if c < n else "") + (" (even size)" if n % 2 == 0 else ""),
-                 same_as_reference([r.standard_normal((2, c, 3, 4))], (
-                     "s[c] = k + alpha * sum of a^2 over channels c - size//2 .. c + (size-1)//2, clipped",
-                     "a[m] also sits inside the s[c] of every channel c whose window holds m: add that term"),
-                     size=n, alpha=al, beta=be, k=k)) for c, n, al, be, k in cases] + \
-            [("gradient check", gradchecked([r.standard_normal((2, 5, 2, 3))], "see the backward formula",
-                                            size=5, alpha=0.5, beta=0.75, k=2.0))]
-    if op == "max_pool2d":
-        distinct = r.permutation(2 * 3 * 7 * 7).reshape(2, 3, 7, 7) / 10.0
-        ties = np.zeros((1, 2, 5, 5))
-        return [("3x3 stride 2 (overlapping)", same_as_reference([distinct], (
-                    "max over each window", "dy goes to the pixel that won; overlapping windows add"),
-                    kernel=(3, 3), stride=(2, 2), padding=(0, 0))),
-                ("padding 1", same_as_reference([distinct - 3.0], (
-                    "padding never wins (treat it as -infinity)", "padding gets no gradient"),
-                    kernel=(3, 3), stride=(2, 2), padding=(1, 1))),
-                ("ties", same_as_reference([ties], (
-                    "the max of equal values", "with ties, the gradient goes to ONE pixel: the first maximum "
-                    "in row-major order, not to every tied pixel"), kernel=(3, 3), stride=(2, 2), padding=(0, 0))),
-                ("gradient check", gradchecked([distinct], "each window sends dy to its winner",
-                                               kernel=(3, 3), stride=(2, 2), padding=(0, 0)))]
-    if op == "conv2d":
-        cases = [(2, 3, 7, 9, 4, 3, 1, 0, 1), (2, 3, 9, 8, 5, 3, 2, 1, 1), (1, 4, 11, 10, 6, 5, 3, 2, 2)]
-        out = []
-        for n, c, h, w, o, k, s, p, g in cases:
-            arrays = [r.standard_normal((n, c, h, w)), r.standard_normal((o, c // g, k, k)), r.standard_normal(o)]
-            hyper = dict(stride=(s, s), padding=(p, p), groups=g)
-            out.append((f"stride {s}, padding {p}, groups {g}", same_as_reference(arrays, (
-                "y[n,o] = sum over c, i, j of xpad[n, c, oh*s+i, ow*s+j] w[o, c, i, j] + b[o]",
-                "db sums dy over n, oh, ow; dw sums over the whole batch; dx gets each w back at the pixel "
-                "it was applied to (the rotated filter)"), **hyper)))
-        out.append(("gradient check", gradchecked([r.standard_normal((2, 2, 5, 5)), r.standard_normal((3, 2, 3, 3)),
-                                                   r.standard_normal(3)], "see the backward formulas",
-                                                  stride=(1, 1), padding=(1, 1), groups=1)))
-        return out
-    if op == "dropout":
-        x = r.standard_normal((6, 50))
-        return [(f"p={p}, offset {offset}", same_as_reference([x], (
-                    "keep = dropout_keep_mask(seed, x.shape, p, offset); y = x / (1 - p) where kept, else 0",
-                    "the kept units were scaled by 1/(1-p), and the backward uses the forward's mask (the same "
-                    "seed and offset): their gradient is scaled too"), p=p, seed=11, offset=offset))
-                for p, offset in ((0.5, 0), (0.2, 300))]
-    if op == "linear":
-        return [("values", same_as_reference([r.standard_normal((3, 5)), r.standard_normal((4, 5)), r.standard_normal(4)],
-                                             ("y = x w^T + b", "dx = dy w, dw = dy^T x (shape (out, in)), db = sum_n dy"))),
-                ("square layer", same_as_reference([r.standard_normal((3, 4)), r.standard_normal((4, 4)), r.standard_normal(4)],
-                                                   ("y = x w^T + b", "dw = dy^T x, not x^T dy (a square w hides the shape error)"))),
-                ("gradient check", gradchecked([r.standard_normal((2, 3)), r.standard_normal((4, 3)), r.standard_normal(4)],
-                                               "see the backward formulas"))]
-    if op == "cross_entropy":
-        t = np.array([1, 0, 3, 3])
+    def away(self, shape):
+        """Random values at least 0.1 from ReLU's kink."""
+        z = self.r.standard_normal(shape)
+        return np.where(np.abs(z) < 0.1, 0.5, z)
 
-        def stable():
-            big = _t(np.array([[1000.0, 0.0], [0.0, -1000.0]]))
-            loss = float(mine(big, target=np.array([1, 1])).data)
-            if not np.isfinite(loss) or abs(loss - 1000.0) > 1e-6:
-                raise AssertionError(f"logits of +-1000 gave loss {loss}, expected 1000. Hint: subtract each row's "
-                                     "max before exp (it changes nothing mathematically and avoids overflow)")
-        return [("batch of 4", same_as_reference([r.standard_normal((4, 5)) * 3], (
-                    "loss = the MEAN over rows of -log softmax(z)[target]",
-                    "dz = (softmax(z) - onehot(target)) / N: divide by the batch"), target=t)),
-                ("large logits", stable),
-                ("gradient check", gradchecked([r.standard_normal((3, 4))], "dz = (p - onehot) / N",
-                                               target=np.array([0, 2, 1])))]
-    return []
+
+def _relu_cases(c):
+    edge = np.array([-2.0, -0.0, 0.0, 1e-9, 3.0, -1e-9])
+    return [("values", c.same_as_reference([c.away((3, 4, 5))], ("y = max(x, 0)", "dx = dy where x > 0, else 0"))),
+            ("gradient check", c.gradchecked([c.away((2, 7))], "the slope is 1 right of 0 and 0 left of it")),
+            ("negative inputs and zero", c.same_as_reference([edge], (
+                "relu(-2) is 0", "no gradient flows where x <= 0; decide from the input x, not the output "
+                "(y is never negative)")))]
+
+
+def _lrn_cases(c):
+    cases = [(7, 5, 0.5, 0.75, 2.0), (3, 5, 0.8, 0.75, 1.0), (6, 4, 0.3, 0.6, 1.5)]
+    return [(f"C={ch}, size={n}" + (" (C < size)" if ch < n else "") + (" (even size)" if n % 2 == 0 else ""),
+             c.same_as_reference([c.r.standard_normal((2, ch, 3, 4))], (
+                 "s[c] = k + alpha * sum of a^2 over channels c - size//2 .. c + (size-1)//2, clipped",
+                 "a[m] also sits inside the s[c] of every channel c whose window holds m: add that term"),
+                 size=n, alpha=al, beta=be, k=k)) for ch, n, al, be, k in cases] + \
+        [("gradient check", c.gradchecked([c.r.standard_normal((2, 5, 2, 3))], "see the backward formula",
+                                          size=5, alpha=0.5, beta=0.75, k=2.0))]
+
+
+def _max_pool2d_cases(c):
+    distinct = c.r.permutation(2 * 3 * 7 * 7).reshape(2, 3, 7, 7) / 10.0
+    ties = np.zeros((1, 2, 5, 5))
+    return [("3x3 stride 2 (overlapping)", c.same_as_reference([distinct], (
+                "max over each window", "dy goes to the pixel that won; overlapping windows add"),
+                kernel=(3, 3), stride=(2, 2), padding=(0, 0))),
+            ("padding 1", c.same_as_reference([distinct - 3.0], (
+                "padding never wins (treat it as -infinity)", "padding gets no gradient"),
+                kernel=(3, 3), stride=(2, 2), padding=(1, 1))),
+            ("ties", c.same_as_reference([ties], (
+                "the max of equal values", "with ties, the gradient goes to ONE pixel: the first maximum "
+                "in row-major order, not to every tied pixel"), kernel=(3, 3), stride=(2, 2), padding=(0, 0))),
+            ("gradient check", c.gradchecked([distinct], "each window sends dy to its winner",
+                                             kernel=(3, 3), stride=(2, 2), padding=(0, 0)))]
+
+
+def _conv2d_cases(c):
+    r = c.r
+    cases = [(2, 3, 7, 9, 4, 3, 1, 0, 1), (2, 3, 9, 8, 5, 3, 2, 1, 1), (1, 4, 11, 10, 6, 5, 3, 2, 2)]
+    out = []
+    for n, ch, h, w, o, k, s, p, g in cases:
+        arrays = [r.standard_normal((n, ch, h, w)), r.standard_normal((o, ch // g, k, k)), r.standard_normal(o)]
+        hyper = dict(stride=(s, s), padding=(p, p), groups=g)
+        out.append((f"stride {s}, padding {p}, groups {g}", c.same_as_reference(arrays, (
+            "y[n,o] = sum over c, i, j of xpad[n, c, oh*s+i, ow*s+j] w[o, c, i, j] + b[o]",
+            "db sums dy over n, oh, ow; dw sums over the whole batch; dx gets each w back at the pixel "
+            "it was applied to (the rotated filter)"), **hyper)))
+    out.append(("gradient check", c.gradchecked([r.standard_normal((2, 2, 5, 5)), r.standard_normal((3, 2, 3, 3)),
+                                                 r.standard_normal(3)], "see the backward formulas",
+                                                stride=(1, 1), padding=(1, 1), groups=1)))
+    return out
+
+
+def _dropout_cases(c):
+    x = c.r.standard_normal((6, 50))
+    return [(f"p={p}, offset {offset}", c.same_as_reference([x], (
+                "keep = dropout_keep_mask(seed, x.shape, p, offset); y = x / (1 - p) where kept, else 0",
+                "the kept units were scaled by 1/(1-p), and the backward uses the forward's mask (the same "
+                "seed and offset): their gradient is scaled too"), p=p, seed=11, offset=offset))
+            for p, offset in ((0.5, 0), (0.2, 300))]
+
+
+def _linear_cases(c):
+    r = c.r
+    return [("values", c.same_as_reference([r.standard_normal((3, 5)), r.standard_normal((4, 5)), r.standard_normal(4)],
+                                           ("y = x w^T + b", "dx = dy w, dw = dy^T x (shape (out, in)), db = sum_n dy"))),
+            ("square layer", c.same_as_reference([r.standard_normal((3, 4)), r.standard_normal((4, 4)), r.standard_normal(4)],
+                                                 ("y = x w^T + b", "dw = dy^T x, not x^T dy (a square w hides the shape error)"))),
+            ("gradient check", c.gradchecked([r.standard_normal((2, 3)), r.standard_normal((4, 3)), r.standard_normal(4)],
+                                             "see the backward formulas"))]
+
+
+def _cross_entropy_cases(c):
+    t = np.array([1, 0, 3, 3])
+
+    def stable():
+        big = _t(np.array([[1000.0, 0.0], [0.0, -1000.0]]))
+        loss = float(c.mine(big, target=np.array([1, 1])).data)
+        if not np.isfinite(loss) or abs(loss - 1000.0) > 1e-6:
+            raise AssertionError(f"logits of +-1000 gave loss {loss}, expected 1000. Hint: subtract each row's "
+                                 "max before exp (it changes nothing mathematically and avoids overflow)")
+    return [("batch of 4", c.same_as_reference([c.r.standard_normal((4, 5)) * 3], (
+                "loss = the MEAN over rows of -log softmax(z)[target]",
+                "dz = (softmax(z) - onehot(target)) / N: divide by the batch"), target=t)),
+            ("large logits", stable),
+            ("gradient check", c.gradchecked([c.r.standard_normal((3, 4))], "dz = (p - onehot) / N",
+                                             target=np.array([0, 2, 1])))]
+
+
+# op: (the library's Function, the cases that hold a student's op to it)
+_CASES = {"relu": (relu.ReLU, _relu_cases), "lrn": (lrn.LocalResponseNorm, _lrn_cases),
+          "max_pool2d": (pool.MaxPool2d, _max_pool2d_cases), "conv2d": (conv.Conv2d, _conv2d_cases),
+          "dropout": (dropout.Dropout, _dropout_cases), "linear": (linear.Linear, _linear_cases),
+          "cross_entropy": (cross_entropy.CrossEntropy, _cross_entropy_cases)}
+
+
+def _cases(op, mine):
+    """[(name, callable that raises AssertionError with a hint)] for one exercise."""
+    if op not in _CASES:
+        return []
+    function, cases = _CASES[op]
+    return cases(_Cases(mine, function.apply))
 
 
 def _sgd_cases(student):
