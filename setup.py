@@ -12,6 +12,7 @@ setup(
                  "Programming Language :: Python :: 3.11", "Programming Language :: Python :: 3.12",
                  "Programming Language :: Python :: 3.13"],
     packages=["minialex", "minialex.ops", "minialex.cpu", "minialex.cuda_ops", "minialex.data", "minialex.exercises",
+              "minialex.training",
               "minialex.kernels"],
     # kernels/ sits at the top of the repository (nvcc and editors see plain .cu files) and is
     # installed as the package-data folder minialex/kernels.

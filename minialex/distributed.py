@@ -38,7 +38,7 @@ import time
 
 import numpy as np
 
-from . import backend
+from . import backend, system
 
 LAUNCHER_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
 DEFAULT_TIMEOUT = 600.0   # seconds a collective may wait (a step of AlexNet takes well under one)
@@ -351,14 +351,13 @@ def share_cores(w):
     well). Returns the threads per process, or None where nothing was changed (a process alone)."""
     if w.local_size == 1:
         return None
-    from . import system as threads, system as tuning  # both names: minialex/system.py
     if "MINIALEX_THREADS" in os.environ:
-        share = threads.cpu_threads()
+        share = system.cpu_threads()
     else:
-        share = max(1, threads.cpu_threads() // w.local_size)
+        share = max(1, system.cpu_threads() // w.local_size)
         os.environ["MINIALEX_THREADS"] = str(share)
     if not any(k in os.environ for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")):
-        tuning.set_blas_threads(share)
+        system.set_blas_threads(share)
     return share
 
 

@@ -185,3 +185,33 @@ def test_a_fresh_process_may_start_from_any_module():
         run = _python("-c", f"import {name}; import minialex as ma; "
                             "print(ma.functional.relu(ma.Tensor([-1.0, 2.0])).data.tolist())")
         assert run.returncode == 0 and run.stdout.strip() == "[0.0, 2.0]", (name, run.stdout, run.stderr)
+
+
+MODULE_LINES, FUNCTION_LINES = 500, 60      # a module holds one job; a function fits on a screen
+
+
+def _sizes():
+    """(modules over MODULE_LINES, functions over FUNCTION_LINES) of the package, as text."""
+    long_modules, long_functions = [], []
+    for name, path in MODULES.items():
+        text = path.read_text()
+        if text.count("\n") > MODULE_LINES:
+            long_modules.append(f"{name} ({text.count(chr(10))} lines)")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and \
+                    node.end_lineno - node.lineno + 1 > FUNCTION_LINES:
+                long_functions.append(f"{name}.{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    return long_modules, long_functions
+
+
+def test_no_module_over_500_lines_and_no_function_over_60():
+    long_modules, long_functions = _sizes()
+    assert not long_modules and not long_functions, (long_modules, long_functions)
+
+
+def test_the_size_reader_counts_what_it_should(monkeypatch, tmp_path):
+    big = tmp_path / "big.py"
+    big.write_text("def long():\n" + "    x = 1\n" * 70 + "\n" * 450)
+    monkeypatch.setitem(MODULES, "minialex.big", big)
+    long_modules, long_functions = _sizes()
+    assert long_modules == ["minialex.big (521 lines)"] and long_functions == ["minialex.big.long (71 lines)"]

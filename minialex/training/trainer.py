@@ -34,7 +34,7 @@ from ..tensor import Tensor
 from .callbacks import NonFiniteGuard, Step, Stopped
 from .schedules import Constant
 from .stops import StopRequests, as_interrupted
-from .strategy import auto
+from .strategy import Local, auto
 
 
 class Trainer:
@@ -229,7 +229,6 @@ def _labels(y):
 def evaluate(model, loader, device="cpu", loss=F.cross_entropy, strategy=None, stops=None):
     """{"loss", "top1", "top5"} of `model` on `loader` (see Trainer.evaluate); strategy and stops
     are a data-parallel run's (the sums over the ranks, and the stop votes they carry)."""
-    from .strategy import Local
     strategy, stops = strategy or Local(), stops or StopRequests()
     model.eval()
     sums = np.zeros(4)                                   # loss sum, top-1 hits, top-5 hits, images
