@@ -42,6 +42,8 @@ from . import backend, system
 
 LAUNCHER_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
 DEFAULT_TIMEOUT = 600.0   # seconds a collective may wait (a step of AlexNet takes well under one)
+HEARTBEAT_TAG = 7301      # the message of a rank at work that the others wait for (World.working)
+HEARTBEAT_SECONDS = 2.0   # how often it beats (at most a quarter of the timeout)
 NCCL_ID_BYTES = 128       # ncclUniqueId
 ABORT_GRACE = 1.0        # seconds between a failing rank's message and MPI_Abort (see World.abort)
 POLL_SECONDS = 0.002     # how often a waiting rank looks at a non-blocking collective (World._finish)
@@ -81,6 +83,7 @@ class World:
         self.nccl, self._nccl_device = None, None
         self._watch = _Watchdog(self)
         self._buffers = {}
+        self._beat_out, self._beat_in = np.ones(1, np.int32), np.zeros(1, np.int32)
 
     @property
     def is_root(self):
@@ -95,10 +98,56 @@ class World:
         """Wait for a non-blocking collective by polling it, so that this process's signal handlers
         run while it waits: a blocking MPI call holds the main thread in C, deaf to Ctrl-C and
         SIGTERM, and a rank waiting for rank 0's long statistics pass could not be stopped. The
-        per-step collectives stay blocking (their signals are held for the step's all-reduce)."""
+        per-step collectives stay blocking (their signals are held for the step's all-reduce).
+        A heartbeat from a rank at work (see working()) restarts the wait's clock."""
         with self._watch.waiting(what, timeout):
             while not request.Test():
+                if self._heard_heartbeats():
+                    self._watch.extend()
                 time.sleep(POLL_SECONDS)
+
+    def _heard_heartbeats(self):
+        from mpi4py import MPI
+        heard = False
+        while self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=HEARTBEAT_TAG):
+            self.comm.Recv(self._beat_in, source=MPI.ANY_SOURCE, tag=HEARTBEAT_TAG)
+            heard = True
+        return heard
+
+    @contextlib.contextmanager
+    def working(self, what):
+        """Run the block (a long task the other ranks wait for: rank 0's statistics pass, a store
+        build) while telling them every few seconds that this rank is alive, so that their waits
+        can keep a timeout without cutting short a task that takes hours. The rank counts as alive
+        while its main thread moves (it calls or returns from a function since the last beat: a
+        profile hook notes it): a rank frozen (SIGSTOP) or stuck in one call says nothing, and the
+        others stop the job after --dist-timeout seconds."""
+        from mpi4py import MPI
+        if self.size == 1 or MPI.Query_thread() < MPI.THREAD_SERIALIZED:   # (the beats come from a thread)
+            yield
+            return
+        moved, stop = [False], threading.Event()
+
+        def note(frame, event, arg):
+            moved[0] = True
+
+        def beat():
+            while not stop.wait(min(HEARTBEAT_SECONDS, self.timeout / 4 or HEARTBEAT_SECONDS)):
+                if moved[0]:
+                    moved[0] = False
+                    for rank in range(self.size):
+                        if rank != self.rank:
+                            self.comm.Send(self._beat_out, dest=rank, tag=HEARTBEAT_TAG)
+        previous = sys.getprofile()
+        sys.setprofile(note)
+        thread = threading.Thread(target=beat, name=f"minialex-heartbeat ({what})", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            sys.setprofile(previous)
+            stop.set()
+            thread.join()
 
     def barrier(self, what="barrier", timeout=None):
         if self.size > 1:
@@ -162,13 +211,14 @@ class World:
             yield
             return
         if not self.is_root:
-            said = self.broadcast_text(None, what, timeout=0)   # no timeout: rank 0 may decode a whole dataset
+            said = self.broadcast_text(None, what)   # rank 0 may take hours: its heartbeats keep the wait going
             if said:
                 raise RootFailed(said)
             yield
             return
         try:
-            yield
+            with self.working(what):
+                yield
         except BaseException as e:
             self.broadcast_text(str(e) or type(e).__name__, what)
             raise
@@ -269,11 +319,12 @@ class World:
 
 
 class _Watchdog:
-    """Aborts the job when a collective waits longer than world.timeout (0: no limit)."""
+    """Aborts the job when a collective waits longer than its limit (world.timeout; 0: no limit)
+    without a heartbeat of a rank at work (extend())."""
 
     def __init__(self, world):
         self.world = world
-        self.deadline, self.what = None, None
+        self.deadline, self.what, self.limit = None, None, None
         self.lock = threading.Lock()
         self.thread = None
 
@@ -284,7 +335,7 @@ class _Watchdog:
             yield
             return
         with self.lock:
-            self.deadline, self.what = time.monotonic() + limit, what
+            self.deadline, self.what, self.limit = time.monotonic() + limit, what, limit
             if self.thread is None:
                 self.thread = threading.Thread(target=self._run, name="minialex-watchdog", daemon=True)
                 self.thread.start()
@@ -294,15 +345,21 @@ class _Watchdog:
             with self.lock:
                 self.deadline = None
 
+    def extend(self):
+        """A sign of life from the rank being waited for: the wait's clock starts again."""
+        with self.lock:
+            if self.deadline is not None:
+                self.deadline = time.monotonic() + self.limit
+
     def _run(self):
         while True:
             time.sleep(0.2)
             with self.lock:
                 late = self.deadline is not None and time.monotonic() > self.deadline
-                what = self.what
+                what, limit = self.what, self.limit
             if late:
-                self.world.abort(f"{what} waited more than {self.world.timeout:g} s for the other ranks "
-                                 f"(one has died or hangs; --dist-timeout sets the limit): stopping the job")
+                self.world.abort(f"{what} waited more than {limit:g} s for the other ranks (one has died, "
+                                 f"hangs or is frozen; --dist-timeout sets the limit): stopping the job")
 
 
 _world = None

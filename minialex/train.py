@@ -28,6 +28,7 @@ This command is a thin layer over the library: flags -> a frozen RunConfig (mini
 -> the data, the model, the optimizer and the callbacks -> minialex.training.Trainer.fit.
 """
 import dataclasses
+import socket
 import sys
 import time
 import traceback
@@ -259,6 +260,7 @@ def setup(flags):
         return None
     train_set, val_set = strategy.root_first("opening the data",   # rank 0 renders the built-in data first
                                              lambda: open_data(cfg.data, need_train=not cfg.eval_only))
+    strategy.same_data([train_set, val_set])                       # every rank the same classes and files
     failure = folder = None
     try:
         _check_data(cfg, ckpt, train_set, strategy.size)
@@ -364,9 +366,11 @@ def _train(s):
     if world.size > 1 and not cfg.no_cache:  # a shard cannot build the store: the first rank of
         if world.local_rank == 0:            # each machine builds it there, the others wait
             from .prepare import prepare
-            for folder in (s.train_set, s.val_set):
-                prepare(folder, size, cfg.workers)
-        world.barrier("building the decoded store", timeout=0)
+            with world.working("building the decoded store"):   # (its heartbeats keep their waits going)
+                for folder in (s.train_set, s.val_set):
+                    prepare(folder, size, cfg.workers)
+        world.barrier("building the decoded store")
+        _say_missing_stores(s, size)
     t.train_loader = _loader(cfg, s.train_set, Transform(size, s.stats, "train", cfg.flip, cfg.lighting), train=True)
     t.val_loader = _loader(cfg, s.val_set, Transform(size, s.stats, "val"))
     if s.folder is not None:
@@ -385,6 +389,23 @@ def _train(s):
         say(f"done: best val top-1 {best['value'] or 0:.2%} (epoch {best['epoch']}); {s.folder.path}/best.npz, "
             f"metrics.jsonl, filters.png, curves.png, layers.png, predictions.png")
     return t.history
+
+
+def _say_missing_stores(s, size):
+    """After the store build: a rank that finds no decoded store where rank 0 has one decodes
+    every epoch (its machine's build failed, or its store folder is elsewhere): rank 0 says so."""
+    from .data import store
+    resize = resize_for(size)
+    mine = "".join("1" if store.Store.find(f, resize) is not None else "0" for f in (s.train_set, s.val_set))
+    said = distributed.world().allgather_text(f"{mine} {socket.gethostname()} {store.store_root()}",
+                                              "looking for the decoded stores")
+    if s.strategy.is_root and said[0].startswith("11"):
+        for rank, text in enumerate(said[1:], 1):
+            found, host, root = text.split(" ", 2)
+            if found != "11":
+                warnings.warn(f"rank {rank} (on {host}) finds no decoded store in {root}, where rank 0 has one: "
+                              "it decodes every image every epoch, which is slower (minialex-prepare DATA on "
+                              "that machine builds the store; MINIALEX_STORES sets where it goes)", stacklevel=2)
 
 
 def _preamble(s):

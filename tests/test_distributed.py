@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -376,3 +377,80 @@ def test_stop_requests_are_voted_and_ctrl_c_wins():
     assert stop.value.signum == signal.SIGINT and stop.value.together
     stops.vote = False
     assert stops.votes() == (0.0, 0.0)                          # outside a data-parallel run: nothing voted
+
+
+def _script_run(tmp_path, body, args, timeout=90, env_extra=None):
+    """mpiexec -n 2 of a script that patches minialex.train on some rank, then runs its main."""
+    script = tmp_path / "patched.py"
+    script.write_text("import sys, time\nfrom minialex import train, distributed\n" + body +
+                      "sys.exit(train.main(sys.argv[1:]))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_"))}
+    env.update(PYTHONPATH=str(ROOT), MINIALEX_THREADS="1", **(env_extra or {}))
+    start = time.monotonic()
+    run = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(script), *args], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=timeout)
+    return run, time.monotonic() - start
+
+
+STALL = """
+real = train._stats_for
+def _stats_for(folder):
+    if distributed.world().rank == 0:
+        {work}
+    return real(folder)
+train._stats_for = _stats_for
+"""
+
+
+@needs_mpi
+def test_a_rank_frozen_in_setup_stops_the_job_and_a_slow_one_does_not(tiny, tmp_path):
+    """Rank 1 waits for rank 0's statistics pass under --dist-timeout: a rank 0 stuck in one call
+    (as a frozen or hung process) ends the job after the timeout; one that works for longer than
+    the timeout, but moves, keeps it going with its heartbeats."""
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(tiny, data)             # a folder of its own: no statistics cached for it yet
+    args = ["--data", str(data), "--workers", "1", "--epochs", "1", "--batch-size", "4", "--dist-timeout", "3",
+            "--no-cache", "--out", str(tmp_path / "run")]
+    cache = {"MINIALEX_CACHE": str(tmp_path / "cache")}
+    stuck, seconds = _script_run(tmp_path, STALL.format(work="time.sleep(60)"), args, env_extra=cache)
+    assert stuck.returncode != 0 and seconds < 40, (seconds, stuck.stderr)
+    assert "the dataset statistics waited more than 3 s" in stuck.stderr, stuck.stderr
+    busy = "end = time.monotonic() + 8\n        while time.monotonic() < end:\n            sum(range(1000))"
+    slow, seconds = _script_run(tmp_path, STALL.format(work=busy), args + ["--overwrite"], env_extra=cache)
+    assert slow.returncode == 0 and seconds > 8, slow.stderr
+    assert "waited more than" not in slow.stderr
+
+
+@needs_mpi
+def test_ranks_whose_data_differ_are_told_which_file(tiny, tmp_path):
+    import shutil
+    other = tmp_path / "other"
+    shutil.copytree(tiny, other)
+    gone = sorted((other / "train" / "circle").iterdir())[1]
+    gone.unlink()
+    body = ("opened = train.open_data\n"
+            "def open_data(data, **kw):\n"
+            f"    return opened({str(other)!r} if distributed.world().rank == 1 else data, **kw)\n"
+            "train.open_data = open_data\n")
+    run, _ = _script_run(tmp_path, body, ["--data", str(tiny), "--workers", "1", "--epochs", "1",
+                                          "--batch-size", "4", "--out", str(tmp_path / "run")])
+    assert run.returncode == 2, run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "rank 1's copy of the data differs from rank 0's" in lines[0], run.stderr
+    assert f"rank 0 has train: circle/{gone.name} (" in lines[0], lines[0]
+    assert not (tmp_path / "run" / "last.npz").exists()
+
+
+@needs_mpi
+def test_a_rank_without_the_decoded_store_is_named(tiny, tmp_path):
+    """Rank 1 looks for stores elsewhere (another MINIALEX_STORES) than rank 0, which built one."""
+    cmd = [MPIEXEC, "-n", "1", "-env", "MINIALEX_STORES", str(tmp_path / "a"), sys.executable, "-m", "minialex.train",
+           "--data", str(tiny), "--workers", "1", "--epochs", "1", "--batch-size", "4", "--out", str(tmp_path / "run"),
+           ":", "-n", "1", "-env", "MINIALEX_STORES", str(tmp_path / "b"), sys.executable, "-m", "minialex.train",
+           "--data", str(tiny), "--workers", "1", "--epochs", "1", "--batch-size", "4", "--out", str(tmp_path / "run")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_"))}
+    env["MINIALEX_THREADS"] = "1"
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert f"rank 1 (on" in run.stderr and f"finds no decoded store in {tmp_path / 'b'}" in run.stderr, run.stderr

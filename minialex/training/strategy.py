@@ -11,7 +11,9 @@ The loop calls, every step: batch_offset(rows) (this rank's first row in the glo
 the dropout keys, and the global count), then reduce_step(...) after the backward (the global
 batch's mean gradient, loss, hits and count, and the stop votes); evaluation calls sum(...).
 """
+import hashlib
 import json
+import os
 
 import numpy as np
 
@@ -59,6 +61,25 @@ class Local:
     def same_settings(self, settings):
         pass
 
+    def same_data(self, folders):
+        pass
+
+
+def listing(folders):
+    """What every rank's copy of the data must hold alike: each folder's class names, and each
+    sample's path (relative to its folder) and size in bytes."""
+    lines = []
+    for folder in folders:
+        split = os.path.basename(os.fspath(folder.root))
+        lines += [f"{split}: class {c!r}" for c in folder.classes]
+        for path, _ in folder.samples:
+            try:
+                size = f"{os.stat(path).st_size} bytes"
+            except OSError:
+                size = "unreadable"
+            lines.append(f"{split}: {os.path.relpath(path, folder.root)} ({size})")
+    return lines
+
 
 class DataParallel(Local):
     """The ranks of `world` (minialex.distributed.World) train one model: each its slice of the
@@ -67,13 +88,15 @@ class DataParallel(Local):
     def __init__(self, world=None):
         self.world = world or distributed.world()
         self.size, self.rank, self.is_root = self.world.size, self.world.rank, self.world.is_root
-        self.params = None
+        self.checked = set()                 # the folders same_data has compared (once each)
 
     def setup(self, trainer):
         """One model on every rank (rank 0's), and loaders that serve this rank's slice: a
         minialex DataLoader not sharded yet is given shard (rank, size)."""
         self.world.sync_parameters(trainer.model.parameters())
-        self.params = [p for p in trainer.model.parameters() if p.requires_grad]
+        folders = [loader.folder for loader in (trainer.train_loader, trainer.val_loader)
+                   if hasattr(getattr(loader, "folder", None), "samples")]
+        self.same_data(folders)
         for loader in (trainer.train_loader, trainer.val_loader):
             if getattr(loader, "shard", None) == (0, 1):
                 loader.shard = (self.rank, self.size)
@@ -145,6 +168,35 @@ class DataParallel(Local):
             said = ", ".join(f"--{k.replace('_', '-')} {theirs.get(k)} (rank 0: {root.get(k)})" for k in keys[:4])
             raise SetupError(f"rank {differ[0]} was started with other settings than rank 0: {said}; every "
                              f"process must be given the same command line", together=True)
+
+    def same_data(self, folders):
+        """Every rank must see the same classes and files (names and sizes): ranks whose copies of
+        the data differ would train on different lists. One digest each; where one differs, rank
+        0's listing goes to the ranks, and the first such rank's first difference is the error."""
+        folders = [f for f in folders if id(f) not in self.checked]
+        if not folders:
+            return
+        self.checked.update(id(f) for f in folders)
+        mine = listing(folders)
+        digest = hashlib.sha1("\n".join(mine).encode()).hexdigest()
+        digests = self.world.allgather_text(digest, "comparing the ranks' data")
+        if len(set(digests)) == 1:
+            return
+        root = self.world.broadcast_text("\n".join(mine), "rank 0's list of the data").split("\n")
+        said = self.world.allgather_text("" if digest == digests[0] else _first_difference(mine, root),
+                                         "comparing the ranks' data")
+        rank = next(r for r, text in enumerate(said) if text)
+        raise SetupError(f"rank {rank}'s copy of the data differs from rank 0's: {said[rank]} (every process "
+                         "must see the same class folders and files)", together=True, rank=rank)
+
+
+def _first_difference(mine, root):
+    """The first entry where a rank's listing differs from rank 0's, said plainly."""
+    for a, b in zip(root, mine):
+        if a != b:
+            return f"rank 0 has {a}, it has {b}"
+    longer, who = (root, "rank 0") if len(root) > len(mine) else (mine, "it")
+    return f"only {who} has {longer[min(len(root), len(mine))]}"
 
 
 def auto():
