@@ -101,7 +101,11 @@ def _first_readable(folder, per_class=False):
 
 def open_data(data, need_train=True):
     """(train folder, val folder) for --data, or the built-in dataset, checked."""
-    root = Path(data) if data else make_synthetic()
+    try:
+        root = Path(data) if data else make_synthetic()
+    except OSError as e:
+        raise TrainError(f"the built-in dataset cannot be rendered: {e.strerror or e} (set MINIALEX_DATA to a "
+                         "writable folder)") from None
     try:
         if not root.is_dir():
             raise TrainError(f"--data: expected a folder with train/ and val/ inside, got {root} (no such folder)")

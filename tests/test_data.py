@@ -497,3 +497,17 @@ def test_minialex_prepare_builds_the_stores_that_training_then_finds(tmp_path, m
     found = store.Store.find(train, 72)
     assert found is not None and found.image(0).shape[:2] in ((72, 72),)
     assert prepare.main([str(data)]) == 0 and capsys.readouterr().out.count("already there") == 2
+
+
+def test_the_built_in_data_goes_to_a_temporary_folder_when_the_cache_cannot_be_written(tmp_path, monkeypatch):
+    import tempfile
+    (tmp_path / "a_file").write_text("not a folder")
+    monkeypatch.setenv("MINIALEX_CACHE", str(tmp_path / "a_file" / "cache"))     # unwritable, even for root
+    monkeypatch.delenv("MINIALEX_DATA", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    with pytest.warns(UserWarning, match=r"cannot render the built-in dataset into .*a_file.* rendering it into"):
+        root = make_synthetic(train_per_class=2, val_per_class=1, quiet=True)
+    assert str(root).startswith(str(tmp_path / "tmp")) and len(list((root / "train").rglob("*.jpg"))) == 20
+    with pytest.raises(OSError, match="cannot write into"):
+        make_synthetic(tmp_path / "a_file" / "mine", train_per_class=2, val_per_class=1, quiet=True)

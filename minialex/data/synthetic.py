@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -120,16 +121,34 @@ def render(name, rng, size=80):
 
 def make_synthetic(root=None, train_per_class=600, val_per_class=100, size=80, seed=0, quiet=False):
     """Render the dataset into root/train/<class>/*.jpg and root/val/<class>/*.jpg (once: an existing
-    complete copy with the same settings is reused). Returns root."""
-    root = Path(root) if root is not None else default_root()
+    complete copy with the same settings is reused). Returns root. Without a root it goes to the
+    cache folder, or, where that cannot be written (a read-only home, a full disk), to a folder in
+    the system's temporary folder, with a warning saying where; a given root that cannot be
+    written is an OSError naming it."""
     stamp = f"{VERSION} {train_per_class} {val_per_class} {size} {seed}"
+    if root is not None:
+        return _render(Path(root), stamp, train_per_class, val_per_class, size, seed, quiet)
+    try:
+        return _render(default_root(), stamp, train_per_class, val_per_class, size, seed, quiet)
+    except OSError as e:
+        fallback = Path(tempfile.gettempdir()) / f"minialex-{os.getuid() if hasattr(os, 'getuid') else 'user'}" / \
+            f"synthetic-v{VERSION}"
+        warnings.warn(f"cannot render the built-in dataset into {default_root()} ({e.strerror or e}): rendering it "
+                      f"into {fallback} instead (set MINIALEX_DATA to a writable folder to keep it)", stacklevel=2)
+        return _render(fallback, stamp, train_per_class, val_per_class, size, seed, quiet)
+
+
+def _render(root, stamp, train_per_class, val_per_class, size, seed, quiet):
     done = root / "COMPLETE"
     if done.is_file() and done.read_text() == stamp:
         return root
     if not quiet:
         print(f"rendering the built-in dataset into {root} (once) ...", flush=True)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=root.parent))
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=root.parent))
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write into {root.parent}: {e.strerror or e}") from None
     try:
         for split, per_class, offset in (("train", train_per_class, 0), ("val", val_per_class, 1)):
             for c, name in enumerate(CLASSES):
