@@ -501,6 +501,7 @@ def test_minialex_prepare_builds_the_stores_that_training_then_finds(tmp_path, m
 
 def test_the_built_in_data_goes_to_a_temporary_folder_when_the_cache_cannot_be_written(tmp_path, monkeypatch):
     import tempfile
+    from minialex.data import make_synthetic
     (tmp_path / "a_file").write_text("not a folder")
     monkeypatch.setenv("MINIALEX_CACHE", str(tmp_path / "a_file" / "cache"))     # unwritable, even for root
     monkeypatch.delenv("MINIALEX_DATA", raising=False)
