@@ -40,16 +40,23 @@ class CheckpointError(ValueError):
 
 
 def strict_json(value):
-    """json.dumps, with non-finite floats (an unset best loss) written as null: strict JSON."""
-    def clean(v):
+    """json.dumps, with non-finite floats (an unset best loss) written as null: strict JSON. NumPy
+    numbers and arrays become plain numbers and lists; anything else that JSON cannot hold is a
+    TypeError naming where it is (e.g. "['layers']['conv1']: ... float16")."""
+    def clean(v, where):
+        if isinstance(v, (np.generic, np.ndarray)) and v.dtype.kind in "biuf":
+            v = v.tolist() if isinstance(v, np.ndarray) else v.item()
         if isinstance(v, float) and not math.isfinite(v):
             return None
         if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
+            return {str(k): clean(x, f"{where}[{k!r}]") for k, x in v.items()}
         if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
-    return json.dumps(clean(value), allow_nan=False)
+            return [clean(x, f"{where}[{i}]") for i, x in enumerate(v)]
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        raise TypeError(f"{where or 'the value'}: expected a number, text, list or dict (JSON), got "
+                        f"{type(v).__name__}")
+    return json.dumps(clean(value, ""), allow_nan=False)
 
 
 def save(path, model, opt, meta):

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import importlib.util
 import math
+import numbers
 import os
 import sys
 from dataclasses import asdict, dataclass, field, replace
@@ -165,7 +166,7 @@ def resolve(flags, ckpt):
     if "model" in flags:
         if "arch" in flags:
             raise TrainError(f"--arch {flags['arch']} and --model {flags['model']} both name the network; give one")
-        flags["arch"] = flags.pop("model")
+        flags["arch"] = canonical_spec(flags.pop("model"))
         model_flag = True
     else:
         model_flag = False
@@ -201,6 +202,14 @@ def resolve(flags, ckpt):
     for key in ("overwrite", "eval_only", "ten_crop", "no_cache"):
         values[key] = key in flags
     return RunConfig(**values, from_checkpoint=frozenset(from_ckpt), model_flag=model_flag)
+
+
+def canonical_spec(spec):
+    """A --model spec as a checkpoint records it: a file's path made absolute."""
+    where, sep, attr = spec.rpartition(":")
+    if sep and (where.endswith(".py") or os.sep in where):
+        return f"{Path(where).resolve()}:{attr}"
+    return spec
 
 
 def _saved_settings(flags, ckpt):
@@ -363,7 +372,9 @@ def load_factory(cfg):
     except TrainError:
         raise
     except (Exception, SystemExit) as e:
-        raise TrainError(f"{name}: cannot import {where} ({type(e).__name__}: {e})") from None
+        hint = (" (a module is looked for in the current folder and on PYTHONPATH: run where it is, or add its "
+                "folder to PYTHONPATH)" if isinstance(e, ModuleNotFoundError) and e.name == where.split(".")[0] else "")
+        raise TrainError(f"{name}: cannot import {where} ({type(e).__name__}: {e}){hint}") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise TrainError(f"{name}: {where} has no function {attr}")
@@ -378,14 +389,18 @@ def build_model(cfg, classes):
     name = _model_name(cfg)
     try:
         model = factory(classes)
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         raise TrainError(f"{name}: {spec.rpartition(':')[2]}({classes}) failed ({type(e).__name__}: {e})") from None
     if not isinstance(model, nn.Module):
         raise TrainError(f"{name}: {spec.rpartition(':')[2]}({classes}) expected to return a minialex nn.Module, "
                          f"got {type(model).__name__}")
     size = cfg.input_size or getattr(model, "input_size", None)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise TrainError(f"{name}: the network has no input_size attribute (an int); give --input-size N")
+    if size is None:
+        raise TrainError(f"{name}: the network has no input_size attribute (the image side it takes); give "
+                         "--input-size N")
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+        raise TrainError(f"{name}: the network's input_size expected an integer >= 1, got {size!r}")
+    size = int(size)
     state = random.get_state()                       # a trial forward must not move the generator
     try:
         model.eval()

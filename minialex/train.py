@@ -49,6 +49,7 @@ from .summary import summary
 from .training import (Checkpoint, Constant, EpochLine, FirstLossCheck, Interrupted, LayerDiagnostics, Pictures,
                        Plateau, ProgressBar, SetupError, StallWarning, StepLR, StopRequests, Stopped, Trainer)
 from .training.progress import say
+from .training.saving import folder_conflict
 from .training.strategy import auto as auto_strategy
 
 train_epoch = Trainer.train_epoch        # (the loop lives in minialex.training)
@@ -183,25 +184,21 @@ def _out_folder(cfg, ckpt, data_root):
 
 
 def _check_folder(cfg, ckpt, folder, resume_dir):
-    held = folder.holds_a_run()
-    continuing = resume_dir is not None and resume_dir == folder.path.resolve()
-    if held and not continuing and not cfg.overwrite:
+    problem = folder_conflict(folder, cfg.resume, ckpt.meta["epoch"] if ckpt else 0, cfg.overwrite)
+    if problem and problem[0] == "held":
+        held = problem[1]
         last = folder.path / ("last.npz" if "last.npz" in held else held[0] if held[0].endswith(".npz") else "last.npz")
         raise TrainError(f"--out {folder.path} already holds a run ({', '.join(held)}); resume it with "
                          f"--resume {last}, choose another --out, or add --overwrite")
-    if continuing and "last.npz" in held and not cfg.overwrite and \
-            Path(cfg.resume).resolve() != (folder.path / "last.npz").resolve():
-        try:
-            later = int(io.load(folder.path / "last.npz", keys=["meta/epoch"])["meta/epoch"])
-        except (ValueError, KeyError, OSError, TypeError):
-            later = None
-        if later is not None and later > ckpt.meta["epoch"]:
-            raise TrainError(f"--resume {cfg.resume} is epoch {ckpt.meta['epoch']}, but {folder.path / 'last.npz'} "
-                             f"holds epoch {later}: continuing here would overwrite epochs after "
-                             f"{ckpt.meta['epoch']}; give --out NEW_FOLDER to branch, or --overwrite")
+    if problem:
+        raise TrainError(f"--resume {cfg.resume} is epoch {ckpt.meta['epoch']}, but {folder.path / 'last.npz'} "
+                         f"holds epoch {problem[1]}: continuing here would overwrite epochs after "
+                         f"{ckpt.meta['epoch']}; give --out NEW_FOLDER to branch, or --overwrite")
     removed = folder.remove_temporaries()
     if removed:
         say(f"removed {len(removed)} temporary file(s) left by an interrupted save in {folder.path}")
+    continuing = resume_dir is not None and resume_dir == folder.path.resolve()
+    held = folder.holds_a_run()
     folder.stale = held if held and cfg.overwrite and not continuing else []
 
 

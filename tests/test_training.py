@@ -241,6 +241,21 @@ def three_classes(num_classes):
 
 def broken(num_classes):
     raise RuntimeError("my bug")
+
+def exits(num_classes):
+    import sys
+    sys.exit(3)
+
+def float_size(num_classes):
+    net = small(num_classes)
+    net.input_size = 32.0
+    return net
+
+def numpy_size(num_classes):
+    import numpy as np
+    net = small(num_classes)
+    net.input_size = np.int64(32)
+    return net
 """
 
 
@@ -269,11 +284,14 @@ def test_model_factory_trains_and_resume_alone_continues_it_on_its_data(tiny, fa
 
 
 def test_a_model_factory_given_by_its_file_path(tiny, factories):
-    spec = f"{factories / 'mynets.py'}:small"
-    os.chdir(tiny)                                                     # anywhere: the path is absolute
-    assert train.main(["--data", str(tiny), "--model", spec, "--batch-size", "8", "--epochs", "1", "--workers", "0",
-                       "--out", str(factories / "run")]) == 0
+    assert train.main(["--data", str(tiny), "--model", "./mynets.py:numpy_size", "--batch-size", "8", "--epochs", "1",
+                       "--workers", "0", "--out", str(factories / "run")]) == 0
+    spec = f"{factories / 'mynets.py'}:numpy_size"                   # recorded with its absolute path
     assert str(ma.load(factories / "run" / "last.npz")["meta/arch"]) == spec
+    assert train.main(["--resume", "run/last.npz", "--model", "mynets.py:numpy_size", "--epochs", "2"]) == 0
+    os.chdir(tiny)                                                     # anywhere: the path is absolute
+    assert train.main(["--resume", str(factories / "run" / "last.npz"), "--epochs", "3"]) == 0
+    assert int(ma.load(factories / "run" / "last.npz")["meta/epoch"]) == 3
 
 
 @pytest.fixture
@@ -290,6 +308,8 @@ def no_work(monkeypatch):
     (["--model", "mynets"], "expected package.module:function"),
     (["--model", "mynets:not_a_module"], "not_a_module(10) expected to return a minialex nn.Module, got int"),
     (["--model", "mynets:broken"], "broken(10) failed (RuntimeError: my bug)"),
+    (["--model", "mynets:exits"], "exits(10) failed (SystemExit: 3)"),
+    (["--model", "mynets:float_size"], "the network's input_size expected an integer >= 1, got 32.0"),
     (["--model", "mynets:no_size"], "give --input-size"),
     (["--model", "mynets:no_size", "--input-size", "16"], "does not go through it"),
     (["--model", "mynets:three_classes"], "expected (N, 10) logits"),
@@ -375,3 +395,125 @@ def test_the_custom_training_example_runs_and_resumes(tiny, tmp_path, capsys):
     assert [r["epoch"] for r in history] == [1, 2] and "epoch   2/2" in printed and "checkpoints in" in printed
     state = json.loads(str(ma.load(f"{out}/last.npz")["meta/trainer"]))["callbacks"]
     assert state["BestSoFar"]["best"] == max(r["val_top1"] for r in history)
+
+
+# ----- what a user finds when things go wrong -----
+
+def test_resume_from_an_interrupt_in_epoch_one_counts_the_steps_of_an_uninterrupted_run(tiny, stats, tmp_path):
+    model, opt, tl, vl = _parts(tiny, stats)
+    counter = Counter()
+    trainer = Trainer(model, opt, tl, vl, epochs=2, callbacks=[Checkpoint(tmp_path), counter, InterruptAt(3, False)])
+    assert trainer.fit() == [] and trainer.interrupted is not None
+    saved = json.loads(str(ma.load(tmp_path / "interrupted.npz")["meta/trainer"]))
+    assert saved["step"] == 0 and saved["callbacks"]["Counter"] == {"steps": 0}   # the kept state: none yet
+    model, opt, tl, vl = _parts(tiny, stats)
+    counter = Counter()
+    again = Trainer(model, opt, tl, vl, epochs=2, callbacks=[Checkpoint(tmp_path), counter])
+    assert [r["epoch"] for r in again.fit(resume=tmp_path / "interrupted.npz")] == [1, 2]
+    assert again.step == 10 and counter.steps == 10                     # as if never interrupted
+
+
+class Broken(Callback):
+    def __init__(self, where):
+        self.where = where
+
+    def on_step_end(self, trainer, step):
+        if trainer.step == 2:
+            raise RuntimeError("the user's bug")
+
+    def on_exception(self, trainer, error):
+        if self.where == "on_exception":
+            raise ValueError("a bug in on_exception")
+
+    def on_fit_end(self, trainer):
+        if self.where == "on_fit_end":
+            raise ValueError("a bug in on_fit_end")
+
+
+def test_a_failing_callback_never_leaves_the_folder_locked_nor_hides_the_error(tiny, stats, tmp_path):
+    model, opt, tl, vl = _parts(tiny, stats)
+    with pytest.warns(UserWarning, match="Broken.on_exception failed: ValueError"), \
+            pytest.raises(RuntimeError, match="the user's bug"):
+        Trainer(model, opt, tl, vl, epochs=1, callbacks=[Checkpoint(tmp_path / "a"), Broken("on_exception")]).fit()
+    assert not (tmp_path / "a" / ".minialex-train.lock").exists()
+    model, opt, tl, vl = _parts(tiny, stats)
+    quiet = Broken("on_fit_end")
+    quiet.on_step_end = lambda trainer, step: None
+    with pytest.warns(UserWarning, match="Broken.on_fit_end failed"), pytest.raises(ValueError, match="on_fit_end"):
+        Trainer(model, opt, tl, vl, epochs=1, callbacks=[Checkpoint(tmp_path / "b"), quiet]).fit()
+    assert not (tmp_path / "b" / ".minialex-train.lock").exists() and (tmp_path / "b" / "last.npz").exists()
+
+
+def test_a_checkpoint_folder_keeps_its_run_from_other_and_older_checkpoints(tiny, stats, tmp_path):
+    _fit(tiny, stats, tmp_path / "mine", 3)
+    _fit(tiny, stats, tmp_path / "other", 1)
+    with pytest.raises(Exception, match="already holds a run"):          # resumed from elsewhere
+        _fit(tiny, stats, tmp_path / "mine", 3, resume=tmp_path / "other" / "last.npz")
+    import shutil
+    shutil.copy(tmp_path / "other" / "last.npz", tmp_path / "mine" / "old.npz")   # epoch 1 into a folder at epoch 3
+    with pytest.raises(Exception, match="would overwrite the epochs after 1"):
+        _fit(tiny, stats, tmp_path / "mine", 3, resume=tmp_path / "mine" / "old.npz")
+    assert int(ma.load(tmp_path / "mine" / "last.npz")["meta/epoch"]) == 3
+    with pytest.raises(TypeError, match="Checkpoint: out expected a folder path, got ''"):
+        Checkpoint("")
+
+
+class Adds(Callback):
+    def on_validation_end(self, trainer, record):
+        record["extra"] = np.float32(1.5)
+
+    def state_dict(self):
+        return {"count": np.int64(3), "seen": np.arange(2)}
+
+
+class Opaque(Callback):
+    def state_dict(self):
+        return {"thing": object()}
+
+
+def test_numpy_values_are_saved_as_numbers_and_other_objects_are_named(tiny, stats, tmp_path):
+    model, opt, tl, vl = _parts(tiny, stats)
+    Trainer(model, opt, tl, vl, epochs=1, callbacks=[Adds(), Checkpoint(tmp_path / "a")]).fit()
+    saved = ma.load(tmp_path / "a" / "last.npz")
+    assert json.loads(str(saved["meta/trainer"]))["callbacks"]["Adds"] == {"count": 3, "seen": [0, 1]}
+    assert json.loads(str(saved["meta/history"]))[0]["extra"] == 1.5
+    model, opt, tl, vl = _parts(tiny, stats)
+    with pytest.raises(TypeError, match=r"Opaque.state_dict\(\).*\['thing'\].*got object"):
+        Trainer(model, opt, tl, vl, epochs=1, callbacks=[Opaque()]).fit()
+
+
+def test_checkpoint_monitors_a_loss_as_lower_is_better(tiny, stats, tmp_path):
+    model, opt, tl, vl = _parts(tiny, stats)
+    check = Checkpoint(tmp_path / "loss", monitor="val_loss")
+    history = Trainer(model, opt, tl, vl, epochs=3, callbacks=[check]).fit()
+    losses = [r["val_loss"] for r in history]
+    assert check.best["epoch"] == 1 + int(np.argmin(losses))
+    assert int(ma.load(tmp_path / "loss" / "best.npz")["meta/epoch"]) == check.best["epoch"]
+    model, opt, tl, vl = _parts(tiny, stats)
+    with pytest.raises(ValueError, match="monitor expected one of the record's keys"):
+        Trainer(model, opt, tl, vl, epochs=1, callbacks=[Checkpoint(tmp_path / "bogus", monitor="bogus")]).fit()
+    assert not (tmp_path / "bogus" / "last.npz").exists()
+
+
+def test_evaluate_leaves_the_model_in_the_mode_it_found_and_one_pass_loaders_are_refused(tiny, stats):
+    model, opt, tl, vl = _parts(tiny, stats)
+    model.eval()
+    Trainer(model, opt, tl, vl, epochs=1).evaluate(vl)
+    assert model.training is False
+    batches = iter([(np.zeros((2, 3, SIZE, SIZE), np.float32), np.array([0, 1]))])
+    with pytest.raises(TypeError, match="train_loader expected a loader that can be iterated once per epoch"):
+        Trainer(model, opt, batches, epochs=2)
+    with pytest.raises(TypeError, match="schedule expected a schedule"):
+        Trainer(model, opt, tl, epochs=1, schedule="step")
+    with pytest.raises(TypeError, match=r"got the class Counter \(write Counter\(\)\)"):
+        Trainer(model, opt, tl, epochs=1, callbacks=[Counter])
+
+
+def test_the_stall_warning_tells_a_loss_above_chance_apart(tiny, stats):
+    model, opt, tl, vl = _parts(tiny, stats)
+    opt.lr = 2.0                                                          # far too high, not yet infinite
+    with np.errstate(all="ignore"), pytest.warns(UserWarning, match="does worse than chance"):
+        try:
+            Trainer(model, opt, tl, epochs=1, callbacks=[train.StallWarning(2)]).fit()
+        except Stopped:
+            pytest.skip("the loss became infinite before the warning")

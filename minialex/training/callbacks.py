@@ -137,10 +137,15 @@ class StallWarning(Callback):
         classes = trainer.num_classes
         if self.warned or not classes or trainer.step < self.steps:
             return
-        ln = math.log(classes)
-        if np.mean(self.recent) > 0.98 * ln:
+        ln, mean = math.log(classes), float(np.mean(self.recent))
+        if mean > 1.5 * ln:
             self.warned = True
-            warnings.warn(f"after {trainer.step} steps the loss is still {np.mean(self.recent):.3f}, about "
+            warnings.warn(f"after {trainer.step} steps the loss is {mean:.3f}, above ln({classes}) = {ln:.3f}: the "
+                          f"network does worse than chance. The learning rate is probably too high (it is "
+                          f"{trainer.optimizer.lr:g}), or the loss does not fit the labels", stacklevel=2)
+        elif mean > 0.98 * ln:
+            self.warned = True
+            warnings.warn(f"after {trainer.step} steps the loss is still {mean:.3f}, about "
                           f"ln({classes}) = {ln:.3f}: the network predicts chance. Likely causes: the learning "
                           f"rate is too low or so high that ReLUs died (it is {trainer.optimizer.lr:g}), labels "
                           f"that do not match the images, or images that all look alike", stacklevel=2)

@@ -1,24 +1,29 @@
 """Checkpoint: a run's files in one folder, written so that nothing is lost or mixed.
 
     Checkpoint("runs/x")                  # last.npz, best.npz, metrics.jsonl, interrupted.npz
+    Checkpoint("runs/x", monitor="val_loss")                  # best.npz: the lowest validation loss
     Checkpoint("runs/x", meta={"classes": np.array(names)})   # extra meta/ entries in every file
 
-- After each epoch: best.npz when the epoch's `monitor` value (val_top1, or train_top1 without a
-  validation loader) is the best so far, then last.npz, then a line in metrics.jsonl; best.npz
-  first, so that a kill between the two leaves best.npz ahead of last.npz, never behind it. Each
-  file is written beside its target and renamed over it (minialex.io.save), and the three are
-  written in a block that Ctrl-C waits for: they always agree with each other.
+- After each epoch: best.npz when the epoch's `monitor` value is the best so far (val_top1, or
+  train_top1 without a validation loader, by default; higher is better unless the name holds
+  "loss", or mode= says), then last.npz, then a line in metrics.jsonl; best.npz first, so that a
+  kill between the two leaves best.npz ahead of last.npz, never behind it. Each file is written
+  beside its target and renamed over it (minialex.io.save), and the three are written in a block
+  that Ctrl-C waits for: they always agree with each other.
 - On Ctrl-C or SIGTERM: interrupted.npz, the weights as they were with the state of the last kept
   epoch (resuming from it repeats the interrupted epoch); said on stderr with what last.npz holds.
 - A file holds the trainer's whole state (Trainer.state_meta: model, optimizer, schedule, random
   generator, epoch, history, every callback's state), so `Trainer.fit(resume=path)` continues the
   run exactly. The format is minialex/checkpoint.py's: .npz, never pickle.
 - The folder: made if needed, checked for writing and locked while the run trains (a second run
-  into it is refused while the first lives); a folder that already holds a run is refused unless
-  this run was resumed from a checkpoint in it, or overwrite=True. The temporary files of a killed
-  save are removed. Under data parallel only the root rank writes.
+  into it is refused while the first lives). A folder that holds another run is refused unless
+  this run resumes from a checkpoint in it, or overwrite=True; resuming from an older checkpoint
+  of a folder whose last.npz is later is refused too (it would overwrite those epochs). The
+  temporary files of a killed save are removed. Under data parallel only the root rank writes.
 """
+import os
 import sys
+from pathlib import Path
 
 from .. import checkpoint, io
 from ..runfolder import FolderError, RunFolder
@@ -26,12 +31,36 @@ from .callbacks import Callback, MetricsLog, Stopped
 from .stops import Interrupted
 
 
+def folder_conflict(folder, resumed_from=None, resumed_epoch=0, overwrite=False):
+    """Why a run may not write into `folder` (a RunFolder), or None: ("held", [its run's files])
+    when it holds a run that this one does not continue, ("later", epoch) when this run continues
+    from a checkpoint of the folder older than its last.npz (it would overwrite those epochs)."""
+    held = folder.holds_a_run()
+    continuing = resumed_from is not None and Path(resumed_from).resolve().parent == folder.path.resolve()
+    if overwrite:
+        return None
+    if held and not continuing:
+        return "held", held
+    if continuing and "last.npz" in held and Path(resumed_from).resolve() != (folder.path / "last.npz").resolve():
+        try:
+            later = int(io.load(folder.path / "last.npz", keys=["meta/epoch"])["meta/epoch"])
+        except (ValueError, KeyError, OSError, TypeError):
+            later = None
+        if later is not None and later > resumed_epoch:
+            return "later", later
+    return None
+
+
 class Checkpoint(Callback):
     runs_last = True      # after the other callbacks: what it saves includes their updates of the epoch
 
-    def __init__(self, out, meta=None, monitor="val_top1", overwrite=False):
+    def __init__(self, out, meta=None, monitor=None, mode=None, overwrite=False):
+        if not isinstance(out, RunFolder) and (not isinstance(out, (str, os.PathLike)) or os.fspath(out) == ""):
+            raise TypeError(f"Checkpoint: out expected a folder path, got {out!r}")
+        if mode not in (None, "max", "min"):
+            raise ValueError(f"Checkpoint: mode expected 'max', 'min' or None (from the monitor's name), got {mode!r}")
         self.folder = out if isinstance(out, RunFolder) else RunFolder(out)
-        self.meta, self.monitor, self.overwrite = dict(meta or {}), monitor, overwrite
+        self.meta, self.monitor, self.mode, self.overwrite = dict(meta or {}), monitor, mode, overwrite
         self.best = {"epoch": None, "value": None}
         self.log = MetricsLog(self.folder.path / "metrics.jsonl")
         self._locked_here = False
@@ -43,6 +72,8 @@ class Checkpoint(Callback):
     # ----- the folder -----
 
     def on_fit_start(self, trainer):
+        if self.monitor is not None and self.monitor.startswith("val_") and trainer.val_loader is None:
+            raise ValueError(f"Checkpoint: monitor {self.monitor!r} needs a validation loader (the trainer has none)")
         if not trainer.strategy.is_root:
             return
         if not self.folder.locked:                      # (minialex-train hands over a folder it locked)
@@ -51,11 +82,7 @@ class Checkpoint(Callback):
             self.folder.lock()
             self._locked_here = True
             try:
-                held = self.folder.holds_a_run()
-                if held and trainer.epoch == 0 and not self.overwrite:
-                    raise FolderError(f"{self.path} already holds a run ({', '.join(held)}); continue it with "
-                                      f"fit(resume={str(self.path / 'last.npz')!r}), choose another folder, or "
-                                      "pass overwrite=True")
+                self._may_write(trainer)
                 self.folder.remove_temporaries()
             except BaseException:
                 self._release()
@@ -65,6 +92,16 @@ class Checkpoint(Callback):
         except OSError as e:
             self._release()
             raise FolderError(f"{self.path}: cannot write {self.log.path} ({e.strerror or e})") from None
+
+    def _may_write(self, trainer):
+        problem = folder_conflict(self.folder, trainer.restored_from, trainer.epoch, self.overwrite)
+        if problem and problem[0] == "held":
+            raise FolderError(f"{self.path} already holds a run ({', '.join(problem[1])}): continue it with "
+                              f"fit(resume=<one of its checkpoints>), choose another folder, or pass overwrite=True")
+        if problem:
+            raise FolderError(f"{trainer.restored_from} is epoch {trainer.epoch}, but {self.path / 'last.npz'} holds "
+                              f"epoch {problem[1]}: continuing here would overwrite the epochs after "
+                              f"{trainer.epoch}; give another folder to branch, or pass overwrite=True")
 
     def _release(self):
         if self._locked_here:
@@ -76,15 +113,24 @@ class Checkpoint(Callback):
 
     # ----- saving -----
 
+    def _improved(self, record):
+        key = self.monitor or ("val_top1" if "val_top1" in record else "train_top1")
+        if key not in record:
+            raise ValueError(f"Checkpoint: monitor expected one of the record's keys {sorted(record)}, got {key!r}")
+        value, best = record[key], self.best["value"]
+        higher = (self.mode or ("min" if "loss" in key else "max")) == "max"
+        if value is None or value != value:             # (NaN: never the best)
+            return False
+        if best is None or (value > best if higher else value < best):
+            self.best = {"epoch": record["epoch"], "value": value, "key": key,
+                         "val_loss": record.get("val_loss"), "val_top1": record.get("val_top1")}
+            return True
+        return False
+
     def on_epoch_end(self, trainer, record):
         if not trainer.strategy.is_root:
             return
-        key = self.monitor if self.monitor in record else "train_top1"
-        value = record.get(key)
-        improved = value is not None and value == value and (self.best["value"] is None or value > self.best["value"])
-        if improved:
-            self.best = {"epoch": record["epoch"], "value": value, "key": key,
-                         "val_loss": record.get("val_loss"), "val_top1": record.get("val_top1")}
+        improved = self._improved(record)
         meta = trainer.state_meta(**self.meta)
         try:
             if improved:
@@ -111,7 +157,7 @@ class Checkpoint(Callback):
         try:
             with trainer.stops.deferred():
                 checkpoint.save(path, trainer.model, trainer.optimizer,
-                                trainer.state_meta(**self.meta, interrupted_in_epoch=epoch))
+                                trainer.state_meta(kept=True, **self.meta, interrupted_in_epoch=epoch))
         except (OSError, Interrupted) as e:
             why = e.strerror if isinstance(e, OSError) else "interrupted again"
             print(f"\n{stop.name} during epoch {epoch}: could not save {path} ({why}); {after}", file=sys.stderr)
@@ -133,4 +179,3 @@ class Checkpoint(Callback):
 
     def load_state_dict(self, state):
         self.best = dict(state.get("best", self.best))
-

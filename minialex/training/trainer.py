@@ -21,9 +21,11 @@ normally: the callbacks hear on_exception (a Checkpoint saves interrupted.npz), 
 history so far, and trainer.interrupted tells which signal it was. Anything else that ends the
 run (Stopped: a non-finite loss or weight, a failed write) is raised after on_exception.
 """
+import json
 import math
 import numbers
 import time
+import warnings
 
 import numpy as np
 
@@ -44,6 +46,11 @@ class Trainer:
             raise ValueError(f"Trainer: epochs expected an integer >= 1, got {epochs!r}")
         if not callable(loss):
             raise TypeError(f"Trainer: loss expected a function (logits, labels) -> scalar Tensor, got {loss!r}")
+        for name, loader in (("train_loader", train_loader), ("val_loader", val_loader)):
+            _check_loader(name, loader)                  # (a loader may also be given later, before fit)
+        if schedule is not None and not all(hasattr(schedule, m) for m in ("start", "lr", "step")):
+            raise TypeError(f"Trainer: schedule expected a schedule (Constant(), StepLR(step), Plateau()), "
+                            f"got {schedule!r}")
         self.model, self.optimizer, self.loss = model, optimizer, loss
         self.train_loader, self.val_loader, self.epochs = train_loader, val_loader, int(epochs)
         if device is not None:
@@ -52,7 +59,7 @@ class Trainer:
         self.device = device if device is not None else (params[0].device if params else "cpu")
         self.schedule = schedule if schedule is not None else Constant()
         self.schedule.start(optimizer.lr)
-        callbacks = list(callbacks)
+        callbacks = _check_callbacks(callbacks)
         guard = [] if any(isinstance(c, NonFiniteGuard) for c in callbacks) else [NonFiniteGuard()]
         self.callbacks = guard + callbacks           # the guard runs first: nothing sees a non-finite step
         self.strategy = strategy if strategy is not None else auto()
@@ -61,18 +68,23 @@ class Trainer:
         self.num_classes = None                      # from the first logits
         self.skipped = 0                             # unreadable images in the last epoch's passes
         self.interrupted = None                      # the Interrupted that ended the last fit, if any
+        self.kept = None                             # the state of the last kept epoch (keep())
+        self.restored_from = None                    # the checkpoint path restore() read, if any
 
     # ----- the run -----
 
     def fit(self, resume=None):
         """Train from epoch trainer.epoch + 1 to `epochs`; returns the history (one record per
         epoch). resume: a checkpoint path (or a read checkpoint.Checkpoint) to continue first."""
+        _check_loader("train_loader", self.train_loader, required=True)
+        _check_loader("val_loader", self.val_loader)
         if resume is not None:
             self.restore(resume)
         self.interrupted = None
         if self.epoch >= self.epochs:
             return self.history
         self.callbacks.sort(key=lambda c: bool(getattr(c, "runs_last", False)))   # checkpoints last (stable)
+        self.keep()
         with self.stops.installed(vote=self.strategy.size > 1):
             try:
                 self.strategy.setup(self)
@@ -84,14 +96,16 @@ class Trainer:
                         self.schedule.step(record)
                         self.epoch, self.history = epoch, self.history + [record]
                         self._call("on_epoch_end", record)
+                        self.keep()
                 self.strategy.check_votes(self.stops)
             except BaseException as error:
+                self._back_to_kept()                  # an epoch that was not kept whole is not kept
                 stop = as_interrupted(error)
-                self._call("on_exception", stop or error)
+                self._call_every("on_exception", stop or error)
                 if stop is None:
                     raise
                 self.interrupted = stop
-        self._call("on_fit_end")
+        self._call_every("on_fit_end")
         return self.history
 
     def run_epoch(self, epoch):
@@ -172,6 +186,22 @@ class Trainer:
             if method is not None:
                 method(self, *args)
 
+    def _call_every(self, hook, *args):
+        """The hook of every callback, even when one of them raises (each cleans up its own: a
+        Checkpoint gives its folder's lock back); a failure is said as a warning, and after
+        on_fit_end the first one is raised."""
+        failed = None
+        for callback in self.callbacks:
+            method = getattr(callback, hook, None)
+            try:
+                if method is not None:
+                    method(self, *args)
+            except Exception as e:
+                warnings.warn(f"{type(callback).__name__}.{hook} failed: {type(e).__name__}: {e}", stacklevel=2)
+                failed = failed or e
+        if failed is not None and hook == "on_fit_end":
+            raise failed
+
     # ----- state: what a checkpoint holds -----
 
     def keyed_callbacks(self):
@@ -183,21 +213,60 @@ class Trainer:
             pairs.append((key if seen[key] == 1 else f"{key}#{seen[key]}", c))
         return pairs
 
-    def state_meta(self, **extra):
-        """The meta/ entries of a checkpoint of this trainer's kept state (minialex/checkpoint.py)."""
-        state = {"step": self.step, "schedule": self.schedule.state_dict(),
-                 "callbacks": {key: c.state_dict() for key, c in self.keyed_callbacks()
-                               if hasattr(c, "state_dict")}}
-        return {"format": checkpoint.FORMAT, "epoch": self.epoch, "rng_state": random.get_state(),
-                "history": checkpoint.strict_json(self.history), "trainer": checkpoint.strict_json(state),
-                "processes": self.strategy.size, **extra}
+    def _state(self):
+        """What the run keeps besides the weights, as plain JSON text."""
+        callbacks = {}
+        for key, c in self.keyed_callbacks():
+            if hasattr(c, "state_dict"):
+                try:
+                    callbacks[key] = c.state_dict()
+                    checkpoint.strict_json(callbacks[key])
+                except (TypeError, ValueError) as e:
+                    raise TypeError(f"{key}.state_dict(): expected plain values (numbers, text, lists and dicts "
+                                    f"of them), {e}") from None
+        return {"epoch": self.epoch, "rng_state": random.get_state(), "history": checkpoint.strict_json(self.history),
+                "trainer": checkpoint.strict_json({"step": self.step, "schedule": self.schedule.state_dict(),
+                                                   "callbacks": callbacks})}
+
+    def keep(self):
+        """Note the state as it is now as the kept one: what interrupted.npz records, and what the
+        trainer returns to when an epoch fails before it is kept whole."""
+        self.kept = self._state()
+
+    def state_meta(self, kept=False, **extra):
+        """The meta/ entries of a checkpoint (minialex/checkpoint.py): the state as it is now, or
+        with kept=True the last kept epoch's (the trainer's counters, schedule, callbacks, random
+        generator and history at the end of that epoch)."""
+        state = self.kept if kept and self.kept is not None else self._state()
+        return {"format": checkpoint.FORMAT, **state, "processes": self.strategy.size, **extra}
+
+    def _back_to_kept(self):
+        if self.kept is None or self.kept["epoch"] == self.epoch:
+            return
+        self._load_state(self.kept["epoch"], json.loads(self.kept["history"]), json.loads(self.kept["trainer"]))
+
+    def _load_state(self, epoch, history, state):
+        self.epoch, self.history, self.step = epoch, history, state["step"]
+        self.schedule.load_state_dict(state["schedule"])
+        for key, c in self.keyed_callbacks():
+            if hasattr(c, "load_state_dict") and key in state["callbacks"]:
+                c.load_state_dict(state["callbacks"][key])
 
     def restore(self, source, same_processes=True):
         """Continue from a checkpoint: the model's weights, the optimizer's state, the random
         generator, the epoch, the history, the schedule's and the callbacks' states. source: a
         path or a read checkpoint.Checkpoint. CheckpointError names what does not fit; a run of
         N data-parallel processes continues with N (same_processes=False: to evaluate it)."""
-        ckpt = source if isinstance(source, checkpoint.Checkpoint) else checkpoint.read(source)
+        where = "" if isinstance(source, checkpoint.Checkpoint) else f"{source}: "
+        try:
+            ckpt = source if isinstance(source, checkpoint.Checkpoint) else checkpoint.read(source)
+            self._restore(ckpt, same_processes)
+        except checkpoint.CheckpointError as e:
+            raise checkpoint.CheckpointError(f"{where}{e}") from None
+        self.restored_from = None if isinstance(source, checkpoint.Checkpoint) else source
+        return ckpt
+
+    def _restore(self, ckpt, same_processes):
         if same_processes and ckpt.meta["processes"] != self.strategy.size:
             n = ckpt.meta["processes"]
             raise checkpoint.CheckpointError(
@@ -207,19 +276,36 @@ class Trainer:
             self.model.load_state_dict(ckpt.model)
             self.optimizer.load_state_dict(ckpt.optim)
         except (KeyError, ValueError, TypeError) as e:
-            raise checkpoint.CheckpointError(f"it does not fit the model: {e}") from None
+            raise checkpoint.CheckpointError(f"it does not fit the model: {e.args[0] if e.args else e}") from None
         missing = [i for i, v in enumerate(getattr(self.optimizer, "velocity", ())) if v is None]
         if ckpt.meta["epoch"] > 0 and missing:
             raise checkpoint.CheckpointError(f"optim/velocity.{missing[0]} is missing (a trained run has "
                                              "momentum for every parameter): the file is damaged")
         random.set_state(ckpt.meta["rng_state"])
-        state = ckpt.meta["trainer"]
-        self.epoch, self.history, self.step = ckpt.meta["epoch"], ckpt.meta["history"], state["step"]
-        self.schedule.load_state_dict(state["schedule"])
-        for key, c in self.keyed_callbacks():
-            if hasattr(c, "load_state_dict") and key in state["callbacks"]:
-                c.load_state_dict(state["callbacks"][key])
-        return ckpt
+        self._load_state(ckpt.meta["epoch"], ckpt.meta["history"], ckpt.meta["trainer"])
+
+
+def _check_loader(name, loader, required=False):
+    if loader is None and not required:
+        return
+    if loader is None or not hasattr(loader, "__iter__"):
+        raise TypeError(f"Trainer: {name} expected an iterable of (x, y) batches, got {type(loader).__name__}")
+    if iter(loader) is loader:
+        raise TypeError(f"Trainer: {name} expected a loader that can be iterated once per epoch (a DataLoader, a "
+                        f"list), got {type(loader).__name__}, which is used up after one pass")
+
+
+def _check_callbacks(callbacks):
+    if callbacks is None:
+        return []
+    if not hasattr(callbacks, "__iter__"):
+        raise TypeError(f"Trainer: callbacks expected a list of callbacks, got {type(callbacks).__name__}")
+    callbacks = list(callbacks)
+    for c in callbacks:
+        if isinstance(c, type):
+            raise TypeError(f"Trainer: callbacks expected callback objects, got the class {c.__name__} "
+                            f"(write {c.__name__}())")
+    return callbacks
 
 
 def _labels(y):
@@ -229,7 +315,10 @@ def _labels(y):
 def evaluate(model, loader, device="cpu", loss=F.cross_entropy, strategy=None, stops=None):
     """{"loss", "top1", "top5"} of `model` on `loader` (see Trainer.evaluate); strategy and stops
     are a data-parallel run's (the sums over the ranks, and the stop votes they carry)."""
+    if loader is None or not hasattr(loader, "__iter__"):
+        raise TypeError(f"evaluate: loader expected an iterable of (x, y) batches, got {type(loader).__name__}")
     strategy, stops = strategy or Local(), stops or StopRequests()
+    was_training = getattr(model, "training", True)
     model.eval()
     sums = np.zeros(4)                                   # loss sum, top-1 hits, top-5 hits, images
     try:
@@ -239,8 +328,8 @@ def evaluate(model, loader, device="cpu", loss=F.cross_entropy, strategy=None, s
                 if len(y):                               # (a rank's slice of a batch may be empty)
                     sums += _scores(model, x, y, device, loss)
     finally:
-        model.train()
-    loss_sum, top1, top5, total = strategy.sum(sums, "validation metrics", stops)
+        model.train(was_training)                        # as it was
+    loss_sum, top1, top5, total = (float(v) for v in strategy.sum(sums, "validation metrics", stops))
     if total == 0:
         return {"loss": math.nan, "top1": math.nan, "top5": math.nan}
     return {"loss": loss_sum / total, "top1": top1 / total, "top5": top5 / total}
