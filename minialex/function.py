@@ -25,8 +25,18 @@ set_cpu_path("fast" | "reference") (or MINIALEX_CPU_PATH; default "fast").
 
 Backward (as in micrograd's engine.py, without recursion):
     1. topologically sort the graph behind the output, with an explicit stack
-    2. walk it in reverse: each node turns d(out)/d(node) into d(out)/d(its inputs)
-    3. gradients meeting at a tensor (it fed several ops) are added; leaves add into .grad
+    2. check every node before any gradient moves: its arrays unchanged since its forward, and its
+       caches not yet freed by an earlier backward (both would give a wrong gradient silently)
+    3. walk it in reverse: each node turns d(out)/d(node) into d(out)/d(its inputs)
+    4. gradients meeting at a tensor (it fed several ops) are added; leaves add into .grad
+    5. each node's cache is freed once used (memory goes back as the pass runs), unless
+       backward(retain_graph=True): only then may a second backward run through the same graph
+
+Changes in place: a Function keeps a stamp of each input and of its output (`_stamp`): the
+tensor's version (Tensor._version, bumped by x.data = a, x.data += 1, SGD.step, load_state_dict)
+and a few of its values (which catch x.data[...] = v, a write no property can see). Backward
+refuses a node whose stamps changed, naming the op and the tensor, as PyTorch's version counter
+does: an optimizer step between a forward and its backward is the usual way to get there.
 """
 import contextlib
 import importlib
@@ -141,6 +151,9 @@ class Function:
         self.cache = cache
         self.inputs = inputs  # the input Tensors (None for an absent optional input)
         self.on_kernels = on_kernels
+        self.stamps = [None if t is None else _stamp(t) for t in inputs]  # what the forward saw
+        self.output_stamp = None  # set by apply once the output exists
+        self.freed = False        # True once a backward (without retain_graph) used and freed the cache
 
     input_names = ()  # optional: the inputs' argument names, for error messages
 
@@ -192,7 +205,31 @@ class Function:
                             f"inputs' {dtype}")
         needs_grad = _grad_enabled and any(t is not None and t.requires_grad for t in inputs)
         ctx = cls(backward, cache, inputs, kind == "cuda") if needs_grad else None
-        return Tensor._make(y, device, needs_grad, ctx)
+        out = Tensor._make(y, device, needs_grad, ctx)
+        if ctx is not None:
+            ctx.output_stamp = _stamp(out)
+        return out
+
+    def check_usable(self, output):
+        """RuntimeError unless a backward may run through this op: its cache not freed, its inputs
+        and its output (`output`, the tensor it made) as the forward saw them."""
+        if self.freed:
+            raise RuntimeError(f"backward: the graph through {self.name()} was already freed by an earlier "
+                               f"backward (each backward frees the caches it used); to run backward through "
+                               f"a graph twice, call the first one as backward(retain_graph=True)")
+        seen = [(self._input(i), t, s) for i, (t, s) in enumerate(zip(self.inputs, self.stamps)) if t is not None]
+        for what, t, then in seen + [("output", output, self.output_stamp)]:
+            now = _stamp(t)
+            if now != then:
+                how = (f"its version is {now[0]}, the forward saw {then[0]}" if now[0] != then[0] else
+                       "its values differ from the forward's (a write into .data[...])")
+                raise RuntimeError(f"backward: {self.name()}'s {what}, {t!r}, was changed in place after the "
+                                   f"forward ({how}): the gradient would come from the new values. Change it "
+                                   f"after backward (an optimizer step belongs there), or run the forward again")
+
+    def free(self):
+        """Let go of the cache: a backward without retain_graph is done with this op."""
+        self.cache, self.freed = None, True
 
     def run_backward(self, dy):
         """The input gradients for the output gradient dy (None where an input needs none), each
@@ -220,6 +257,21 @@ class Function:
                 raise ValueError(f"{self.name()} backward: gradient of input {i} has shape {tuple(dx.shape)} and "
                                  f"dtype {dx.dtype}, expected the input's shape {x.shape} and dtype {x.dtype}")
         return grads
+
+
+_STAMP_VALUES = 8  # values kept per array: the first, the last and 6 evenly between
+
+
+def _stamp(t):
+    """(version, a few values as bytes) of tensor t: what `check_usable` compares. The values are
+    read only from NumPy arrays (reading a GPU array back would wait for the GPU)."""
+    a = t.data
+    if not isinstance(a, np.ndarray) or a.size == 0:
+        return t._version, None
+    n = a.size
+    picks = list(range(n)) if n <= _STAMP_VALUES else \
+        [k * (n - 1) // (_STAMP_VALUES - 1) for k in range(_STAMP_VALUES)]
+    return t._version, a.flat[picks].tobytes()      # bytes: NaN compares equal to itself
 
 
 def _describe(value):
@@ -251,8 +303,9 @@ def _topological_order(root):
     return order
 
 
-def backward(root, grad=None):
-    """d(root)/d(leaf) . grad, added into each leaf's .grad."""
+def backward(root, grad=None, retain_graph=False):
+    """d(root)/d(leaf) . grad, added into each leaf's .grad; the caches used are freed unless
+    retain_graph."""
     if not root.requires_grad:
         raise RuntimeError("backward: the tensor does not require a gradient (no input had "
                            "requires_grad=True, or it was computed under no_grad)")
@@ -271,8 +324,12 @@ def backward(root, grad=None):
         if tuple(grad.shape) != root.shape:
             raise ValueError(f"backward: grad expected shape {root.shape}, got {tuple(grad.shape)}")
 
+    order = _topological_order(root)
+    for t in order:  # every check before any gradient is added: an error leaves every .grad as it was
+        if t._ctx is not None:
+            t._ctx.check_usable(t)
     grads = {id(root): grad}  # d(root)/d(t) for tensors t reached so far
-    for t in reversed(_topological_order(root)):
+    for t in reversed(order):
         g = grads.pop(id(t), None)
         if g is None:
             continue
@@ -288,7 +345,10 @@ def backward(root, grad=None):
             if t._ctx is None:
                 continue
             ctx = t._ctx
-            for i, (x, dx) in enumerate(zip(ctx.inputs, ctx.run_backward(g))):
+            input_grads = ctx.run_backward(g)
+            if not retain_graph:
+                ctx.free()
+            for i, (x, dx) in enumerate(zip(ctx.inputs, input_grads)):
                 if x is None or dx is None or not x.requires_grad:
                     continue
                 grads[id(x)] = dx if id(x) not in grads else grads[id(x)] + dx

@@ -111,13 +111,16 @@ class AlexNet(nn.Module):
     def _init_biases(self, init):
         for name in LAYERS:
             one = init == "paper" and name in ("conv2", "conv4", "conv5", "fc6", "fc7")
-            getattr(self, name).bias.data[...] = 1.0 if one else 0.0
+            bias = getattr(self, name).bias
+            bias.data[...] = 1.0 if one else 0.0
+            bias.bump_version()
 
     def init_weights(self, init="he"):
         """Re-draw every weight and bias from minialex.random (see the class docstring)."""
         for name in LAYERS:
             w = getattr(self, name).weight
             w.data[...] = backend.to_device(nn.normal(w.shape, weight_std(init, name, w.shape)), w.device, w.dtype)
+            w.bump_version()
         self._init_biases(init)
 
     def forward(self, x):

@@ -121,6 +121,7 @@ class Module:
         for name, p in own.items():
             with backend.device_scope(p.device):  # the in-place copy runs on the parameter's GPU
                 p.data[...] = backend.to_device(backend.to_numpy(state_dict[name]), p.device, p.dtype)
+            p.bump_version()
 
     # ----- mode, device, dtype -----
     def modules(self):
@@ -149,7 +150,9 @@ class Module:
                             f"trained by gradients), got {np.dtype(dtype)}")
         for p in self.parameters():
             target = device or p.device
-            p.data = backend.to_device(p.data, target, dtype or p.dtype)
+            moved = backend.to_device(p.data, target, dtype or p.dtype)
+            if moved is not p.data:  # assigning counts as a change (Tensor._version): only when one happened
+                p.data = moved
             p.device = target
             p.grad = None
         return self

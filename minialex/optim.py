@@ -46,6 +46,7 @@ class SGD:
                     self.velocity[i] = xp.zeros_like(p.data)
                 grad = backend.to_device(p.grad, p.device, p.dtype)   # C-contiguous, the parameter's dtype
                 sgd_update(p.data, self.velocity[i], grad, self.lr, self.momentum, self.weight_decay, p.device)
+                p.bump_version()   # written in place: a graph made before this step cannot run backward
 
     def state_dict(self):
         """{"lr", "momentum", "weight_decay", "velocity.<i>"} as NumPy arrays (for ma.save); a

@@ -4,12 +4,23 @@
     x.data    the array (numpy.ndarray, or cupy.ndarray on "cuda")
     x.grad    an array of x.shape once a backward pass has reached x, else None
     x._ctx    the Function that computed x, or None for a leaf (an input or a Parameter)
+    x._version  how many times x.data was changed in place (see "Changes in place" below)
 
 Floating arrays are float32 by default; float64 is kept (gradient checks run in float64).
 Integer and bool arrays are kept as they are and cannot require a gradient (labels, indices);
 Python numbers and lists become float32. The array is always C-contiguous (a transposed import is
 copied), so that in-place updates (SGD) and the kernels see the tensor's own memory.
 The arithmetic operators record basic ops (minialex/ops/basic.py), so a loss can be written by hand.
+
+Changes in place. A backward reads arrays that its forward saw (an op's inputs, its output). If
+one of them is changed between the forward and the backward, the gradient comes out of the new
+values: wrong, and silently. So, as in PyTorch, each tensor counts its changes in `_version`:
+assigning `x.data = a` (and `x.data += 1`, which assigns) adds one, and so do the library's own
+writes into a tensor's memory (an optimizer step, load_state_dict) through `x.bump_version()`.
+The engine notes the versions when an op runs and refuses a backward when one has moved
+(minialex/function.py). A write INTO the array, `x.data[...] = v`, goes past the property: NumPy
+cannot tell anyone. The engine also compares a few of the array's values (which catches a write
+over the whole array), but after such a write of your own, call x.bump_version() to be sure.
 """
 import numpy as np
 
@@ -60,13 +71,29 @@ class Tensor:
 
     def __init__(self, data, requires_grad=False, device="cpu"):
         self.device = backend.check_device(device)
-        self.data = _as_array(data, self.device)
+        self._data, self._version = _as_array(data, self.device), 0
         if requires_grad and self.data.dtype.kind != "f":
             raise TypeError(f"Tensor: requires_grad expected a floating dtype, got {self.data.dtype}")
         self.requires_grad = bool(requires_grad)
         self.grad = None
         self._ctx = None
         self._hooks, self._retain = None, False
+
+    # ----- the array, and its changes in place -----
+    @property
+    def data(self):
+        return self._data
+
+    @data.setter
+    def data(self, array):
+        """Assigning .data counts as a change in place (`x.data += 1` assigns the same array)."""
+        self._data = array
+        self._version += 1
+
+    def bump_version(self):
+        """Count a change written into x.data's memory (x.data[...] = v, an optimizer step): a
+        backward that needs the old values then raises instead of computing a wrong gradient."""
+        self._version += 1
 
     # ----- array facts -----
     @property
@@ -96,8 +123,8 @@ class Tensor:
     def _make(cls, data, device, requires_grad=False, ctx=None):
         """The one constructor of op outputs: `data` is already an array of `device` (no conversion)."""
         out = cls.__new__(cls)
-        out.device, out.data, out.requires_grad, out.grad, out._ctx = device, data, requires_grad, None, ctx
-        out._hooks, out._retain = None, False
+        out.device, out._data, out.requires_grad, out.grad, out._ctx = device, data, requires_grad, None, ctx
+        out._version, out._hooks, out._retain = 0, None, False
         return out
 
     # ----- moving and reading -----
@@ -140,9 +167,11 @@ class Tensor:
             self._hooks = []
         return add_hook(self._hooks, fn)
 
-    def backward(self, grad=None):
-        """Accumulate d(self)/d(leaf) * grad into every leaf's .grad (grad defaults to 1 for a scalar)."""
-        _function.backward(self, grad)
+    def backward(self, grad=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) * grad into every leaf's .grad (grad defaults to 1 for a scalar).
+        The graph's caches are freed as the pass goes: a second backward through it is an error
+        unless this one was given retain_graph=True (then each backward adds into .grad again)."""
+        _function.backward(self, grad, retain_graph)
 
     # ----- basic differentiable ops (minialex/ops/basic.py) -----
     def __add__(self, other):

@@ -24,7 +24,7 @@ def test_shared_subexpression_accumulates():
 def test_repeated_backward_accumulates_and_zero_grad_resets():
     x = T([2.0, 3.0])
     y = (x ** 3).sum()
-    y.backward()
+    y.backward(retain_graph=True)
     y.backward()
     np.testing.assert_allclose(x.grad, 2 * 3 * np.array([4.0, 9.0]))
     x.zero_grad()
@@ -177,7 +177,7 @@ def test_retain_grad_and_hooks():
     seen = []
     handle = h.register_hook(lambda g: seen.append(g.numpy().copy()))
     doubled = x.register_hook(lambda g: g * 2.0)                                 # replaces the leaf's gradient
-    (h * h).sum().backward()
+    (h * h).sum().backward(retain_graph=True)                                     # h's op is used again below
     np.testing.assert_allclose(h.grad, 2 * h.data)                                # d(h^2)/dh
     np.testing.assert_allclose(seen[0], 2 * h.data)
     np.testing.assert_allclose(x.grad, 2 * (2 * h.data * 2))                      # doubled by the hook

@@ -78,18 +78,22 @@ def _div_backward(dy, cache):
 
 
 class Add(Function):
+    input_names = ("a", "b")
     reference = (_add_forward, _add_backward)
 
 
 class Sub(Function):
+    input_names = ("a", "b")
     reference = (_sub_forward, _sub_backward)
 
 
 class Mul(Function):
+    input_names = ("a", "b")
     reference = (_mul_forward, _mul_backward)
 
 
 class Div(Function):
+    input_names = ("a", "b")
     reference = (_div_forward, _div_backward)
 
 
@@ -112,6 +116,7 @@ def div(a, b):
 # ----- elementwise, one operand -----
 
 class Neg(Function):
+    input_names = ("x",)
     reference = (lambda x: (-x, None),
                  lambda dy, cache: (-dy,))
 
@@ -128,6 +133,7 @@ def _pow_backward(dy, cache):
 
 
 class Pow(Function):
+    input_names = ("x",)
     reference = (_pow_forward, _pow_backward)
 
 
@@ -137,11 +143,13 @@ def _exp_forward(x):
 
 
 class Exp(Function):
+    input_names = ("x",)
     reference = (_exp_forward,
                  lambda dy, y: (dy * y,))  # d(e^x)/dx = e^x
 
 
 class Log(Function):
+    input_names = ("x",)
     reference = (lambda x: (backend.xp_of(x).log(x), x),
                  lambda dy, x: (dy / x,))  # d(log x)/dx = 1/x
 
@@ -190,6 +198,7 @@ def _sum_backward(dy, cache):
 
 
 class Sum(Function):
+    input_names = ("x",)
     reference = (_sum_forward, _sum_backward)
 
 
@@ -205,6 +214,7 @@ def mean(x, axis=None, keepdims=False):
 
 
 class Reshape(Function):
+    input_names = ("x",)
     reference = (lambda x, shape: (x.reshape(shape), x.shape),
                  lambda dy, x_shape: (dy.reshape(x_shape),))
 
@@ -227,6 +237,7 @@ def flatten(x):
 
 
 class Transpose(Function):
+    input_names = ("x",)
     reference = (lambda x, axes: (x.transpose(axes), axes),
                  lambda dy, axes: (dy.transpose(np.argsort(axes)),))  # the inverse permutation
 
@@ -249,6 +260,7 @@ def _matmul_backward(dy, cache):
 
 
 class MatMul(Function):
+    input_names = ("a", "b")
     reference = (_matmul_forward, _matmul_backward)
 
 
@@ -272,6 +284,7 @@ def _getitem_backward(dy, cache):
 
 
 class GetItem(Function):
+    input_names = ("x",)
     reference = (_getitem_forward, _getitem_backward)
 
 
