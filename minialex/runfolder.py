@@ -8,9 +8,11 @@
 - `remove_temporaries()` deletes what a killed checkpoint save left (minialex.io's .tmp files);
   it runs only under the lock, so no live save is touched.
 """
+import errno
 import json
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 
@@ -42,12 +44,39 @@ def unique(base, name):
     raise FolderError(f"no free folder name {base / name}-<k>")
 
 
+MAX_LOCK_BYTES = 4096  # what lock() writes is about 80 bytes
+
+
+def _kind(mode):
+    """What a file that is not a regular one is, in words."""
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
 def _read_lock(lock):
-    """{"pid", "host", "started"} of a lock file, or None when it is not one of ours."""
+    """{"pid", "host", "started"} of a lock file, or None when it is not one of ours. FolderError
+    when it is not a regular file: reading a FIFO would wait for a writer forever (it is opened
+    without blocking and without following a link, then checked)."""
     try:
-        owner = json.loads(lock.read_text())
+        fd = os.open(lock, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as e:
+        if e.errno == errno.ELOOP:      # O_NOFOLLOW met a symbolic link
+            raise FolderError(f"{lock} is a symbolic link, not a lock file: remove it (minialex-train makes "
+                              f"its own)") from None
+        return None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise FolderError(f"{lock} is {_kind(mode)}, not a regular file, so not a lock file: remove it "
+                              f"(minialex-train makes its own), or choose another --out")
+        owner = json.loads(os.read(fd, MAX_LOCK_BYTES).decode())
     except (OSError, ValueError):
         return None
+    finally:
+        os.close(fd)
     if not isinstance(owner, dict) or not isinstance(owner.get("host"), str):
         return None
     pid = owner.get("pid")
@@ -100,6 +129,7 @@ class RunFolder:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         staged = self.path / f".minialex-lock.{os.getpid()}"
         try:
+            staged.unlink(missing_ok=True)    # a leftover of a process with this pid: never write into it
             staged.write_text(json.dumps(me))
             for _ in range(2):
                 try:

@@ -236,7 +236,7 @@ def test_api_refuses_what_it_cannot_represent(tmp_path):
     for seed in (-1, 1.5, "3", True):
         with pytest.raises(ValueError, match="manual_seed: seed expected an integer >= 0"):
             ma.manual_seed(seed)
-    names = {"file": np.arange(3), "allow_pickle": np.ones(2), "a/b c": np.zeros((2, 2), np.float32)}
+    names = {"file": np.arange(3), "allow_pickle": np.ones(2), "a/b.c": np.zeros((2, 2), np.float32)}
     ma.save(names, tmp_path / "odd.npz")
     back = ma.load(tmp_path / "odd.npz")
     assert set(back) == set(names) and all(np.array_equal(back[k], v) for k, v in names.items())
