@@ -2,11 +2,20 @@
 
     minialex-prepare DATA                   # DATA/train and DATA/val, for alexnet-mini (64x64 crops)
     minialex-prepare DATA --arch alexnet    # ... for AlexNet's 227x227 crops (shorter side 256)
+    minialex-prepare DATA --verify          # ... each store checked first: every image hashed and
+                                            #     decoded again; a store that differs is built again
+    minialex-prepare --list                 # the stores folder: every store, its size, data and last use
+    minialex-prepare --clean                # remove killed builds, damaged stores set aside, and the
+                                            # least recently used stores beyond MINIALEX_STORES_MAX
 
 minialex-train does the same during its first epoch when no store exists; preparing ahead lets
 that epoch run at the speed of later ones, and tells the disk use first. The store lives in the
 cache folder ($MINIALEX_STORES, else <cache root>/stores, see minialex/data/store.py) and is found
-again as long as no file of the data set changes.
+again as long as no image of the data set changes its size or modification time. An image
+rewritten in place with both kept, or stored pixels changed on disk, are found by --verify.
+The folder is kept within MINIALEX_STORES_MAX (default 100G; K, M, G, T suffixes) before each
+build, least recently used stores first; a store open in a running process is never removed.
+MINIALEX_STORES_MAX=0 minialex-prepare --clean removes every store not in use.
 """
 import argparse
 import shutil
@@ -19,6 +28,7 @@ import numpy as np
 
 from .data import DataLoader, ImageFolder, Transform
 from .data import store as store_module
+from .data import store_folder
 from .data.transforms import resize_for
 
 SIZES = {"alexnet": 227, "alexnet-mini": 64}
@@ -42,16 +52,89 @@ def prepare(folder, size, workers):
     return loader.store, time.perf_counter() - t0, True
 
 
-def main(argv=None):
+def verify(name, folder, size, workers):
+    """Check a split's store against its hashes and its files decoded again; a store that differs
+    is set aside (and then built again by prepare). Returns True when the store matched."""
+    store = store_module.Store.find(folder, resize_for(size))
+    if store is None:
+        print(f"{name}: no store to verify")
+        return True
+    t0 = time.perf_counter()
+    corrupt, changed = store.verify(folder, workers)
+    if not corrupt and not changed:
+        print(f"{name}: verified {len(folder)} images in {time.perf_counter() - t0:.0f} s: the store matches "
+              f"its hashes and the files")
+        return True
+
+    def names(found):
+        return ", ".join(str(folder.samples[i][0]) for i in found[:5]) + (" ..." if len(found) > 5 else "")
+    if corrupt:
+        print(f"{name}: {len(corrupt)} stored images no longer match the hash they were built with "
+              f"(the store's files changed on disk): {names(corrupt)}")
+    if changed:
+        print(f"{name}: {len(changed)} images decode to other pixels than the store holds (rewritten in place "
+              f"with the same size and time, or decoded differently by this Pillow): {names(changed)}")
+    del store
+    store_module.set_aside(store_module.store_root() / store_module.key(folder, resize_for(size)),
+                           f"{len(corrupt) + len(changed)} images differ, found by --verify")
+    return False
+
+
+def list_stores():
+    """Print the stores folder: each entry's size, kind, data and last use."""
+    root, budget = store_folder.store_root(), store_folder.stores_max()
+    found = store_folder.entries(root)
+    total = sum(e.bytes for e in found)
+    print(f"decoded stores in {root}: {total / 2**30:.2f} GiB in {len(found)} entries (MINIALEX_STORES_MAX "
+          f"{budget / 2**30:.1f} GiB)")
+    for e in sorted(found, key=lambda e: -e.used):
+        about = ""
+        if e.kind == "store":
+            m = e.meta
+            about = f"{m.get('count', '?')} images, shorter side {m.get('resize', '?')}, {m.get('root') or '?'}"
+            about += " (in use)" if store_folder.in_use(e) else ""
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.used))
+        print(f"  {e.bytes / 2**30:8.2f} GiB  {e.kind:12s}  last used {used}  {e.path.name}  {about}".rstrip())
+    return 0
+
+
+def clean_stores():
+    """Remove killed builds, damaged stores set aside and the least recently used stores beyond
+    MINIALEX_STORES_MAX (stores in use stay)."""
+    if not store_folder.make_room():
+        print(f"nothing to remove in {store_folder.store_root()} (MINIALEX_STORES_MAX "
+              f"{store_folder.stores_max() / 2**30:.1f} GiB)")
+    return 0
+
+
+def _parser():
     p = argparse.ArgumentParser(prog="minialex-prepare", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("data", help="a folder with train/ and val/ class folders")
+    p.add_argument("data", nargs="?", help="a folder with train/ and val/ class folders")
     p.add_argument("--arch", choices=sorted(SIZES), default="alexnet-mini")
     p.add_argument("--workers", type=int, default=2, help="threads (up to 4) or processes decoding images (2)")
+    p.add_argument("--verify", action="store_true", help="check each store against its hashes and its files "
+                                                         "decoded again; build again a store that differs")
+    p.add_argument("--list", action="store_true", help="show the stores folder and exit")
+    p.add_argument("--clean", action="store_true", help="remove killed builds, damaged stores and the least "
+                                                        "recently used stores beyond MINIALEX_STORES_MAX")
+    return p
+
+
+def main(argv=None):
+    p = _parser()
     args = p.parse_args(argv)
     if args.workers < 0:
         p.error(f"--workers expected an integer >= 0, got {args.workers}")
+    if args.clean:
+        clean_stores()
+    if args.list:
+        list_stores()
+    if args.data is None:
+        if args.list or args.clean:
+            return 0
+        p.error("expected DATA, a folder with train/ and val/ class folders (or --list, --clean)")
     root = Path(args.data)
     if not (root / "train").is_dir():
         p.error(f"expected {root / 'train'}/<class>/<images> (ImageNet layout)")
@@ -59,16 +142,12 @@ def main(argv=None):
     train = ImageFolder(root / "train")
     splits = [("train", train)] + ([("val", ImageFolder(root / "val", classes=train.classes))]
                                    if (root / "val").is_dir() else [])
-    estimate = sum(store_module.estimated_bytes(len(f), resize_for(size)) for _, f in splits)
-    try:
-        store_module.store_root().mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(store_module.store_root()).free
-        tempfile.TemporaryFile(dir=store_module.store_root()).close()     # writable?
-    except OSError as e:
-        p.error(f"cannot keep decoded images in {store_module.store_root()} ({e.strerror or e}); set "
-                f"MINIALEX_STORES to a writable folder")
-    print(f"{args.arch}: images resized to shorter side {resize_for(size)}; about {estimate / 2**30:.1f} GiB "
-          f"for {sum(len(f) for _, f in splits)} images in {store_module.store_root()} ({free / 2**30:.1f} GiB free)")
+    if args.verify:
+        for name, folder in splits:
+            verify(name, folder, size, args.workers)
+    missing = [f for _, f in splits if store_module.Store.find(f, resize_for(size)) is None]
+    if missing:
+        _say_room(p, args.arch, size, missing)
     for name, folder in splits:
         store, seconds, built = prepare(folder, size, args.workers)
         if store is None:
@@ -77,6 +156,20 @@ def main(argv=None):
         what = f"built in {seconds:.0f} s ({len(folder) / max(seconds, 1e-9):.0f} images/s)" if built else "already there"
         print(f"{name}: {len(folder)} images, {store.meta['bytes'] / 2**30:.2f} GiB, {what}: {store.path}")
     return 0
+
+
+def _say_room(p, arch, size, folders):
+    """The disk the stores to build need, and the room there is; an error when the folder cannot be written."""
+    root = store_module.store_root()
+    estimate = sum(store_module.estimated_bytes(len(f), resize_for(size)) for f in folders)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(root).free
+        tempfile.TemporaryFile(dir=root).close()     # writable?
+    except OSError as e:
+        p.error(f"cannot keep decoded images in {root} ({e.strerror or e}); set MINIALEX_STORES to a writable folder")
+    print(f"{arch}: images resized to shorter side {resize_for(size)}; about {estimate / 2**30:.1f} GiB "
+          f"for {sum(len(f) for f in folders)} images in {root} ({free / 2**30:.1f} GiB free)")
 
 
 if __name__ == "__main__":

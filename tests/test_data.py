@@ -9,6 +9,13 @@ from PIL import Image
 from minialex.data import DataLoader, ImageFolder, Transform, dataset_stats
 from minialex.data import transforms as T
 
+from minialex.data.folder import load_image
+
+from .test_store import STATS, _epochs, _photo_folder
+
+NEUTRAL = {"mean": np.zeros(3, np.float32), "std": np.ones(3, np.float32),
+           "eigvals": np.zeros(3, np.float32), "eigvecs": np.eye(3, dtype=np.float32)}
+
 
 def _image(rng, mode="RGB", size=(40, 30)):
     a = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
@@ -210,6 +217,95 @@ def test_an_extreme_aspect_ratio_is_centre_cropped_before_any_resize(tmp_path):
     assert Transform(64, stats, "train")(img, np.random.default_rng(0)).shape == (3, 64, 64)
 
 
+@pytest.mark.parametrize("orientation, upright", [
+    (2, lambda a: a[:, ::-1]),                 # mirrored
+    (3, lambda a: np.rot90(a, 2)),             # upside down
+    (6, lambda a: np.rot90(a, -1)),            # a phone held upright: turn a quarter clockwise
+    (8, lambda a: np.rot90(a, 1)),             # turn a quarter anticlockwise
+])
+def test_a_photos_exif_orientation_is_applied_by_every_path(tmp_path, orientation, upright):
+    """A JPEG stored sideways with an orientation tag comes out as it is meant to be seen: from
+    ImageFolder.load, from the decoded store's first pass, and from per-epoch decoding."""
+    from minialex.data import store
+    a = np.zeros((40, 60, 3), np.uint8)                       # 60 wide, 40 high, a white top-left corner
+    a[:10, :15] = 255
+    a[30:, 45:, 2] = 200                                      # and a blue bottom-right one
+    (tmp_path / "d" / "c").mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "d" / "c" / "phone.jpg"
+    Image.fromarray(a).save(path, exif=exif, quality=95)
+    with Image.open(path) as raw:
+        stored = np.asarray(raw.convert("RGB"))               # the pixels as the file holds them
+    want = upright(stored)
+    folder = ImageFolder(tmp_path / "d")
+    img, _ = folder.load(0)
+    np.testing.assert_array_equal(np.asarray(img), want)
+    np.testing.assert_array_equal(np.asarray(load_image(path)[0]), want)
+    size = 16
+    resize = T.resize_for(size)
+    with Image.open(path) as raw:                             # JPEG's reduced decoding, as the pipeline's
+        raw.draft("RGB", (resize, resize))
+        small = upright(np.asarray(raw.convert("RGB")))
+    expected = np.asarray(T.resize_shorter(Image.fromarray(np.ascontiguousarray(small)), resize))
+    np.testing.assert_array_equal(store.decoded(path, resize)[0], expected)
+    for cache in (False, True, True):                         # decoding; the store's first pass; the store
+        loader = DataLoader(folder, Transform(size, NEUTRAL, "val"), batch_size=1, cache=cache, workers=0)
+        (x, _), = list(loader)
+        top, left = (expected.shape[0] - size) // 2, (expected.shape[1] - size) // 2
+        np.testing.assert_allclose(x[0].transpose(1, 2, 0), expected[top:top + size, left:left + size] / 255.0,
+                                   rtol=0, atol=1e-6)
+    assert store.Store.find(folder, resize).image(0).shape == expected.shape
+
+
+def test_nonsense_dataloader_arguments_are_errors_that_name_the_argument(odd_tree):
+    from minialex.data.loader import ArgumentError
+    folder, t = ImageFolder(odd_tree), Transform(16, NEUTRAL, "val")
+    cases = [
+        (("a/path", t), {}, r"DataLoader: folder expected an ImageFolder \(or anything with samples and load\), got str"),
+        ((odd_tree, t), {}, r"DataLoader: folder expected an ImageFolder .*, got \w*Path"),
+        ((None, t), {}, r"DataLoader: folder expected .*, got NoneType"),
+        ((folder, "val"), {}, r"DataLoader: transform expected a Transform .*, got str"),
+        ((folder, None), {}, r"DataLoader: transform expected a Transform .*, got NoneType"),
+        ((folder, t), {"batch_size": 0}, r"DataLoader: batch_size expected an integer >= 1, got 0"),
+        ((folder, t), {"batch_size": 2.5}, r"DataLoader: batch_size expected an integer >= 1, got 2.5"),
+        ((folder, t), {"workers": True}, r"DataLoader: workers expected an integer >= 0, got True"),
+        ((folder, t), {"seed": -1}, r"DataLoader: seed expected an integer >= 0, got -1"),
+        ((folder, t), {"prefetch": "2"}, r"DataLoader: prefetch expected an integer >= 0, got '2'"),
+        ((folder, t), {"shuffle": "yes"}, r"DataLoader: shuffle expected True or False, got 'yes'"),
+        ((folder, t), {"drop_last": None}, r"DataLoader: drop_last expected True or False, got None"),
+        ((folder, t), {"cache": 2}, r"DataLoader: cache expected True or False, got 2"),
+        ((folder, t), {"device": 0}, r"DataLoader: device expected None, .*got 0"),
+        ((folder, t), {"shard": (1, 1)}, r"DataLoader: shard expected \(rank, size\) with 0 <= rank < size, got \(1, 1\)"),
+        ((folder, t), {"shard": "01"}, r"DataLoader: shard expected .*, got '01'"),
+    ]
+    for args, kw, message in cases:
+        with pytest.raises(ArgumentError, match=message) as caught:
+            DataLoader(*args, **kw)
+        assert isinstance(caught.value, TypeError) and isinstance(caught.value, ValueError)
+    with pytest.raises(ValueError, match=r"DataLoader.set_epoch: epoch expected an integer >= 0, got 'one'"):
+        DataLoader(folder, t).set_epoch("one")
+    loader = DataLoader(folder, t, batch_size=np.int64(4), shuffle=1, seed=np.int32(3), shard=[0, 1])
+    assert (loader.batch_size, loader.shuffle, loader.seed, loader.shard) == (4, True, 3, (0, 1))
+
+
+def test_anything_with_samples_and_load_is_a_folder_decoded_every_epoch_without_a_fingerprint(odd_tree):
+    """A folder-like object of one's own (no fingerprint, so no key for a store): batches, decoded."""
+    real = ImageFolder(odd_tree)
+
+    class Listing:
+        samples = [s for s in real.samples if "corrupt" not in s[0].name and "trunc" not in s[0].name]
+
+        def __len__(self):
+            return len(self.samples)
+
+        def load(self, i, min_side=None):
+            return load_image(self.samples[i][0], min_side)[0], self.samples[i][1]
+    loader = DataLoader(Listing(), Transform(16, NEUTRAL, "val"), batch_size=4, workers=2)
+    labels = np.concatenate([y for _, y in loader])
+    assert labels.tolist() == [label for _, label in Listing.samples] and not loader.cache
+
+
 def test_images_over_the_pixel_bound_or_pillows_bomb_limit_are_skipped_by_name(tmp_path, monkeypatch):
     from minialex.data import folder as folder_module
     folder = _one_class(tmp_path, **{"big.png": Image.new("RGB", (300, 200)), "ok.png": Image.new("RGB", (20, 20))})
@@ -327,131 +423,7 @@ def test_a_statistics_cache_of_the_wrong_shape_is_rebuilt(tmp_path, monkeypatch)
         np.testing.assert_allclose(again["mean"], good["mean"])
 
 
-# ----- the decoded store -----
-
-def _photo_folder(tmp_path, n=10, size=(50, 37)):
-    rng = np.random.default_rng(40)
-    for i in range(n):
-        cls = tmp_path / "data" / ("a" if i % 2 else "b")
-        cls.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(cls / f"{i}.jpg", quality=90)
-    return ImageFolder(tmp_path / "data")
-
-
-STATS = {"mean": np.array([0.4, 0.5, 0.6], np.float32), "std": np.array([0.2, 0.25, 0.3], np.float32),
-         "eigvals": np.array([0.01, 0.05, 0.2], np.float32), "eigvecs": np.eye(3, dtype=np.float32)[::-1].copy()}
-
-
-def _epochs(folder, epochs, **kw):
-    out = []
-    for e in epochs:
-        loader = DataLoader(folder, Transform(16, STATS, "train"), batch_size=3, shuffle=True, drop_last=True,
-                            seed=5, **kw)
-        loader.set_epoch(e)
-        out.append(list(loader))
-    return out
-
-
-def test_the_store_gives_the_batches_decoding_gives(tmp_path, monkeypatch):
-    import shutil
-    from minialex.data import store
-    monkeypatch.setenv("MINIALEX_STORES", str(tmp_path / "stores"))
-    folder = _photo_folder(tmp_path)
-    plain = _epochs(folder, [1, 2], cache=False, workers=2)
-    assert store.Store.find(folder, 18) is None
-    first = _epochs(folder, [1], cache=True, workers=2)              # decodes in threads, builds the store
-    for path in (tmp_path / "stores").iterdir():
-        shutil.rmtree(path)
-    again = _epochs(folder, [1], cache=True, workers=5)              # in worker processes
-    for (xa, ya), (xb, yb) in zip(first[0], again[0]):
-        np.testing.assert_array_equal(xa, xb)
-    assert len(store.Store.find(folder, 18).meta["files"]) >= 2      # each process its own pixels file
-    built = store.Store.find(folder, 18)
-    assert built is not None and built.meta["count"] == 10
-    later = _epochs(folder, [2], cache=True, workers=0)               # from the store, no decoding
-    for a, b in zip(plain, first + later):
-        assert len(a) == len(b) == 3
-        for (xa, ya), (xb, yb) in zip(a, b):
-            np.testing.assert_array_equal(xa, xb)
-            np.testing.assert_array_equal(ya, yb)
-    a = built.image(0)
-    assert a.dtype == np.uint8 and min(a.shape[:2]) == 18 and not a.flags.writeable
-
-
-def test_an_interrupted_first_pass_leaves_no_store_and_an_edit_makes_a_new_one(tmp_path, monkeypatch):
-    from minialex.data import store
-    monkeypatch.setenv("MINIALEX_STORES", str(tmp_path / "stores"))
-    folder = _photo_folder(tmp_path)
-    loader = DataLoader(folder, Transform(16, STATS, "train"), batch_size=3, shuffle=True, workers=2)
-    for _ in loader:
-        break                                                          # stop in the middle of the first pass
-    assert store.Store.find(folder, 18) is None
-    assert not list((tmp_path / "stores").glob("*.partial-*"))
-    list(loader)
-    first_key = store.key(folder, 18)
-    assert store.Store.find(folder, 18) is not None
-    path = folder.samples[0][0]
-    Image.new("RGB", (50, 37), (1, 2, 3)).save(path)                 # an edit: the old store is not used
-    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
-    assert store.key(folder, 18) != first_key and store.Store.find(folder, 18) is None
-
-
-def test_the_fingerprint_changes_with_every_fact_it_hashes_and_keys_the_store(tmp_path):
-    """One hash of a folder (ImageFolder.fingerprint), used by the store's key: a file's time,
-    size, name or label, and the root, each change it; scanning the same files again does not."""
-    import hashlib
-
-    from minialex.data import store
-    folder = _photo_folder(tmp_path, n=4)
-    first = folder.fingerprint()
-    h = hashlib.sha1(os.fsencode((tmp_path / "data").resolve()))   # what it hashes, written out
-    for path, label in folder.samples:
-        st = path.stat()
-        h.update(b"|" + os.fsencode(path) + f"|{label}|{st.st_size}|{st.st_mtime_ns}".encode())
-    assert first == h.hexdigest() and len(first) == 40
-    assert ImageFolder(tmp_path / "data").fingerprint() == first
-    assert store.key(folder, 18) == store.key(ImageFolder(tmp_path / "data"), 18) != store.key(folder, 20)
-    assert store.key(folder, 18) == hashlib.sha1(
-        f"minialex-store-v{store.VERSION}|18|{first}".encode()).hexdigest()[:24]
-    path = folder.samples[0][0]
-    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1))    # time: 1 ns later
-    assert folder.fingerprint() != first
-    seen = {first, folder.fingerprint()}
-    with open(path, "ab") as f:                                                  # size: one byte more
-        f.write(b"\0")
-    seen.add(folder.fingerprint())
-    path.rename(path.with_name("renamed.jpg"))                                   # name
-    seen.add(ImageFolder(tmp_path / "data").fingerprint())
-    seen.add(ImageFolder(tmp_path / "data", classes=["b", "a"]).fingerprint())  # labels: b is now 0
-    (tmp_path / "data").rename(tmp_path / "moved")                               # root
-    seen.add(ImageFolder(tmp_path / "moved").fingerprint())
-    assert len(seen) == 6
-
-
-@pytest.mark.filterwarnings("ignore:skipping image")
-def test_the_first_pass_stores_unreadable_images_as_missing_and_every_image_with_drop_last(tmp_path, monkeypatch):
-    from minialex.data import store
-    monkeypatch.setenv("MINIALEX_STORES", str(tmp_path / "stores"))
-    folder = _photo_folder(tmp_path, n=7)
-    (folder.samples[2][0]).write_bytes(b"\xff\xd8 broken")
-    loader = DataLoader(folder, Transform(16, STATS, "val"), batch_size=3, shuffle=True, drop_last=True, workers=2)
-    with pytest.warns(UserWarning, match="skipping image"):
-        batches = list(loader)
-    built = store.Store.find(folder, 18)
-    assert built is not None and built.image(2) is None and sum(built.image(i) is not None for i in range(7)) == 6
-    assert sum(len(y) for _, y in batches) + loader.skipped == 6
-
-
-def test_too_little_disk_means_decoding_every_epoch(tmp_path, monkeypatch, capsys):
-    import shutil
-    from minialex.data import store
-    monkeypatch.setenv("MINIALEX_STORES", str(tmp_path / "stores"))
-    folder = _photo_folder(tmp_path)
-    monkeypatch.setattr(store.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 100, 100))
-    loader = DataLoader(folder, Transform(16, STATS, "val"), batch_size=4)
-    assert sum(len(y) for _, y in loader) == 10
-    assert "not storing decoded images" in capsys.readouterr().out and store.Store.find(folder, 18) is None
-
+# ----- device batches -----
 
 def test_device_batches_on_the_emulator_equal_the_host_batches(tmp_path, monkeypatch):
     """kernels/augment.cu against its NumPy reference: the same batches bit for bit, train and val."""
@@ -483,32 +455,3 @@ def test_device_batches_on_the_emulator_equal_the_host_batches(tmp_path, monkeyp
     from minialex.cpu.augment import augment_batch as fast
     np.testing.assert_array_equal(fast(crops.copy(), flips, offsets, STATS["mean"], STATS["std"]),
                                   augment_batch(crops, flips, offsets, STATS["mean"], STATS["std"]))
-
-
-def test_minialex_prepare_builds_the_stores_that_training_then_finds(tmp_path, monkeypatch, capsys):
-    from minialex import prepare
-    from minialex.data import make_synthetic, store
-    monkeypatch.setenv("MINIALEX_STORES", str(tmp_path / "stores"))
-    data = make_synthetic(tmp_path / "tiny", train_per_class=3, val_per_class=1, quiet=True)
-    assert prepare.main([str(data), "--workers", "2"]) == 0
-    out = capsys.readouterr().out
-    assert "train: 30 images" in out and "val: 10 images" in out and "built in" in out
-    train = ImageFolder(data / "train")
-    found = store.Store.find(train, 72)
-    assert found is not None and found.image(0).shape[:2] in ((72, 72),)
-    assert prepare.main([str(data)]) == 0 and capsys.readouterr().out.count("already there") == 2
-
-
-def test_the_built_in_data_goes_to_a_temporary_folder_when_the_cache_cannot_be_written(tmp_path, monkeypatch):
-    import tempfile
-    from minialex.data import make_synthetic
-    (tmp_path / "a_file").write_text("not a folder")
-    monkeypatch.setenv("MINIALEX_CACHE", str(tmp_path / "a_file" / "cache"))     # unwritable, even for root
-    monkeypatch.delenv("MINIALEX_DATA", raising=False)
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
-    with pytest.warns(UserWarning, match=r"cannot render the built-in dataset into .*a_file.* rendering it into"):
-        root = make_synthetic(train_per_class=2, val_per_class=1, quiet=True)
-    assert str(root).startswith(str(tmp_path / "tmp")) and len(list((root / "train").rglob("*.jpg"))) == 20
-    with pytest.raises(OSError, match="cannot write into"):
-        make_synthetic(tmp_path / "a_file" / "mine", train_per_class=2, val_per_class=1, quiet=True)

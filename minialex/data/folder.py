@@ -3,10 +3,12 @@
 Classes are the sorted names of the sub-folders; a file is an image when its extension is one of
 .jpg .jpeg .png .bmp .webp in any case (anything else is ignored), at any depth below its class
 folder. Every image is decoded to 8-bit RGB: grayscale, RGBA, CMYK and palette images are
-converted, 16-bit and 32-bit grayscale scaled to 8 bits.
+converted, 16-bit and 32-bit grayscale scaled to 8 bits, and a camera's EXIF orientation applied
+(a phone's portrait photo, stored sideways, comes out upright).
 
 Hostile or odd files are handled, each with a warning that names the file (once per file):
-- an image that cannot be decoded (corrupt, truncated) is skipped;
+- an image that cannot be decoded (corrupt, truncated) is skipped, and so is one deleted or
+  moved after the folder was read;
 - an image over MAX_PIXELS pixels (after JPEG's reduced decoding) is skipped, so memory stays
   bounded whatever the file claims (Pillow's decompression-bomb check is reported the same way);
 - an extreme aspect ratio is centre-cropped to MAX_ASPECT : 1 before any resize (a 40000x1 PNG
@@ -17,12 +19,13 @@ The tree is walked iteratively, so any depth works.
 """
 import hashlib
 import os
+import stat
 import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..system import ForkSafeLock
 
@@ -131,12 +134,27 @@ class ImageFolder:
 
     def fingerprint(self):
         """A hex digest (SHA-1) of what this folder holds: its resolved root and, per sample, the
-        path, label, size and modification time. Any edit to the dataset changes it, so caches
-        keyed by it (the decoded store, the dataset statistics) are never read for another one."""
+        resolved path, label, size and modification time. Any edit to the dataset changes it, so
+        caches keyed by it (the decoded store, the dataset statistics) are never read for another
+        one; however the root is spelled (`data`, `./data/`, an absolute path, a link to it) the
+        digest is the same. A file gone since the folder was scanned (deleted or moved while a run
+        goes) is hashed as missing, not an error: the next run's scan no longer lists it."""
         h = hashlib.sha1(os.fsencode(self.root.resolve()))
+        parents = {}                                    # each folder resolved once, not each file
         for path, label in self.samples:
-            st = path.stat()
-            h.update(b"|" + os.fsencode(path) + f"|{label}|{st.st_size}|{st.st_mtime_ns}".encode())
+            try:
+                st = os.lstat(path)
+                if stat.S_ISLNK(st.st_mode):            # a link to a file (inside its class folder)
+                    real = path.resolve()
+                    st = os.stat(real)
+                else:
+                    if path.parent not in parents:
+                        parents[path.parent] = path.parent.resolve()
+                    real = parents[path.parent] / path.name
+                facts = f"|{label}|{st.st_size}|{st.st_mtime_ns}"
+            except OSError:
+                real, facts = path, f"|{label}|missing"
+            h.update(b"|" + os.fsencode(real) + facts.encode())
         return h.hexdigest()
 
     def _skip(self, path, reason):
@@ -167,6 +185,8 @@ def load_image(path, min_side=None, resize=None):
             img = Image.open(path)  # reads the header only
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
         return None, f"too many pixels, a possible decompression bomb ({e})"
+    except FileNotFoundError:
+        return None, "the file is gone (deleted or moved since the folder was read)"
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for bad files
         return None, f"cannot be decoded ({e})"
     try:
@@ -176,12 +196,14 @@ def load_image(path, min_side=None, resize=None):
             w, h = img.size
             if w * h > MAX_PIXELS:
                 return None, f"{w}x{h} pixels, more than the {MAX_PIXELS:,} minialex decodes"
-            if max(w, h) > MAX_ASPECT * min(w, h):  # centre-crop before decoding the rest
+            img.load()  # decode now: a truncated file fails here, not later
+            img = upright(img)
+            w, h = img.size
+            if max(w, h) > MAX_ASPECT * min(w, h):  # centre-crop before any resize
                 side = int(MAX_ASPECT * min(w, h))
                 box = ((w - side) // 2, 0, (w - side) // 2 + side, h) if w > h else \
                     (0, (h - side) // 2, w, (h - side) // 2 + side)
                 img = img.crop(box)
-            img.load()  # decode now: a truncated file fails here, not later
             if resize and img.mode == "RGB":  # resize first: the conversion's copy is then smaller
                 from .transforms import resize_shorter
                 return resize_shorter(img, resize), None
@@ -192,6 +214,20 @@ def load_image(path, min_side=None, resize=None):
         return rgb, None
     except Exception as e:
         return None, f"cannot be decoded ({e})"
+
+
+ORIENTATION = 0x0112    # the EXIF tag: how the camera held the picture (1 upright, 6 turned right, ...)
+
+
+def upright(img):
+    """The image as it is meant to be seen: its EXIF orientation applied (a phone's portrait photo
+    is stored sideways, with orientation 6 or 8), or the image itself when it has none. A
+    malformed EXIF block leaves the pixels as stored."""
+    try:
+        orientation = img.getexif().get(ORIENTATION, 1)
+    except Exception:
+        return img
+    return ImageOps.exif_transpose(img) if orientation in (2, 3, 4, 5, 6, 7, 8) else img
 
 
 def to_rgb8(img):
