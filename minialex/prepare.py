@@ -22,11 +22,11 @@ import shutil
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-from .data import DataLoader, ImageFolder, Transform
+from .data import DataLoader, Transform
+from .data.splits import DataError, open_splits
 from .data import store as store_module
 from .data import store_folder
 from .data.transforms import resize_for
@@ -135,13 +135,12 @@ def main(argv=None):
         if args.list or args.clean:
             return 0
         p.error("expected DATA, a folder with train/ and val/ class folders (or --list, --clean)")
-    root = Path(args.data)
-    if not (root / "train").is_dir():
-        p.error(f"expected {root / 'train'}/<class>/<images> (ImageNet layout)")
     size = SIZES[args.arch]
-    train = ImageFolder(root / "train")
-    splits = [("train", train)] + ([("val", ImageFolder(root / "val", classes=train.classes))]
-                                   if (root / "val").is_dir() else [])
+    try:                                                # the checks minialex-train makes (data/splits.py)
+        train, val = open_splits(args.data, need_val=False)
+    except DataError as e:
+        p.error(str(e))
+    splits = [("train", train)] + ([("val", val)] if val is not None else [])
     if args.verify:
         for name, folder in splits:
             verify(name, folder, size, args.workers)

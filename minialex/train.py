@@ -39,7 +39,8 @@ import numpy as np
 
 from . import backend, checkpoint, cpu, distributed, io, random
 from . import functional as F
-from .data import DataLoader, ImageFolder, Transform, dataset_stats, make_synthetic, resize_for
+from .data import DataLoader, Transform, dataset_stats, make_synthetic, resize_for
+from .data.splits import DataError, open_splits
 from .data.transforms import center_crop, resize_shorter, to_array, to_chw
 from .optim import SGD
 from .paths import cache_root
@@ -87,51 +88,17 @@ def _stats_for(folder):
     return stats
 
 
-def _first_readable(folder, per_class=False):
-    """Decode images until one works (one per class with per_class); TrainError when a split (or
-    a class) has none that decodes. Checked before any work."""
-    by_class = {}
-    for i, (_, label) in enumerate(folder.samples):
-        by_class.setdefault(label if per_class else 0, []).append(i)
-    for label, indices in by_class.items():
-        if not any(folder.load(i)[0] is not None for i in indices):
-            where = f"class {folder.classes[label]!r} of {folder.root}" if per_class else str(folder.root)
-            raise TrainError(f"--data: none of the {len(indices)} images under {where} can be decoded "
-                             f"(e.g. {folder.samples[indices[0]][0]})")
-
-
 def open_data(data, need_train=True):
-    """(train folder, val folder) for --data, or the built-in dataset, checked."""
+    """(train folder, val folder) for --data, or the built-in dataset, checked (minialex/data/splits.py)."""
     try:
         root = Path(data) if data else make_synthetic()
     except OSError as e:
         raise TrainError(f"the built-in dataset cannot be rendered: {e.strerror or e} (set MINIALEX_DATA to a "
                          "writable folder)") from None
     try:
-        if not root.is_dir():
-            raise TrainError(f"--data: expected a folder with train/ and val/ inside, got {root} (no such folder)")
-        for split in ("train", "val"):
-            if not (root / split).is_dir():
-                raise TrainError(f"--data: expected {root / split}/<class>/<images> (ImageNet layout), "
-                                 f"but {root / split} does not exist")
-        train = ImageFolder(root / "train")
-        val = ImageFolder(root / "val", classes=train.classes)
-    except (OSError, ValueError) as e:
+        return open_splits(root, need_train=need_train)
+    except DataError as e:
         raise TrainError(f"--data: {e}") from None
-    if len(train.classes) < 2:
-        raise TrainError(f"--data: expected at least 2 classes in {root / 'train'}, got {train.classes} "
-                         "(a classifier of one class has nothing to learn)")
-    if train.empty_classes:
-        raise TrainError(f"--data: class folder(s) with no images in {root / 'train'}: {train.empty_classes[:10]} "
-                         "(a class needs training images; remove the folder or add images)")
-    if val.empty_classes:
-        warnings.warn(f"--data: validation class folder(s) with no images: {val.empty_classes[:10]}", stacklevel=2)
-    with warnings.catch_warnings():  # the files that fail are reported again, by name, when training reads them
-        warnings.simplefilter("ignore")
-        if need_train:
-            _first_readable(train, per_class=True)
-        _first_readable(val)
-    return train, val
 
 
 def _loader(cfg, folder, transform, train=False):

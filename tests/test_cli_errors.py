@@ -241,3 +241,29 @@ def test_data_that_cannot_train(tmp_path, capsys, no_work):
     refused(capsys, ["--data", str(tmp_path / "nowhere")], "no such folder")
     shutil.rmtree(empty / "val")
     refused(capsys, ["--data", str(empty)], "val does not exist")
+
+
+@pytest.mark.filterwarnings("ignore:skipping image")
+def test_minialex_prepare_refuses_the_data_minialex_train_refuses(tmp_path, capsys):
+    """One validation for both commands (minialex/data/splits.py): each case one clean line, exit 2."""
+    from minialex import prepare
+    junk = b"\xff\xd8 not a jpeg"
+    cases = [
+        (_dataset(tmp_path / "a", {"x": [("1.jpg", None)], "y": []}, {"x": [("3.jpg", None)]}), "no images"),
+        (_dataset(tmp_path / "b", {"x": [("1.jpg", None)], "y": [("2.jpg", None)]}, {"z": [("3.jpg", None)]}),
+         "classes that the training set lacks"),
+        (_dataset(tmp_path / "c", {"x": [("1.jpg", None), ("2.jpg", None)]}, {"x": [("3.jpg", None)]}),
+         "at least 2 classes"),
+        (_dataset(tmp_path / "d", {"x": [("1.jpg", junk)], "y": [("2.jpg", None)]}, {"x": [("3.jpg", None)]}),
+         "none of the 1 images under class 'x'"),
+        (tmp_path / "nowhere", "no such folder"),
+    ]
+    for root, words in cases:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            prepare.main([str(root)])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "Traceback" not in err, err
+        assert err.strip().splitlines()[-1].startswith("minialex-prepare: error: ") and words in err, err
+        assert train.main(["--data", str(root), "--out", str(tmp_path / "o")]) == 2
+        assert words in capsys.readouterr().err
