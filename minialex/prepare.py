@@ -18,6 +18,8 @@ build, least recently used stores first; a store open in a running process is ne
 MINIALEX_STORES_MAX=0 minialex-prepare --clean removes every store not in use.
 """
 import argparse
+import errno
+import os
 import shutil
 import sys
 import tempfile
@@ -147,8 +149,10 @@ def main(argv=None):
     missing = [f for _, f in splits if store_module.Store.find(f, resize_for(size)) is None]
     if missing:
         _say_room(p, args.arch, size, missing)
+    held = []
     for name, folder in splits:
         store, seconds, built = prepare(folder, size, args.workers)
+        held.append(store and store.hold())            # train's store stays while val's is built
         if store is None:
             print(f"{name}: not stored (see the message above)")
             return 1
@@ -165,6 +169,8 @@ def _say_room(p, arch, size, folders):
         root.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(root).free
         tempfile.TemporaryFile(dir=root).close()     # writable?
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "no permission to write there")
     except OSError as e:
         p.error(f"cannot keep decoded images in {root} ({e.strerror or e}); set MINIALEX_STORES to a writable folder")
     print(f"{arch}: images resized to shorter side {resize_for(size)}; about {estimate / 2**30:.1f} GiB "

@@ -341,6 +341,26 @@ def test_a_read_only_store_is_read(tmp_path, stores, monkeypatch, how):
     assert sorted(p.name for p in stores.iterdir()) == [path.name]
 
 
+def test_a_stores_folder_that_cannot_be_written_means_decoding_every_epoch(tmp_path, stores, monkeypatch, capsys):
+    """No store to read and none can be built (a read-only folder): decoding, said once per pass."""
+    folder = _photo_folder(tmp_path)
+    want = _epochs(folder, [1, 2], cache=False, workers=2)
+    stores.mkdir()
+    with monkeypatch.context() as m:
+        m.setattr(os, "access", lambda path, mode, **kw: not (mode & os.W_OK and str(path).startswith(str(stores))))
+        loader = DataLoader(folder, Transform(16, STATS, "train"), batch_size=3, shuffle=True, drop_last=True,
+                            seed=5, workers=2)
+        got = []
+        for e in (1, 2):
+            loader.set_epoch(e)
+            got.append(list(loader))
+    for a, b in zip(want, got):
+        _same_batches(a, b)
+    out = capsys.readouterr().out
+    assert out.count("not storing decoded images: cannot write in") == 1 and str(stores) in out
+    assert not list(stores.iterdir())
+
+
 def test_a_store_in_the_way_of_the_rename_is_used_or_set_aside_never_a_crash(tmp_path, stores, monkeypatch):
     """Another process finished the same store first (used), or a damaged folder appeared at the
     key during the build (set aside, the new store renamed into place)."""
@@ -439,29 +459,31 @@ def _leftovers(stores):
 
 def test_the_stores_folder_keeps_within_its_budget_least_recently_used_first(tmp_path, stores, monkeypatch, capsys):
     folder = _photo_folder(tmp_path)
-    old, middle, recent = (_build(folder, size) for size in (16, 20, 24))
-    _aged(old.path, 3000)
-    _aged(middle.path, 2000)
-    _aged(recent.path, 1000)
+    old, middle, recent = (_build(folder, size).path for size in (16, 20, 24))
+    _aged(old, 3000)
+    _aged(middle, 2000)
+    _aged(recent, 1000)
     _leftovers(stores)
     sizes = {e.path.name: e.bytes for e in store_folder.entries(stores)}
     need = store.estimated_bytes(10, Transform(28, STATS).resize)
-    budget = sizes[middle.path.name] + sizes[recent.path.name] + need
-    monkeypatch.setenv("MINIALEX_STORES_MAX", str(budget))
-    del old, middle                                    # closed: no longer in use
-    gc.collect()
+    monkeypatch.setenv("MINIALEX_STORES_MAX", str(sizes[middle.name] + sizes[recent.name] + need))
     capsys.readouterr()
-    newest = _build(folder, 28)                        # makes room first: the oldest store goes
-    names = sorted(p.name for p in stores.iterdir())
-    assert names == sorted(["mine", recent.path.name, newest.path.name, store.key(folder, 23)])
+    newest = _build(folder, 28).path                   # makes room first: the oldest store goes
+    assert sorted(p.name for p in stores.iterdir()) == sorted(["mine", middle.name, recent.name, newest.name])
     out = capsys.readouterr().out
     assert "removed 3" in out and "MINIALEX_STORES_MAX" in out
-    monkeypatch.setenv("MINIALEX_STORES_MAX", "0")     # nothing fits: every store not open goes
-    del newest
+    reader = DataLoader(folder, Transform(24, STATS, "val"), batch_size=4)
+    assert len(list(reader)) == 3 and reader.store.path == recent   # a loader reads `recent`: in use
+    _aged(recent, 5000)                                # the oldest now, but in use: kept
+    found = store.Store.find(folder, 23)               # `middle`, opened, not held: not in use
+    monkeypatch.setenv("MINIALEX_STORES_MAX", "0")     # nothing fits: every store not in use goes
+    last = _build(folder, 32).path
+    assert sorted(p.name for p in stores.iterdir()) == sorted(["mine", recent.name, last.name])
+    assert found is not None and found.image(0).shape == (23, 31, 3)   # removed under it, still read
+    del reader
     gc.collect()
-    _aged(recent.path, 5000)                           # the oldest, but open (recent holds it): kept
-    _build(folder, 32)
-    assert sorted(p.name for p in stores.iterdir()) == sorted(["mine", recent.path.name, store.key(folder, 36)])
+    store_folder.make_room(stores)                     # no longer in use
+    assert sorted(p.name for p in stores.iterdir()) == ["mine"]
 
 
 def test_minialex_prepare_lists_and_cleans_the_stores_folder(tmp_path, stores, monkeypatch, capsys):
@@ -510,8 +532,9 @@ def test_minialex_prepare_verify_finds_changed_pixels_and_files_changed_in_place
     from minialex import prepare
     rng = np.random.default_rng(3)
     for i in range(6):
-        (tmp_path / "d" / "train" / "c").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (80, 90, 3), np.uint8)).save(tmp_path / "d" / "train" / "c" / f"{i}.bmp")
+        cls = tmp_path / "d" / "train" / "ab"[i // 3]
+        cls.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (80, 90, 3), np.uint8)).save(cls / f"{i}.bmp")
     data = str(tmp_path / "d")
     assert prepare.main([data, "--workers", "2"]) == 0
     assert prepare.main([data, "--verify"]) == 0

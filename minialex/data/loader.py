@@ -151,6 +151,8 @@ class DataLoader:
         if self.cache and self.store is None:
             name = key(self.folder, self.transform.resize)       # the folder's fingerprint, taken once
             self.store = Store.find(self.folder, self.transform.resize, name)
+            if self.store is not None:
+                self.store.hold()                                 # in use: the size budget keeps it
         if self.store is not None:
             source = self._from_store
         elif self.cache and self.shard[1] == 1:  # a shard sees part of the data: it cannot build the store
@@ -255,6 +257,8 @@ class DataLoader:
             take(len(tail))                                   # the tail: stored, not served (nor counted)
             self.skipped = served
             self.store = builder.finish()
+            if self.store is not None:
+                self.store.hold()
             self.cache = self.store is not None               # no store: later epochs decode
             return None
 

@@ -30,6 +30,7 @@ it with SIGBUS: a handler says which store before the process ends. The stores f
 under MINIALEX_STORES_MAX (minialex/data/store_folder.py) before each build.
 """
 import collections
+import errno
 import hashlib
 import json
 import os
@@ -126,14 +127,22 @@ class Store:
         _check_index(self.index, self.meta["sizes"], resize)
         self.files = [np.memmap(self.path / name, dtype=np.uint8, mode="r", shape=(size,)) if size
                       else np.zeros(0, np.uint8) for name, size in zip(self.meta["files"], self.meta["sizes"])]
-        held = hold(self.path / "meta.json")          # in use: the size budget leaves it alone
-        if held is not None:
-            weakref.finalize(self, os.close, held)
+        self._held = None
         try:
             os.utime(self.path / "meta.json")        # last used: the size budget removes the oldest first
         except OSError:                              # a read-only store is read all the same
             pass
         _name_on_bus_error(self)
+
+    def hold(self):
+        """Mark the store in use for as long as this Store lives (a DataLoader reading it holds
+        it): the size budget never removes it. A shared lock on its meta.json, which the end of
+        the process releases however it ends. Returns the store."""
+        if self._held is None:
+            self._held = hold(self.path / "meta.json")
+            if self._held is not None:
+                weakref.finalize(self, os.close, self._held)
+        return self
 
     @classmethod
     def find(cls, folder, resize, name=None):
@@ -162,6 +171,8 @@ class Store:
         need = estimated_bytes(len(folder), resize)
         try:
             root.mkdir(parents=True, exist_ok=True)
+            if not os.access(root, os.W_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, "no permission to write there")
             make_room(root, keep=name, need=need)
             free = shutil.disk_usage(root).free
             if free < need * 1.2:
@@ -223,7 +234,7 @@ def _read_meta(folder, count, resize):
     if _plain_file(folder, "meta.json") > 2**20:
         raise StoreDamaged("meta.json is over 1 MiB")
     try:
-        meta = json.loads((folder / "meta.json").read_bytes())
+        meta = json.loads((folder / "meta.json").read_text())
     except ValueError as e:
         raise StoreDamaged(f"meta.json is not JSON ({e})") from None
     if not isinstance(meta, dict):

@@ -11,11 +11,13 @@ MINIALEX_STORES_MAX is the size the folder may grow to, in bytes or with a K, M,
 killed builds (<key>.partial-<pid> of a process that is gone) and damaged stores set aside
 (<key>.damaged-<pid>) are removed, then stores from the least recently used (a store is used when
 a run opens it) until the stores and the new one's estimate fit. Never removed: the store being
-built, a build still running, and a store open in a running process (it holds a shared lock on
-its meta.json, which the end of the process releases however it ends). A budget smaller than
+built, a build still running, and a store a running process reads (a DataLoader holds a shared
+lock on its meta.json, which the end of the process releases however it ends). A budget smaller than
 one store still lets that store be built: only the others make room. Names that are not a
 store's are never touched. `minialex-prepare --list` shows the folder; `--clean` applies the
 budget now (MINIALEX_STORES_MAX=0 minialex-prepare --clean removes every store not in use).
+A store removed under a process that reads it stays readable to that process (its pixels are
+mapped; on Windows the removal fails and is skipped): only the next run builds it again.
 """
 import json
 import os
@@ -135,7 +137,7 @@ def hold(meta_json):
 
 
 def in_use(entry):
-    """Whether a running process has the store open (its shared lock on meta.json)."""
+    """Whether a running process reads the store (holds its shared lock on meta.json)."""
     if fcntl is None:
         return time.time() - entry.used < 86400
     try:
