@@ -21,11 +21,12 @@ Checks, each a row of the table (exit status 0 when every row passes, 1 otherwis
 5. With --device: each layer's kernels against the reference, forward and backward, in float32.
 """
 import argparse
+import os
 import sys
 
 import numpy as np
 
-from . import bugs, random
+from . import bugs, random, system
 from . import functional as F
 from .function import cpu_path, no_grad
 from .gradcheck import central_difference
@@ -36,6 +37,14 @@ from .tensor import Tensor
 
 EPS, TOL, KERNEL_TOL = 1e-5, 1e-4, 1e-4
 ARCHS = {"alexnet-mini": (AlexNet.mini, 64), "alexnet": (AlexNet, 227)}
+# The settings' bounds (inclusive): a batch beyond a few examples checks nothing more, and every
+# example and class costs memory (MEMORY); a coordinate sample costs two forward passes.
+BOUNDS = {"classes": (2, 100_000), "batch": (2, 256), "samples": (1, 10_000), "seed": (0, 2**63 - 1)}
+# Peak memory of the audit, in bytes: (base, per example, per class), measured (peak RSS of
+# `minialex-audit --samples 1` at a few batches and class counts on a 2-core Linux machine) and
+# rounded up by half again.
+MEMORY = {"alexnet-mini": (100 << 20, 10 << 20, 30 << 10), "alexnet": (2800 << 20, 60 << 20, 150 << 10)}
+GRAPH_SUFFIXES = (".png", ".dot")
 
 
 def _rel_errors(analytic, numerical, scale=0.0, noise=0.0):
@@ -135,8 +144,67 @@ def _away_from_kinks(name, x, rng):
     return rng.permutation(x.size).reshape(x.shape) / x.size      # gaps 1/size, far above 2 eps
 
 
+def memory_needed(arch, classes, batch):
+    """About how many bytes the audit of `arch` takes at peak (MEMORY)."""
+    base, per_example, per_class = MEMORY[arch]
+    return base + batch * per_example + classes * per_class
+
+
+def available_memory():
+    """Bytes this machine can still give (Linux's MemAvailable), or None where it cannot be asked."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def problems(arch="alexnet-mini", classes=10, batch=2, samples=4, device=None, seed=0, graph=None):
+    """What is wrong with the audit's settings, before any work: each a message naming the setting
+    as the command spells it ("--batch expected ..."); [] when they are all fine."""
+    found = []
+    if arch not in ARCHS:
+        found.append(f"--arch expected one of {', '.join(sorted(ARCHS))}, got {arch!r}")
+    for name, value in (("classes", classes), ("batch", batch), ("samples", samples), ("seed", seed)):
+        low, high = BOUNDS[name]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+            found.append(f"--{name} expected an integer from {low} to {high}, got {value!r}")
+    if device not in (None, "cuda-emu", "cuda") and not str(device).startswith("cuda:"):
+        found.append(f"--device expected cuda-emu or cuda, got {device!r}")
+    if graph is not None:
+        found += _graph_problems(graph)
+    if not found:
+        need, have = memory_needed(arch, classes, batch), available_memory()
+        if have is not None and need > have:
+            found.append(f"--batch {batch} and --classes {classes} need about {need / 2**30:.1f} GiB for {arch} in "
+                         f"float64, and {have / 2**30:.1f} GiB is available: use a smaller --batch or --classes")
+    return found
+
+
+def _graph_problems(graph):
+    """--graph: a .png or .dot file that can be written, in a folder that exists."""
+    path = os.fspath(graph)
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.splitext(path)[1] not in GRAPH_SUFFIXES:
+        return [f"--graph expected a .png or .dot file name, got {path!r}"]
+    if not os.path.isdir(folder):
+        return [f"--graph {path}: its folder {folder} does not exist"]
+    if os.path.isdir(path):
+        return [f"--graph {path} is a folder, not a file"]
+    if not os.access(path if os.path.exists(path) else folder, os.W_OK):
+        return [f"--graph {path} cannot be written (permission denied)"]
+    return []
+
+
 def audit(arch="alexnet-mini", classes=10, batch=2, samples=4, device=None, seed=0, graph=None):
-    """The rows of the audit (see the module docstring)."""
+    """The rows of the audit (see the module docstring); ValueError first when a setting is wrong
+    (`problems`)."""
+    found = problems(arch, classes, batch, samples, device, seed, graph)
+    if found:
+        raise ValueError("audit: " + "; ".join(m.lstrip("-") for m in found))
     build, size = ARCHS[arch]
     rng = np.random.default_rng(seed)
     with cpu_path("reference"):
@@ -301,15 +369,14 @@ def main(argv=None):
     p.add_argument("--list-bugs", action="store_true")
     p.add_argument("--graph", metavar="FILE", help="draw the audited model's graph (.png or .dot)")
     args = p.parse_args(argv)
+    environment = system.check_environment()
+    if environment:
+        _refuse(p, environment, usage=False)
     if args.list_bugs:
         for b in bugs.BUGS:
             print(f"{b.name:32} {b.layers:16} {b.summary}")
         return 0
-    for name, value, least in (("--classes", args.classes, 2), ("--batch", args.batch, 2), ("--samples", args.samples, 1)):
-        if value < least:
-            p.error(f"{name} expected an integer >= {least}, got {value}")
-    if args.inject and args.inject not in bugs.BY_NAME:
-        p.error(f"--inject: no bug named {args.inject!r}; see --list-bugs")
+    _check_flags(p, args)
     try:
         if args.inject:
             with bugs.inject(args.inject) as bug:
@@ -326,6 +393,30 @@ def main(argv=None):
         print(f"\n{bug.name}: {bug.summary}\n  {bug.explain}\n  It breaks this line of "
               f"{bug.target.__module__.replace('.', '/')}.py:\n    {bugs.broken_line(bug)}")
     return 1 if any(r.status == "FAIL" for r in rows) else 0
+
+
+def _check_flags(p, args):
+    """Every flag checked before any work (each problem said, then exit status 2); the device is
+    tried on a tiny ReLU, so a missing GPU or compiler is found now, not after the whole audit."""
+    found = problems(args.arch, args.classes, args.batch, args.samples, args.device, args.seed, args.graph)
+    if args.inject and args.inject not in bugs.BY_NAME:
+        found.append(f"--inject: no bug named {args.inject!r}; see --list-bugs")
+    if args.explain and not args.inject:
+        found.append("--explain expected with --inject BUG (it explains the injected bug)")
+    if found:
+        _refuse(p, found)
+    if args.device:
+        try:
+            F.relu(Tensor(np.ones((1, 1, 2, 2), np.float32), device=args.device))
+        except RuntimeError as e:  # no CuPy or GPU, no compiler for the emulator
+            _refuse(p, [f"--device {args.device}: {e}"])
+
+
+def _refuse(p, messages, usage=True):
+    """Each message as "minialex-audit: error: ...", then exit status 2 (SystemExit, as argparse)."""
+    if usage:
+        p.print_usage(sys.stderr)
+    p.exit(2, "".join(f"{p.prog}: error: {m}\n" for m in messages))
 
 
 if __name__ == "__main__":

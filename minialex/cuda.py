@@ -25,11 +25,11 @@ errors LaunchError and OutOfBoundsError live in minialex/kernel_source.py, which
 shares; they are re-exported here. Comparing a kernel with its reference: ma.check_parity
 (minialex/gradcheck.py).
 """
-import os
 
 import numpy as np
 
 from . import backend, emulator
+from .system import GEMM_MODES, env_choice
 from .kernel_source import (DTYPES, INT32_LIMIT, MAX_BLOCK, MAX_GRID, MAX_STATIC_SHARED_BYTES,  # noqa: F401
                             MAX_THREADS_PER_BLOCK, LaunchError, OutOfBoundsError, kernel_dir, kernel_path,
                             signatures, source)
@@ -159,9 +159,7 @@ def planes(inner, count, threads=256):
 
 # ----- matrix products -----
 
-_gemm_mode = os.environ.get("MINIALEX_GEMM", "blas")
-if _gemm_mode not in ("blas", "tiled"):
-    raise ValueError(f"MINIALEX_GEMM: expected 'blas' or 'tiled', got {_gemm_mode!r}")
+_gemm_mode = env_choice("MINIALEX_GEMM", "blas")  # a bad value: "blas" (system.check_environment reports it)
 GEMM_TILE = 16  # TILE in kernels/gemm.cu
 
 
@@ -169,7 +167,7 @@ def set_gemm(mode):
     """'blas' (default: cuBLAS through CuPy on a GPU, NumPy's BLAS on cuda-emu) or 'tiled'
     (kernels/gemm.cu, the hand-written shared-memory SGEMM). Also settable as MINIALEX_GEMM."""
     global _gemm_mode
-    if mode not in ("blas", "tiled"):
+    if mode not in GEMM_MODES:
         raise ValueError(f"set_gemm: mode expected 'blas' or 'tiled', got {mode!r}")
     _gemm_mode = mode
 

@@ -41,24 +41,16 @@ does: an optimizer step between a forward and its backward is the usual way to g
 import contextlib
 import importlib
 import inspect
-import os
 
 import numpy as np
 
 from . import backend
+from .system import CPU_PATHS, env_choice
 
 _grad_enabled = True
-CPU_PATHS = ("fast", "reference")
-
-
-def _cpu_path_from_env():
-    path = os.environ.get("MINIALEX_CPU_PATH", "fast")
-    if path not in CPU_PATHS:
-        raise ValueError(f"MINIALEX_CPU_PATH: expected 'fast' or 'reference', got {path!r}")
-    return path
-
-
-_cpu_path = _cpu_path_from_env()
+# MINIALEX_CPU_PATH, read once at import: a bad value falls back to "fast" (importing never fails
+# for an environment variable; a command reports it first: system.check_environment)
+_cpu_path = env_choice("MINIALEX_CPU_PATH", "fast")
 
 
 def set_cpu_path(path):

@@ -1,5 +1,8 @@
 """The process and the machine: facts about them that several parts of minialex need.
 
+    check_environment()    the errors in minialex's environment variables, as text: every command
+                           calls it first and stops with exit status 2 on one
+    env_choice(name, ...)  a variable's value, or its default when unset or bad (at import: never raises)
     cpu_threads()          how many threads a pass may use (MINIALEX_THREADS, else the usable cores)
     set_blas_threads(n)    NumPy's OpenBLAS threads (blas_threads() asks; openblas() finds the library)
     ForkSafeLock           a lock that a forked child gets afresh
@@ -14,14 +17,61 @@ import os
 import threading
 
 
-def cpu_threads():
-    """How many threads a pass is split over: MINIALEX_THREADS, else the cores this process may use."""
-    env = os.environ.get("MINIALEX_THREADS")
-    if env:
-        if not env.isdigit() or int(env) < 1:
-            raise ValueError(f"MINIALEX_THREADS: expected a positive integer, got {env!r}")
-        return int(env)
+# ----- the environment variables -----
+
+CPU_PATHS = ("fast", "reference")     # MINIALEX_CPU_PATH, set_cpu_path (minialex/function.py)
+GEMM_MODES = ("blas", "tiled")        # MINIALEX_GEMM, cuda.set_gemm
+CHOICES = {"MINIALEX_CPU_PATH": ("reference", "fast"), "MINIALEX_GEMM": ("blas", "tiled"),
+           "MINIALEX_TUNE_MALLOC": ("0", "1"), "MINIALEX_TUNE_BLAS": ("0", "1"), "MINIALEX_EMU_DEBUG": ("0", "1")}
+
+
+def _choice_error(name):
+    """The error in $name (one of CHOICES), or None when it is unset, empty or one of its choices."""
+    value = os.environ.get(name, "")
+    if value == "" or value in CHOICES[name]:
+        return None
+    return f"{name} expected {' or '.join(CHOICES[name])}, got {value!r}"
+
+
+def env_choice(name, default):
+    """$name when it is one of its CHOICES, else `default` (unset, empty or bad: check_environment
+    reports a bad value when a command starts; importing minialex must never fail for one)."""
+    return default if _choice_error(name) or not os.environ.get(name) else os.environ[name]
+
+
+def usable_cores():
+    """The cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def max_threads():
+    """The most MINIALEX_THREADS may ask for: 1024, or 4 per usable core on a larger machine."""
+    return max(1024, 4 * usable_cores())
+
+
+def _threads_error():
+    value = os.environ.get("MINIALEX_THREADS", "")
+    if value == "" or (value.isascii() and value.isdigit() and 1 <= int(value) <= max_threads()):
+        return None
+    return f"MINIALEX_THREADS expected an integer from 1 to {max_threads()}, got {value!r}"
+
+
+def check_environment():
+    """The errors in minialex's environment variables, each a line such as "MINIALEX_CPU_PATH
+    expected reference or fast, got 'bogus'"; [] when every one is fine. Each command calls it
+    before any work and stops with exit status 2 (the library itself falls back to the defaults)."""
+    errors = [_choice_error(name) for name in CHOICES] + [_threads_error()]
+    return [e for e in errors if e]
+
+
+def cpu_threads():
+    """How many threads a pass is split over: MINIALEX_THREADS, else the cores this process may use.
+    A bad MINIALEX_THREADS is a ValueError saying so (commands find it first: check_environment)."""
+    error = _threads_error()
+    if error:
+        raise ValueError(error)
+    env = os.environ.get("MINIALEX_THREADS")
+    return int(env) if env else usable_cores()
 
 
 # ----- NumPy's OpenBLAS -----

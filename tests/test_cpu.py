@@ -237,7 +237,7 @@ def test_parallel_covers_the_range_once_and_reraises(monkeypatch):
     with pytest.raises(KeyError, match="slice failed"):
         threads.parallel(fail_on_last, 10, threads.PARALLEL_MIN_ELEMENTS)
     monkeypatch.setenv("MINIALEX_THREADS", "zero")
-    with pytest.raises(ValueError, match=r"MINIALEX_THREADS: expected a positive integer, got 'zero'"):
+    with pytest.raises(ValueError, match=r"MINIALEX_THREADS expected an integer from 1 to \d+, got 'zero'"):
         threads.parallel(mark, 10, threads.PARALLEL_MIN_ELEMENTS)
 
 
