@@ -2,8 +2,8 @@
 
     minialex-prepare DATA                   # DATA/train and DATA/val, for alexnet-mini (64x64 crops)
     minialex-prepare DATA --arch alexnet    # ... for AlexNet's 227x227 crops (shorter side 256)
-    minialex-prepare DATA --verify          # ... each store checked first: every image hashed and
-                                            #     decoded again; a store that differs is built again
+    minialex-prepare DATA --verify          # ... each store checked first: every image's checksum, and
+                                            #     every file decoded again; a store that differs is built again
     minialex-prepare --list                 # the stores folder: every store, its size, data and last use
     minialex-prepare --clean                # remove killed builds, damaged stores set aside, and the
                                             # least recently used stores beyond MINIALEX_STORES_MAX
@@ -14,7 +14,7 @@ cache folder ($MINIALEX_STORES, else <cache root>/stores, see minialex/data/stor
 again as long as no image of the data set changes its size or modification time. An image
 rewritten in place with both kept, or stored pixels changed on disk, are found by --verify.
 The folder is kept within MINIALEX_STORES_MAX (default 100G; K, M, G, T suffixes) before each
-build, least recently used stores first; a store open in a running process is never removed.
+build, least recently used stores first; a store a running process reads is never removed.
 MINIALEX_STORES_MAX=0 minialex-prepare --clean removes every store not in use.
 """
 import argparse
@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from . import system
 from .data import DataLoader, Transform
 from .data.splits import DataError, open_splits
 from .data import store as store_module
@@ -127,6 +128,9 @@ def _parser():
 def main(argv=None):
     p = _parser()
     args = p.parse_args(argv)
+    environment = system.check_environment()
+    if environment:
+        p.error("; ".join(environment))
     if args.workers < 0:
         p.error(f"--workers expected an integer >= 0, got {args.workers}")
     if args.clean:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend, checkpoint, cpu, distributed, io, random
+from . import backend, checkpoint, cpu, distributed, io, random, system
 from . import functional as F
 from .data import DataLoader, Transform, dataset_stats, make_synthetic, resize_for
 from .data.splits import DataError, open_splits
@@ -414,6 +414,11 @@ def _ten_crop_report(s):
 
 def main(argv=None):
     flags = parse_args(argv, __doc__)
+    environment = system.check_environment()     # MINIALEX_CPU_PATH, MINIALEX_THREADS, ...: before any work
+    if environment:
+        for line in environment:
+            print(f"minialex-train: error: {line}", file=sys.stderr)
+        return 2
     cpu.tune()  # process-wide malloc and OpenBLAS settings that speed up CPU training
     try:
         world = distributed.init()

@@ -267,3 +267,22 @@ def test_minialex_prepare_refuses_the_data_minialex_train_refuses(tmp_path, caps
         assert err.strip().splitlines()[-1].startswith("minialex-prepare: error: ") and words in err, err
         assert train.main(["--data", str(root), "--out", str(tmp_path / "o")]) == 2
         assert words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name,value,said", [
+    ("MINIALEX_CPU_PATH", "bogus", "MINIALEX_CPU_PATH expected reference or fast, got 'bogus'"),
+    ("MINIALEX_GEMM", "fast", "MINIALEX_GEMM"), ("MINIALEX_THREADS", "0", "MINIALEX_THREADS"),
+    ("MINIALEX_THREADS", "two", "MINIALEX_THREADS")])
+def test_a_bad_environment_variable_is_one_line_from_each_command(tiny, tmp_path, capsys, monkeypatch, no_work,
+                                                                  name, value, said):
+    import subprocess
+    import sys
+    from minialex import prepare
+    monkeypatch.setenv(name, value)
+    refused(capsys, ["--data", str(tiny), "--out", str(tmp_path / "o")], said)
+    with pytest.raises(SystemExit) as exit_:
+        prepare.main([str(tiny)])
+    assert exit_.value.code == 2 and said in capsys.readouterr().err
+    run = subprocess.run([sys.executable, "-c", "import minialex"], capture_output=True, text=True,
+                         env={**__import__("os").environ, name: value})
+    assert run.returncode == 0 and run.stderr == "", run.stderr          # importing never fails for it
