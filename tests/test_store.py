@@ -247,6 +247,7 @@ DAMAGE = {
     "no hashes": lambda p: (p / "hashes.npy").unlink(),
     "no meta.json": lambda p: (p / "meta.json").unlink(),
     "half deleted": lambda p: [f.unlink() for f in p.iterdir() if f.name != "meta.json"],
+    "a file where the store's folder was": lambda p: (shutil.rmtree(p), p.write_bytes(b"not a folder")),
     "meta.json not JSON": lambda p: (p / "meta.json").write_text("{not json"),
     "meta.json a list": lambda p: (p / "meta.json").write_text("[]"),
     "a count that is text": lambda p: _edit_meta(p, lambda m: m.__setitem__("count", str(m["count"]))),
@@ -622,6 +623,8 @@ def test_decode_workers_end_with_a_main_process_killed_by_sigkill(tmp_path, stor
         assert not [p for p in workers if process_alive(p)]
     finally:
         main.kill()
+        main.wait()
+        main.stdout.close()
         for p in workers:
             if process_alive(p):
                 os.kill(p, signal.SIGKILL)

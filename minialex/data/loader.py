@@ -46,6 +46,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
+from .. import errors
 from ..cpu import augment as fast_augment
 from .store import Store, append_pixels, decoded, digest, key
 from .transforms import resize_shorter
@@ -64,7 +65,7 @@ def _check_arguments(folder, transform, batch_size, shuffle, drop_last, workers,
                      shard):
     """Each argument of DataLoader checked before any work: ArgumentError naming the first wrong one."""
     def fail(name, expected, got):
-        raise ArgumentError(f"DataLoader: {name} expected {expected}, got {got}")
+        errors.fail("DataLoader", name, expected, got, ArgumentError)
     if not (hasattr(folder, "samples") and callable(getattr(folder, "load", None)) and hasattr(folder, "__len__")):
         hint = f" ({folder!r}: ImageFolder({folder!r}) reads a folder)" if isinstance(folder, (str, os.PathLike)) else ""
         fail("folder", "an ImageFolder (or anything with samples and load)", type(folder).__name__ + hint)
@@ -101,7 +102,7 @@ class DataLoader:
 
     def set_epoch(self, epoch):
         if not _integer(epoch) or epoch < 0:
-            raise ArgumentError(f"DataLoader.set_epoch: epoch expected an integer >= 0, got {epoch!r}")
+            errors.fail("DataLoader.set_epoch", "epoch", "an integer >= 0", repr(epoch), ArgumentError)
         self.epoch = int(epoch)
 
     @property

@@ -48,7 +48,7 @@ import numpy as np
 
 from ..system import ForkSafeLock
 from .folder import MAX_ASPECT, load_image
-from .store_folder import hold, make_room, store_root
+from .store_folder import hold, make_room, remove, store_root
 
 VERSION = 4  # 4: resolved paths in the key, EXIF orientation, a hash per image, each file's size
 BYTES_PER_PIXEL_ESTIMATE = 3 * 1.4     # RGB, and a mean aspect ratio of about 1.4 : 1
@@ -222,7 +222,7 @@ def _plain_file(folder, name):
     try:
         st = os.stat(path)
         inside = path.resolve().parent == folder.resolve()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):     # gone, or the store itself is no folder
         raise StoreDamaged(f"{name} is missing") from None
     if not stat.S_ISREG(st.st_mode) or not inside:
         raise StoreDamaged(f"{name} is not a plain file inside the store")
@@ -299,8 +299,7 @@ def set_aside(path, why):
     cannot be renamed (a read-only file system) it stays and the run decodes every epoch."""
     aside = path.with_name(f"{path.name}.damaged-{os.getpid()}")
     try:
-        if os.path.lexists(aside):
-            shutil.rmtree(aside)
+        remove(aside)
         os.rename(path, aside)
     except OSError as e:
         say_once(f"the decoded store {path} is damaged ({why}) and cannot be set aside ({e.strerror or e}); "

@@ -72,8 +72,21 @@ def stores_max():
     return size
 
 
+def remove(path):
+    """Remove a store's folder (or whatever took its name: a file, a link) as far as it can be."""
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
 def _bytes(path):
     """The bytes of the files under `path` (links not followed)."""
+    if not os.path.isdir(path) or os.path.islink(path):
+        return os.lstat(path).st_size if os.path.lexists(path) else 0
     total = 0
     for top, _, files in os.walk(path):
         for name in files:
@@ -172,7 +185,7 @@ def make_room(root=None, keep=None, need=0, budget=None):
             total -= e.bytes
     gone = []
     for e in removed:
-        shutil.rmtree(e.path, ignore_errors=True)
+        remove(e.path)
         if not os.path.lexists(e.path):
             gone.append(e)
     if gone:
