@@ -4,6 +4,7 @@ memory-mapped file, so that later epochs read crops instead of decoding JPEGs.
     store = Store.find(folder, resize)            # a complete store for this folder, or None
     builder = Store.builder(folder, resize)       # filled image by image during a first pass
     a = store.image(i)                            # (H, W, 3) uint8 view of image i, or None
+    store.hold()                                  # in use (a DataLoader reads it): never removed
 
 Each image is what the transforms would make of it before cropping: decoded (ImageFolder's
 rules: bounded size, EXIF orientation, 4:1 aspect crop, 8-bit RGB) and its shorter side resized
@@ -19,7 +20,9 @@ label, size and modification time) and the resize: any edit to the data set that
 or a time makes a new store, however the data path is spelled. A file rewritten in place with
 the same size and time is not seen (`minialex-prepare --verify` decodes every image again and
 compares). A store is built in <key>.partial-<pid> and renamed into place only when every image
-is in it (a rename is atomic), so an interrupted build leaves nothing that is later trusted.
+is in it (a rename is atomic), so an interrupted build leaves nothing that is later trusted. A
+write that fails during the build (a full disk: the free-space check is an estimate; a file-size
+limit) gives the store up at once, with one warning; the pass under way keeps all its batches.
 
 Opening a store checks all of it before anything is read: meta.json's fields and types, the
 files it names (plain files inside the store, of the sizes recorded), every row of the index
