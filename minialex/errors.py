@@ -2,6 +2,8 @@
 import math
 import numbers
 
+import numpy as np
+
 
 def fail(op, arg, expected, got, kind=ValueError):
     """Raise `kind` as "op: arg expected EXPECTED, got GOT"."""
@@ -42,3 +44,26 @@ def check_finite(op, arg, value):
     if not math.isfinite(value):
         fail(op, arg, "a finite number", repr(value))
     return float(value)
+
+
+def check_at_least(op, arg, value, low, above=False):
+    """A finite real number >= low (> low with above=True), as a float."""
+    number = check_finite(op, arg, value)
+    if number < low or (above and number == low):
+        fail(op, arg, f"a finite number {'>' if above else '>='} {low}", repr(value))
+    return number
+
+
+def check_probability(op, arg, value):
+    """A probability p in [0, 1) (dropout's rate: 1 would drop everything), as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        fail(op, arg, "a probability in [0, 1)", repr(value))
+    return float(value)
+
+
+def check_bool(op, arg, value):
+    """True or False (NumPy's bool too): a flag such as bias=, not a number or a string that happens
+    to be true."""
+    if not isinstance(value, (bool, np.bool_)):
+        fail(op, arg, "True or False", repr(value), TypeError)
+    return bool(value)

@@ -19,6 +19,7 @@ import warnings
 import numpy as np
 
 from . import backend
+from .errors import check_at_least, check_positive_int, fail
 from .function import cpu_path, no_grad
 from .tensor import Tensor
 
@@ -66,10 +67,10 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, samples=None, seed=0, 
     grad; raises GradcheckError naming the ops, the input and its worst element otherwise (with
     raise_exception=False: returns a GradcheckReport instead). `samples` checks only that many
     randomly chosen elements per input (for large inputs such as AlexNet's weights)."""
-    inputs = list(inputs)
+    inputs = _check_arguments(fn, inputs, eps, atol, rtol, samples, seed)
     checked = _checked_inputs(inputs)
     rng = np.random.default_rng(seed)
-    out = fn(*inputs)
+    out = _output(fn, inputs)
     ops = _ops(out)
     r = backend.to_device(rng.standard_normal(out.shape), out.device, out.dtype)
     analytic = _analytic(out, r, inputs, checked)
@@ -93,6 +94,32 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, samples=None, seed=0, 
                              f"analytic {a:.10g}, numerical {numerical:.10g} (|diff| {abs(a - numerical):.3g} > "
                              f"atol {atol} + rtol {rtol} * |numerical|)")
     return True
+
+
+def _check_arguments(fn, inputs, eps, atol, rtol, samples, seed, op="gradcheck"):
+    """The inputs as a list, once every argument is what it must be (else the error naming it)."""
+    if not callable(fn):
+        fail(op, "fn", "a function of the inputs returning a Tensor", type(fn).__name__, TypeError)
+    if isinstance(inputs, Tensor) or not hasattr(inputs, "__iter__"):
+        fail(op, "inputs", "a list of inputs (Tensors; [x] for one)", type(inputs).__name__, TypeError)
+    check_at_least(op, "eps", eps, 0, above=True)
+    check_at_least(op, "atol", atol, 0)
+    check_at_least(op, "rtol", rtol, 0)
+    if samples is not None:
+        check_positive_int(op, "samples", samples)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        fail(op, "seed", "an integer >= 0", repr(seed))
+    return list(inputs)
+
+
+def _output(fn, inputs, op="gradcheck"):
+    """fn(*inputs), which must be a Tensor (the backward starts from it)."""
+    out = fn(*inputs)
+    if not isinstance(out, Tensor):
+        fail(op, "fn", "to return a Tensor (made by minialex ops from the inputs, so it has a graph)",
+             f"{type(out).__name__}" + (" (a NumPy array: its gradient cannot be traced)"
+                                        if isinstance(out, np.ndarray) else ""), TypeError)
+    return out
 
 
 def _checked_inputs(inputs):
@@ -171,13 +198,16 @@ def check_parity(fn, shapes, device="cuda-emu", seed=0, rtol=1e-4, **kwargs):
         ma.check_parity(F.relu, [(4, 5)])
         ma.check_parity(lambda x, w: F.conv2d(x, w, padding=1), [(2, 3, 9, 9), (4, 3, 3, 3)])
     """
+    if not callable(fn):
+        fail("check_parity", "fn", "a function of the tensors returning a Tensor", type(fn).__name__, TypeError)
+    check_at_least("check_parity", "rtol", rtol, 0)
     rng = np.random.default_rng(seed)
     arrays = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     results, r = [], None
     for dev in ("cpu", device):
         with cpu_path("reference"):
             ts = [Tensor(a, requires_grad=True, device=dev) for a in arrays]
-            y = fn(*ts, **kwargs)
+            y = _output(lambda *t: fn(*t, **kwargs), ts, "check_parity")
             if r is None:
                 r = np.random.default_rng(seed + 1).standard_normal(y.shape).astype(np.float32)
             y.backward(Tensor(r, device=dev))

@@ -17,6 +17,7 @@ Paper variants: `lrn_before_pool=True` puts LRN before pooling (the paper's text
 import numpy as np
 
 from . import backend, nn
+from .errors import check_bool, check_positive_int, check_probability
 
 # (out_channels, kernel, stride, padding) of conv1..conv5, then the widths of fc6 and fc7.
 FULL = dict(input_size=227, convs=[(96, 11, 4, 0), (256, 5, 1, 2), (384, 3, 1, 1), (384, 3, 1, 1),
@@ -45,8 +46,11 @@ class AlexNet(nn.Module):
         super().__init__()
         if init not in INITS:
             raise ValueError(f"AlexNet: init expected one of {INITS}, got {init!r}")
-        if groups not in (1, 2):
+        if isinstance(groups, bool) or groups not in (1, 2):
             raise ValueError(f"AlexNet: groups expected 1 or 2 (the paper's two towers), got {groups!r}")
+        num_classes = check_positive_int("AlexNet", "num_classes", num_classes)
+        lrn_before_pool = check_bool("AlexNet", "lrn_before_pool", lrn_before_pool)
+        check_probability("AlexNet", "dropout", dropout)
         self.num_classes, self.input_size = num_classes, config["input_size"]
         self.lrn_before_pool = lrn_before_pool
         (c1, k1, s1, p1), (c2, k2, s2, p2), (c3, k3, s3, p3), (c4, k4, s4, p4), (c5, k5, s5, p5) = \

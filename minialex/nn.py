@@ -9,9 +9,14 @@ import math
 
 import numpy as np
 
+from collections.abc import Mapping
+
 from . import backend, functional as F, random
+from .errors import (check_at_least, check_bool, check_finite, check_pair, check_positive_int, check_probability,
+                     fail)
 from .tensor import Tensor, add_hook
 from .ops.convolution import check_settings as check_conv_settings
+from .ops.dropout import MASK_BITS, keep_threshold
 
 
 class Parameter(Tensor):
@@ -102,9 +107,13 @@ class Module:
         return OrderedDict((name, p.numpy().copy()) for name, p in self.named_parameters())
 
     def load_state_dict(self, state_dict):
-        """Copy arrays into the parameters (keeping their device and dtype). Strict: a missing,
-        unexpected or mis-shaped key, or an array that is not real floating point, is an error
-        that names it, raised before anything is copied."""
+        """Copy arrays (or Tensors) into the parameters, keeping their device and dtype. Strict: a
+        missing, unexpected or mis-shaped key, or an array that is not real floating point, is an
+        error that names it, raised before anything is copied."""
+        if not isinstance(state_dict, Mapping):
+            fail("load_state_dict", "state_dict", "a mapping {name: array} (model.state_dict(), ma.load(path))",
+                 type(state_dict).__name__, TypeError)
+        state_dict = {k: v.data if isinstance(v, Tensor) else v for k, v in state_dict.items()}
         own = OrderedDict(self.named_parameters())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
@@ -167,6 +176,11 @@ class Module:
         return params[0].device if params else "cpu"
 
 
+def _check_weight_std(op, weight_std):
+    """None (He's std) or a finite number >= 0."""
+    return None if weight_std is None else check_at_least(op, "weight_std", weight_std, 0)
+
+
 def he_std(fan_in):
     """He et al. 2015: weights N(0, 2/fan_in) keep the activations' scale through ReLU layers."""
     return math.sqrt(2.0 / fan_in)
@@ -188,9 +202,11 @@ class Conv2d(Module):
     def __init__(self, in_ch, out_ch, kernel_size, stride=1, padding=0, groups=1, bias=True, *, weight_std=None,
                  algorithm="auto"):
         super().__init__()
+        in_ch, out_ch = check_positive_int("Conv2d", "in_ch", in_ch), check_positive_int("Conv2d", "out_ch", out_ch)
+        kh, kw = check_pair("Conv2d", "kernel_size", kernel_size)
+        bias, weight_std = check_bool("Conv2d", "bias", bias), _check_weight_std("Conv2d", weight_std)
         check_conv_settings("Conv2d", in_ch, out_ch, stride, padding, groups, algorithm)  # F.conv2d's checks
         self.algorithm = algorithm  # F.conv2d's: "auto" takes Winograd where it pays
-        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
         self.stride, self.padding, self.groups = stride, padding, groups
         self.in_ch, self.out_ch, self.kernel_size = in_ch, out_ch, (kh, kw)
         shape = (out_ch, in_ch // groups, kh, kw)
@@ -212,6 +228,8 @@ class Linear(Module):
 
     def __init__(self, in_f, out_f, bias=True, *, weight_std=None):
         super().__init__()
+        in_f, out_f = check_positive_int("Linear", "in_f", in_f), check_positive_int("Linear", "out_f", out_f)
+        bias, weight_std = check_bool("Linear", "bias", bias), _check_weight_std("Linear", weight_std)
         self.in_f, self.out_f = in_f, out_f
         self.weight = Parameter(normal((out_f, in_f), he_std(in_f) if weight_std is None else weight_std))
         self.bias = Parameter(np.zeros(out_f, np.float32)) if bias else None
@@ -233,6 +251,11 @@ class LocalResponseNorm(Module):
 
     def __init__(self, size=5, alpha=1e-4, beta=0.75, k=2.0):
         super().__init__()
+        op = "LocalResponseNorm"                              # F.local_response_norm's checks, when built
+        size, beta = check_positive_int(op, "size", size), check_finite(op, "beta", beta)
+        alpha = check_at_least(op, "alpha", alpha, 0)
+        if check_finite(op, "k", k) <= 0:
+            fail(op, "k", "a number > 0 (s = k + alpha*sum must stay positive)", repr(k))
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
 
     def forward(self, x):
@@ -245,6 +268,11 @@ class LocalResponseNorm(Module):
 class MaxPool2d(Module):
     def __init__(self, kernel_size=3, stride=2, padding=0):
         super().__init__()
+        op = "MaxPool2d"                                      # F.max_pool2d's checks, when built
+        kernel, _ = check_pair(op, "kernel_size", kernel_size), check_pair(op, "stride", stride)
+        pads = check_pair(op, "padding", padding, minimum=0)
+        if pads[0] * 2 > kernel[0] or pads[1] * 2 > kernel[1]:
+            fail(op, "padding", f"at most half the kernel {kernel}", repr(padding))
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
 
     def forward(self, x):
@@ -257,6 +285,9 @@ class MaxPool2d(Module):
 class Dropout(Module):
     def __init__(self, p=0.5):
         super().__init__()
+        if keep_threshold(check_probability("Dropout", "p", p)) >= 1 << MASK_BITS:   # F.dropout's checks
+            fail("Dropout", "p", f"a probability below 1 - 2^-{MASK_BITS + 1} (this p would drop every element)",
+                 repr(p))
         self.p = p
 
     def forward(self, x):
@@ -277,6 +308,10 @@ class Sequential(Module):
     def __init__(self, *layers):
         super().__init__()
         for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                what = f"the class {layer.__name__} (call it: {layer.__name__}())" if isinstance(layer, type) else \
+                    type(layer).__name__
+                fail("Sequential", f"layer {i}", "a Module", what, TypeError)
             setattr(self, str(i), layer)
 
     def forward(self, x):

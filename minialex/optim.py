@@ -11,19 +11,38 @@ The update itself is minialex/ops/sgd.py (with its fast CPU and CUDA versions).
 import numpy as np
 
 from . import backend
-from .errors import check_finite
+from .errors import check_at_least, check_finite, fail
 from .ops.sgd import sgd_update
+from .tensor import Tensor
+
+
+def _parameters(params):
+    """The distinct Tensors of `params` (a parameter shared by two modules is one parameter,
+    stepped once), each a floating Tensor that wants a gradient; at least one."""
+    if isinstance(params, Tensor) or hasattr(params, "parameters") or isinstance(params, (str, bytes, dict)):
+        hint = " (give model.parameters())" if hasattr(params, "parameters") else " (give a list of them)"
+        fail("SGD", "params", "an iterable of Parameters" + hint, type(params).__name__, TypeError)
+    try:
+        given = list(params)
+    except TypeError:
+        fail("SGD", "params", "an iterable of Parameters", type(params).__name__, TypeError)
+    unique = {}
+    for i, p in enumerate(given):
+        if not isinstance(p, Tensor) or not p.requires_grad:
+            what = type(p).__name__ if not isinstance(p, Tensor) else "a Tensor with requires_grad=False"
+            fail("SGD", f"params[{i}]", "a Parameter (a Tensor with requires_grad=True)", what, TypeError)
+        unique.setdefault(id(p), p)
+    if not unique:
+        fail("SGD", "params", "at least one Parameter", "none (an empty list: does the model have parameters?)")
+    return list(unique.values())
 
 
 class SGD:
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
-        unique = {}
-        for p in params:  # a parameter shared by two modules is one parameter, stepped once
-            unique.setdefault(id(p), p)
-        self.params = list(unique.values())
-        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
-            if check_finite("SGD", name, value) < 0:
-                raise ValueError(f"SGD: {name} expected a finite number >= 0, got {value!r}")
+        self.params = _parameters(params)
+        lr, weight_decay = check_at_least("SGD", "lr", lr, 0), check_at_least("SGD", "weight_decay", weight_decay, 0)
+        if not 0 <= check_finite("SGD", "momentum", momentum) < 1:
+            fail("SGD", "momentum", "a number in [0, 1) (v keeps this part of itself each step)", repr(momentum))
         self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
         self.velocity = [None] * len(self.params)  # v per parameter, made at its first step
 

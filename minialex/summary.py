@@ -6,6 +6,7 @@ count two) and the activation memory of a batch.
 """
 import numpy as np
 
+from .errors import check_positive_int, fail
 from .function import no_grad
 from .tensor import Tensor
 
@@ -30,6 +31,13 @@ def _flops(module, x, y):
 def summary(model, input_shape, batch_size=1, device=None):
     """A table (str): layer, output shape, parameters, MFLOPs per example, activations of a batch.
     input_shape is one example's shape, e.g. (3, 227, 227)."""
+    if not hasattr(model, "named_modules") or not callable(model):
+        fail("summary", "model", "a Module", type(model).__name__, TypeError)
+    if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__len__") or \
+            not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1 for n in input_shape):
+        fail("summary", "input_shape", "one example's shape, a tuple of sizes >= 1 such as (3, 227, 227)",
+             repr(input_shape), TypeError if not hasattr(input_shape, "__len__") else ValueError)
+    batch_size = check_positive_int("summary", "batch_size", batch_size)
     device = device or model.device
     rows, handles = [], []
     for name, m in model.named_modules():
@@ -40,7 +48,7 @@ def summary(model, input_shape, batch_size=1, device=None):
     model.eval()  # no dropout: the summary must not draw from the random generator
     try:
         with no_grad():
-            model(Tensor(np.zeros((1, *input_shape), np.float32), device=device))
+            model(Tensor(np.zeros((1, *map(int, input_shape)), np.float32), device=device))
     finally:
         model.train(was_training)
         for h in handles:

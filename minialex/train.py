@@ -396,6 +396,7 @@ def _store_line(s):
     if s.cfg.no_cache:
         return "decoding every epoch (--no-cache)"
     resize = resize_for(_size(s))
+    store.Store.find(s.val_set, resize)          # (a damaged val store is set aside now, not at validation)
     if store.Store.find(s.train_set, resize) is not None:
         return "decoded images from the store"
     gib = store.estimated_bytes(len(s.train_set) + len(s.val_set), resize) / 2**30

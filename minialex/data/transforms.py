@@ -16,6 +16,8 @@ Arrays here are HWC float32 in [0, 1] until `to_chw`.
 import numpy as np
 from PIL import Image
 
+from ..errors import check_bool, check_positive_int, fail
+
 
 def resize_for(size):
     """The shorter-side resize for a `size` crop: 256 for 227 as in the paper, scaled alike."""
@@ -68,6 +70,27 @@ def to_chw(a, mean, std):
     return np.ascontiguousarray(np.moveaxis(a, -1, -3), dtype=np.float32)
 
 
+STATS = {"mean": (3,), "std": (3,), "eigvals": (3,), "eigvecs": (3, 3)}   # what dataset_stats gives
+
+
+def _check_stats(stats, lighting):
+    """stats as given, once it holds a finite mean and a positive std per channel (and, for the
+    colour noise, the PCA's eigvals and eigvecs): else the error naming the entry."""
+    if not hasattr(stats, "keys") or not hasattr(stats, "__getitem__"):
+        fail("Transform", "stats", "a dict with mean, std, eigvals, eigvecs (dataset_stats)", type(stats).__name__,
+             TypeError)
+    for key, shape in STATS.items():
+        if key in ("eigvals", "eigvecs") and not lighting:
+            continue
+        value = np.asarray(stats[key]) if key in stats else None
+        if value is None or value.shape != shape or value.dtype.kind not in "iuf" or not np.isfinite(value).all():
+            got = "nothing" if value is None else f"dtype {value.dtype} shape {value.shape}"
+            fail("Transform", f"stats['{key}']", f"finite numbers of shape {shape}", got)
+    if (np.asarray(stats["std"]) <= 0).any():
+        fail("Transform", "stats['std']", "standard deviations > 0", np.asarray(stats["std"]).tolist())
+    return stats
+
+
 class Transform:
     """The per-image pipeline for one mode: "train", "val" or "ten_crop". flip=False and
     lighting=False turn off the horizontal flips and the PCA colour noise of training, which suit
@@ -76,8 +99,9 @@ class Transform:
     def __init__(self, size, stats, mode="train", flip=True, lighting=True):
         if mode not in ("train", "val", "ten_crop"):
             raise ValueError(f"Transform: mode expected 'train', 'val' or 'ten_crop', got {mode!r}")
-        self.size, self.stats, self.mode = size, stats, mode
-        self.flip, self.lighting = bool(flip), bool(lighting)
+        self.size = check_positive_int("Transform", "size", size)
+        self.flip, self.lighting = check_bool("Transform", "flip", flip), check_bool("Transform", "lighting", lighting)
+        self.stats, self.mode = _check_stats(stats, mode == "train" and self.lighting), mode
         self.resize = resize_for(size)
 
     def __call__(self, img, rng):

@@ -12,6 +12,7 @@ import numbers
 import numpy as np
 
 from .. import backend
+from ..errors import fail
 from ..function import Function
 from ..tensor import Tensor
 
@@ -176,14 +177,27 @@ def log(x):
 
 # ----- reductions and shape -----
 
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_axes(op, arg, axes, ndim, given):
+    """Each of `axes` an int in [-ndim, ndim), none twice: as non-negative ints."""
+    if not all(_is_int(a) for a in axes):
+        fail(op, arg, "an int or a tuple of ints", repr(given), TypeError)
+    if not all(-ndim <= a < ndim for a in axes):
+        fail(op, arg, f"values in [{-ndim}, {ndim})", repr(given))
+    axes = tuple(int(a) % ndim for a in axes)
+    if len(set(axes)) != len(axes):
+        fail(op, arg, "each axis once", repr(given))
+    return axes
+
+
 def _normalise_axis(op, axis, ndim):
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if np.isscalar(axis) else tuple(axis)
-    for a in axes:
-        if not -ndim <= int(a) < ndim:
-            raise ValueError(f"{op}: axis expected values in [{-ndim}, {ndim}), got {axis!r}")
-    return tuple(sorted(int(a) % ndim for a in axes))
+    axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+    return tuple(sorted(_check_axes(op, "axis", axes, ndim, axis)))
 
 
 def _sum_forward(x, axes, keepdims):
@@ -220,6 +234,9 @@ class Reshape(Function):
 
 
 def reshape(x, shape):
+    if not all(_is_int(n) and n >= -1 for n in shape):
+        fail("reshape", "shape", "sizes that are ints >= 0, and at most one -1", repr(tuple(shape)), TypeError
+             if not all(_is_int(n) for n in shape) else ValueError)
     shape = tuple(int(n) for n in shape)
     known = int(np.prod([n for n in shape if n != -1]))
     if shape.count(-1) > 1 or (-1 in shape and (known == 0 or x.size % known)) or \
@@ -243,7 +260,8 @@ class Transpose(Function):
 
 
 def transpose(x, axes=None):
-    axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(int(a) % x.ndim for a in axes)
+    axes = tuple(reversed(range(x.ndim))) if axes is None else _check_axes("transpose", "axes", tuple(axes), x.ndim,
+                                                                            axes)
     if sorted(axes) != list(range(x.ndim)):
         raise ValueError(f"transpose: axes expected a permutation of 0..{x.ndim - 1}, got {axes}")
     return Transpose.apply(x, axes=axes)

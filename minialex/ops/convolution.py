@@ -14,6 +14,7 @@ rule on every device. nn.Conv2d checks its settings with the same `check_setting
 built, so a layer that could never run is refused there.
 """
 from ..errors import check_pair, check_positive_int, fail
+from ..tensor import Tensor
 from . import conv, winograd
 
 ALGORITHMS = ("auto", "im2col", "winograd")
@@ -69,18 +70,35 @@ def _winograd_tile(op, weight_shape, out_shape, tile):
     return tile
 
 
+def _check_tensors(op, x, weight, bias):
+    """x, weight (and bias, when given) Tensors of floating point: a convolution of integers would
+    have integer gradients, which no optimizer can take."""
+    for name, t in (("x", x), ("weight", weight), ("bias", bias)):
+        if t is None and name == "bias":
+            continue
+        if not isinstance(t, Tensor):
+            fail(op, name, "a Tensor", type(t).__name__ + (" (wrap it: ma.Tensor(array))" if hasattr(t, "shape") else ""),
+                 TypeError)
+        if t.dtype.kind != "f":
+            fail(op, name, "a floating-point Tensor (float32 or float64)", f"dtype {t.dtype}", TypeError)
+
+
 def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1, algorithm="auto", *, tile=None):
     """y = conv(x, weight) + bias, NCHW; weight (O, C/groups, KH, KW). See minialex/ops/conv.py.
 
     algorithm: "auto" (Winograd where `use_winograd` says so), "im2col", or "winograd" (stride 1
     only). tile: Winograd's outputs per tile, m or (m_h, m_w) (default: winograd.choose_tile)."""
     op = "conv2d"
+    _check_tensors(op, x, weight, bias)
     if x.ndim != 4:
         fail(op, "x", "4 dimensions (N, C, H, W)", f"shape {x.shape}")
     if weight.ndim != 4:
         fail(op, "weight", "4 dimensions (O, C/groups, KH, KW)", f"shape {weight.shape}")
     n, c, h, w = x.shape
     o, cg, kh, kw = weight.shape
+    if min(o, cg, kh, kw) < 1 or c < 1:
+        fail(op, "weight" if c else "x", "at least one filter, one channel and a 1x1 kernel" if c else
+             "at least one channel", f"shape {weight.shape if c else x.shape}")
     stride, padding, groups = check_settings(op, c, o, stride, padding, groups, algorithm)
     if cg * groups != c:
         fail(op, "weight", f"shape[1] = C/groups = {c}/{groups} = {c // groups} (x has {c} channels)",
