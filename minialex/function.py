@@ -34,9 +34,11 @@ Backward (as in micrograd's engine.py, without recursion):
 
 Changes in place: a Function keeps a stamp of each input and of its output (`_stamp`): the
 tensor's version (Tensor._version, bumped by x.data = a, x.data += 1, SGD.step, load_state_dict)
-and a few of its values (which catch x.data[...] = v, a write no property can see). Backward
-refuses a node whose stamps changed, naming the op and the tensor, as PyTorch's version counter
-does: an optimizer step between a forward and its backward is the usual way to get there.
+and its values (all of a small array, 16 spread over a large one: they catch x.data[...] = v, a
+write no property can see, and cost microseconds where a full copy would cost the step's
+memory). Backward refuses a node whose stamps changed, naming the op and the tensor, as
+PyTorch's version counter does: an optimizer step between a forward and its backward is the
+usual way to get there.
 """
 import contextlib
 import importlib
@@ -251,19 +253,22 @@ class Function:
         return grads
 
 
-_STAMP_VALUES = 8  # values kept per array: the first, the last and 6 evenly between
+_STAMP_ALL = 4096    # an array of up to this many elements is kept whole (16 KiB of float32: a bias)
+_STAMP_VALUES = 16   # of a larger one (an activation, a weight), 16 values: the first, the last, 14 between
 
 
 def _stamp(t):
-    """(version, a few values as bytes) of tensor t: what `check_usable` compares. The values are
-    read only from NumPy arrays (reading a GPU array back would wait for the GPU)."""
+    """(version, values as bytes) of tensor t: what `check_usable` compares. The values are read
+    only from NumPy arrays (reading a GPU array back would wait for the GPU); bytes, so that NaN
+    compares equal to itself."""
     a = t.data
     if not isinstance(a, np.ndarray) or a.size == 0:
         return t._version, None
     n = a.size
-    picks = list(range(n)) if n <= _STAMP_VALUES else \
-        [k * (n - 1) // (_STAMP_VALUES - 1) for k in range(_STAMP_VALUES)]
-    return t._version, a.flat[picks].tobytes()      # bytes: NaN compares equal to itself
+    if n <= _STAMP_ALL:
+        return t._version, a.tobytes()
+    picks = [k * (n - 1) // (_STAMP_VALUES - 1) for k in range(_STAMP_VALUES)]
+    return t._version, a.flat[picks].tobytes()
 
 
 def _describe(value):

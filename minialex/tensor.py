@@ -19,8 +19,9 @@ assigning `x.data = a` (and `x.data += 1`, which assigns) adds one, and so do th
 writes into a tensor's memory (an optimizer step, load_state_dict) through `x.bump_version()`.
 The engine notes the versions when an op runs and refuses a backward when one has moved
 (minialex/function.py). A write INTO the array, `x.data[...] = v`, goes past the property: NumPy
-cannot tell anyone. The engine also compares a few of the array's values (which catches a write
-over the whole array), but after such a write of your own, call x.bump_version() to be sure.
+cannot tell anyone. The engine also compares the array's values (all of an array of up to 4096
+elements, 16 spread over a larger one), so such a write is caught on a small array and over a
+whole large one; after writing single elements of a large array, call x.bump_version().
 """
 import numpy as np
 

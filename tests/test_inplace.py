@@ -77,6 +77,21 @@ def test_an_assignment_to_data_bumps_the_version(change):
         y.backward()
 
 
+def test_any_element_of_a_small_array_is_compared_and_a_large_one_is_sampled():
+    for k in range(12):                                   # every element of a (3, 4) weight
+        x = T(np.arange(12.0).reshape(3, 4))
+        y = (x * 2.0).sum()
+        x.data.flat[k] = -1.0
+        with pytest.raises(RuntimeError, match="values differ"):
+            y.backward()
+    big = T(np.ones(100_000))
+    y = (big * 2.0).sum()
+    assert len(y._ctx.stamps[0][1]) == 16 * 8            # 16 float64 values kept, not the array
+    big.data[1:-1] = 5.0                                  # a write over the array meets the samples
+    with pytest.raises(RuntimeError, match="values differ"):
+        y.backward()
+
+
 def test_an_op_output_changed_before_its_backward_is_refused():
     x = T([0.5, 1.0, 2.0])
     y = x.exp()                                  # Exp's backward reads y itself
