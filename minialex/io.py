@@ -23,10 +23,12 @@ import re
 import secrets
 import zipfile
 import zlib
+from collections.abc import Mapping
 
 import numpy as np
 
 from . import backend
+from .tensor import Tensor
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first local header, or an empty zip
 MAX_INFLATION = 32          # compressed members: at most this many bytes of array per byte of file ...
@@ -52,10 +54,12 @@ def check_name(name):
 def save(state_dict, path):
     """Write {name: array} to `path` (.npz). The file is written beside the target and renamed
     over it, so a crash mid-write leaves the previous file intact."""
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"save: state_dict expected a mapping {{name: array}}, got {type(state_dict).__name__}")
     arrays = {}
     for name, value in state_dict.items():
         check_name(name)
-        a = np.asarray(backend.to_numpy(value))
+        a = np.asarray(backend.to_numpy(value.data if isinstance(value, Tensor) else value))
         if a.dtype == object:
             raise TypeError(f"save: {name} expected a numeric or string array, got dtype object "
                             "(object arrays would need pickle)")
@@ -188,6 +192,17 @@ def _read(archive, name, member, path, limit):
 _DAMAGED = (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError, RuntimeError)  # RuntimeError: encrypted
 
 
+def _check_load_arguments(keys, limits, max_inflation):
+    if keys is not None and (isinstance(keys, (str, bytes)) or not hasattr(keys, "__iter__")):
+        raise TypeError(f"load: keys expected an iterable of names (['meta/epoch'] for one), got {keys!r}")
+    if limits is not None and (not isinstance(limits, Mapping) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in limits.values())):
+        raise TypeError(f"load: limits expected a mapping {{name or 'prefix/': bytes >= 0}}, got {limits!r}")
+    if max_inflation is not None and (isinstance(max_inflation, bool) or not isinstance(max_inflation, (int, float))
+                                      or not max_inflation >= 1):
+        raise ValueError(f"load: max_inflation expected a number >= 1 or None, got {max_inflation!r}")
+
+
 def load(path, keys=None, limits=None, max_inflation=MAX_INFLATION):
     """{name: NumPy array} from a file written by save (no pickle: no code can run).
 
@@ -198,6 +213,7 @@ def load(path, keys=None, limits=None, max_inflation=MAX_INFLATION):
     max_inflation: compressed entries may inflate to at most this many times their stored bytes
         (over all the entries read, beyond INFLATION_ALLOWANCE); None allows any (a file you trust).
     A file that breaks a rule is a ValueError naming the entry, raised before that entry is read."""
+    _check_load_arguments(keys, limits, max_inflation)
     path = _check_archive(path)
     try:
         with zipfile.ZipFile(path) as archive:

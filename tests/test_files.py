@@ -177,3 +177,17 @@ def test_a_dead_run_s_lock_is_still_taken_over(tmp_path):
     folder.lock()
     assert folder.locked
     folder.unlock()
+
+
+def test_save_and_load_name_their_wrong_arguments(tmp_path):
+    with pytest.raises(TypeError, match=r"save: state_dict expected a mapping \{name: array\}, got list"):
+        ma.save([np.zeros(2)], tmp_path / "x.npz")
+    ma.save({"w": ma.Tensor([1.0, 2.0], requires_grad=True)}, tmp_path / "t.npz")      # a Tensor's values
+    assert ma.load(tmp_path / "t.npz")["w"].tolist() == [1.0, 2.0]
+    with pytest.raises(TypeError, match=r"load: keys expected an iterable of names \(\['meta/epoch'\] for one\), "
+                                        r"got 'w'"):
+        io.load(tmp_path / "t.npz", keys="w")                # not the names "w" read letter by letter
+    with pytest.raises(TypeError, match="load: limits expected a mapping"):
+        io.load(tmp_path / "t.npz", limits={"w": -1})
+    with pytest.raises(ValueError, match="load: max_inflation expected a number >= 1 or None, got 0"):
+        io.load(tmp_path / "t.npz", max_inflation=0)
