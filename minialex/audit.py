@@ -19,6 +19,10 @@ Checks, each a row of the table (exit status 0 when every row passes, 1 otherwis
    where the function has no derivative and any numerical check "fails": it is reported as a kink,
    not an error (this is why a whole-model gradient check sometimes fails on one bias).
 5. With --device: each layer's kernels against the reference, forward and backward, in float32.
+
+Before any of it, the environment (system.check_environment) and every flag are checked, the
+device is tried, and the memory the audit needs is compared with what the machine has: each
+problem is one line "minialex-audit: error: ...", exit status 2.
 """
 import argparse
 import os

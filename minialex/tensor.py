@@ -21,7 +21,8 @@ The engine notes the versions when an op runs and refuses a backward when one ha
 (minialex/function.py). A write INTO the array, `x.data[...] = v`, goes past the property: NumPy
 cannot tell anyone. The engine also compares the array's values (all of an array of up to 4096
 elements, 16 spread over a larger one), so such a write is caught on a small array and over a
-whole large one; after writing single elements of a large array, call x.bump_version().
+whole large one; after writing single elements of a large array (or any GPU array, whose values
+are not read back), call x.bump_version().
 """
 import numpy as np
 
