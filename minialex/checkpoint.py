@@ -33,6 +33,12 @@ FORMAT = 3                 # 3: meta/trainer (2: meta/config added; 1: the first
 META = ["format", "arch", "epoch", "rng_state", "classes", "history", "best", "plateau", "config", "trainer",
         "data", "mean", "std", "eigvals", "eigvecs", "interrupted_in_epoch", "processes"]
 STATS = {"mean": (3,), "std": (3,), "eigvals": (3,), "eigvecs": (3, 3)}
+# The most bytes each meta/ entry may hold, refused by minialex.io before it is read (text takes 4
+# bytes a character, and its JSON about 13 times that once decoded): a settings text needs
+# kilobytes, a history a few KiB an epoch. model/ and optim/ arrays have no limit of their own:
+# io holds them to their file (and a compressed one to io.MAX_INFLATION).
+LIMITS = {"meta/": 64 << 10, "meta/history": 32 << 20, "meta/trainer": 4 << 20, "meta/config": 1 << 20,
+          "meta/classes": 4 << 20}
 
 
 class CheckpointError(ValueError):
@@ -155,7 +161,7 @@ def read(path):
         if "meta/format" not in names:
             raise CheckpointError("it is not a minialex-train checkpoint (no meta/format)")
         wanted = [f"meta/{k}" for k in META] + sorted(n for n in names if n.startswith(("model/", "optim/")))
-        arrays = io.load(path, keys=[k for k in wanted if k in names])
+        arrays = io.load(path, keys=[k for k in wanted if k in names], limits=LIMITS)
     except (ValueError, OSError) as e:
         if isinstance(e, CheckpointError):
             raise

@@ -43,7 +43,7 @@ def folder_conflict(folder, resumed_from=None, resumed_epoch=0, overwrite=False)
         return "held", held
     if continuing and "last.npz" in held and Path(resumed_from).resolve() != (folder.path / "last.npz").resolve():
         try:
-            later = int(io.load(folder.path / "last.npz", keys=["meta/epoch"])["meta/epoch"])
+            later = int(io.load(folder.path / "last.npz", keys=["meta/epoch"], limits=checkpoint.LIMITS)["meta/epoch"])
         except (ValueError, KeyError, OSError, TypeError):
             later = None
         if later is not None and later > resumed_epoch:
@@ -169,7 +169,7 @@ class Checkpoint(Callback):
         """What last.npz holds now (read from the file, not assumed)."""
         last = self.path / "last.npz"
         try:
-            epoch = int(io.load(last, keys=["meta/epoch"])["meta/epoch"])
+            epoch = int(io.load(last, keys=["meta/epoch"], limits=checkpoint.LIMITS)["meta/epoch"])
         except (OSError, ValueError, KeyError, TypeError):
             return "There is no last.npz checkpoint yet."
         return f"The last good checkpoint is {last} (epoch {epoch})."
