@@ -267,8 +267,13 @@ def _stamp(t):
     n = a.size
     if n <= _STAMP_ALL:
         return t._version, a.tobytes()
-    picks = [k * (n - 1) // (_STAMP_VALUES - 1) for k in range(_STAMP_VALUES)]
-    return t._version, a.flat[picks].tobytes()
+    picks = _picks.get(n)
+    if picks is None:                 # (one index array per size: a step stamps the same sizes again)
+        picks = _picks[n] = np.array([k * (n - 1) // (_STAMP_VALUES - 1) for k in range(_STAMP_VALUES)], np.intp)
+    return t._version, a.reshape(-1)[picks].tobytes()
+
+
+_picks = {}    # array size -> the positions _stamp reads
 
 
 def _describe(value):
