@@ -48,7 +48,7 @@ BOUNDS = {"classes": (2, 100_000), "batch": (2, 256), "samples": (1, 10_000), "s
 # `minialex-audit --samples 1` at a few batches and class counts on a 2-core Linux machine) and
 # rounded up by half again.
 MEMORY = {"alexnet-mini": (100 << 20, 10 << 20, 30 << 10), "alexnet": (2800 << 20, 60 << 20, 150 << 10)}
-GRAPH_SUFFIXES = (".png", ".dot")
+GRAPH_SUFFIXES = (".png", ".svg", ".dot")
 
 
 def _rel_errors(analytic, numerical, scale=0.0, noise=0.0):
@@ -189,11 +189,11 @@ def problems(arch="alexnet-mini", classes=10, batch=2, samples=4, device=None, s
 
 
 def _graph_problems(graph):
-    """--graph: a .png or .dot file that can be written, in a folder that exists."""
+    """--graph: a .png, .svg or .dot file that can be written, in a folder that exists."""
     path = os.fspath(graph)
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.splitext(path)[1] not in GRAPH_SUFFIXES:
-        return [f"--graph expected a .png or .dot file name, got {path!r}"]
+        return [f"--graph expected a .png, .svg or .dot file name, got {path!r}"]
     if not os.path.isdir(folder):
         return [f"--graph {path}: its folder {folder} does not exist"]
     if os.path.isdir(path):
@@ -371,7 +371,7 @@ def main(argv=None):
     p.add_argument("--inject", metavar="BUG", help="run with a known wrong backward (see --list-bugs)")
     p.add_argument("--explain", action="store_true", help="with --inject: what the bug does wrong")
     p.add_argument("--list-bugs", action="store_true")
-    p.add_argument("--graph", metavar="FILE", help="draw the audited model's graph (.png or .dot)")
+    p.add_argument("--graph", metavar="FILE", help="draw the audited model's graph (.png, .svg for slides, or .dot)")
     args = p.parse_args(argv)
     environment = system.check_environment()
     if environment:

@@ -98,7 +98,7 @@ def audit_refuses(monkeypatch, capsys, argv):
     (["--batch", "1"], "--batch expected an integer from 2 to 256, got 1"),
     (["--classes", "1000000"], "--classes expected an integer from 2 to 100000, got 1000000"),
     (["--samples", "0"], "--samples expected an integer from 1 to 10000, got 0"),
-    (["--graph", "graph.svg"], "--graph expected a .png or .dot file name, got 'graph.svg'"),
+    (["--graph", "graph.gif"], "--graph expected a .png, .svg or .dot file name, got 'graph.gif'"),
     (["--explain"], "--explain expected with --inject BUG (it explains the injected bug)"),
     (["--inject", "nonsense"], "--inject: no bug named 'nonsense'; see --list-bugs"),
 ])

@@ -1,4 +1,6 @@
 """The teaching tools: the whole-model audit and its injected bugs, the graph picture."""
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -59,7 +61,7 @@ def test_the_audit_checks_the_kernels_on_the_emulator_and_draws_the_graph(tmp_pa
     out = capsys.readouterr().out
     assert "## kernels (cuda-emu) against the reference" in out and out.count("y and gradients") == 23
     with Image.open(tmp_path / "g.png") as img:
-        assert img.format == "PNG" and img.size[1] > 1000
+        assert img.format == "PNG" and img.size[0] > 1000 and img.size[0] > 2 * img.size[1]   # landscape
 
 
 def test_draw_graph_labels_ops_shapes_and_gradient_norms(tmp_path):
@@ -76,8 +78,23 @@ def test_draw_graph_labels_ops_shapes_and_gradient_norms(tmp_path):
     ma.draw_graph(y, tmp_path / "g.png")
     with Image.open(tmp_path / "g.png") as img:
         assert img.format == "PNG" and len(np.unique(np.asarray(img.convert("L")))) > 2
-    with pytest.raises(ValueError, match="draw_graph: path expected a .png or .dot file"):
-        ma.draw_graph(y, tmp_path / "g.svg")
+    ma.draw_graph(y, tmp_path / "g.svg", names={id(x): "x", id(w): "w"})
+    svg = (tmp_path / "g.svg").read_text()
+    assert svg.startswith("<svg") and svg.count("<rect") >= 4 and ">MatMul<" in svg and ">x<" in svg
+    with pytest.raises(ValueError, match="draw_graph: path expected a .png, .svg or .dot file"):
+        ma.draw_graph(y, tmp_path / "g.gif")
+
+
+def test_draw_graph_names_a_models_parameters_and_lies_in_landscape(tmp_path):
+    model = ma.nn.Sequential(ma.nn.Linear(3, 4), ma.nn.ReLU(), ma.nn.Linear(4, 2))
+    loss = F.cross_entropy(model(ma.Tensor(np.ones((2, 3), np.float32))), np.array([0, 1]))
+    ma.draw_graph(loss, tmp_path / "g.svg", model=model)
+    svg = (tmp_path / "g.svg").read_text()
+    assert all(f">{name}<" in svg for name in ("0.weight", "0.bias", "2.weight", "2.bias"))
+    width, height = (float(v) for v in re.search(r'width="(\d+)" height="(\d+)"', svg).groups())
+    assert width > height
+    ma.draw_graph(loss, tmp_path / "g.dot", model=model, direction="TB")
+    assert "rankdir=TB" in (tmp_path / "g.dot").read_text() and '"0.weight' in (tmp_path / "g.dot").read_text()
 
 
 # ----- exercises -----
