@@ -144,7 +144,7 @@ def test_the_counter_is_offset_plus_index_mod_2_to_the_32():
     for offset in (1, 300, 2**31 + 7, 2**32 - 3):          # the last one wraps past 2^32 inside the tensor
         want = _documented_keep(99, 35, 0.5, offset).reshape(5, 7)
         np.testing.assert_array_equal(dropout_keep_mask(99, (5, 7), 0.5, offset), want)
-        assert (loops.dropout_forward(np.ones((5, 7)), 0.5, 99, offset) != 0).tolist() == want.tolist()
+        assert (loops.dropout_forward(np.ones((5, 7)), 0.5, 99, offset)[0] != 0).tolist() == want.tolist()
     np.testing.assert_array_equal(dropout_keep_mask(99, (5, 7), 0.5, 2**32 + 11),
                                   dropout_keep_mask(99, (5, 7), 0.5, 11))
     x = _no_zeros((5, 7), 7)
@@ -162,8 +162,9 @@ def test_the_reference_equals_the_loops_with_an_offset():
     with ma.cpu_path("reference"):
         y = F.dropout(t, 0.3, seed=5, offset=1000)
     y.backward(dy)
-    np.testing.assert_allclose(y.data, loops.dropout_forward(x, 0.3, 5, 1000), rtol=1e-15)
-    np.testing.assert_allclose(t.grad, loops.dropout_backward(dy, 0.3, 5, 1000), rtol=1e-15)
+    y_loops, cache = loops.dropout_forward(x, 0.3, 5, 1000)
+    np.testing.assert_allclose(y.data, y_loops, rtol=1e-15)
+    np.testing.assert_allclose(t.grad, loops.dropout_backward(dy, cache)[0], rtol=1e-15)
 
 
 # ----- (d) argument errors

@@ -44,7 +44,7 @@ def test_conv2d_forward_matches_loops(case):
     r = rng(1)
     x, wt, b = r.standard_normal((n, c, h, w)), r.standard_normal((o, c // g, k, k)), r.standard_normal(o)
     y = F.conv2d(T(x), T(wt), T(b), stride=s, padding=p, groups=g)
-    np.testing.assert_allclose(y.data, ref.conv2d_forward(x, wt, b, (s, s), (p, p), g), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(y.data, ref.conv2d_forward(x, wt, b, (s, s), (p, p), g)[0], rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("case", CONV_CASES[:4] + CONV_CASES[5:])
@@ -59,7 +59,7 @@ def test_conv2d_without_bias_and_input_grad():
     r = rng(3)
     x, wt = T(r.standard_normal((2, 2, 5, 5)), grad=False), T(r.standard_normal((3, 2, 3, 3)))
     y = F.conv2d(x, wt)
-    np.testing.assert_allclose(y.data, ref.conv2d_forward(x.data, wt.data, None), atol=1e-12)
+    np.testing.assert_allclose(y.data, ref.conv2d_forward(x.data, wt.data, None, (1, 1), (0, 0), 1)[0], atol=1e-12)
     assert ma.gradcheck(lambda x, wt: F.conv2d(x, wt, stride=2), [x, wt])
     assert x.grad is None
 
@@ -87,13 +87,13 @@ def test_lrn_forward_matches_loops(case):
     c, size, alpha, beta, k = case
     x = rng(5).standard_normal((2, c, 3, 4))
     y = F.local_response_norm(T(x), size, alpha, beta, k)
-    np.testing.assert_allclose(y.data, ref.lrn_forward(x, size, alpha, beta, k), rtol=1e-12)
+    np.testing.assert_allclose(y.data, ref.lrn_forward(x, size, alpha, beta, k)[0], rtol=1e-12)
 
 
 def test_lrn_paper_defaults():
     x = rng(6).standard_normal((1, 8, 3, 3)) * 30  # big activations: the 1e-4 term matters
     y = F.local_response_norm(T(x))
-    np.testing.assert_allclose(y.data, ref.lrn_forward(x, 5, 1e-4, 0.75, 2.0), rtol=1e-12)
+    np.testing.assert_allclose(y.data, ref.lrn_forward(x, 5, 1e-4, 0.75, 2.0)[0], rtol=1e-12)
 
 
 @pytest.mark.parametrize("case", LRN_CASES)
@@ -113,7 +113,7 @@ def _no_ties(shape, seed):
 def test_max_pool_forward_and_gradcheck(shape, k, s):
     x = _no_ties(shape, 8)
     y = F.max_pool2d(T(x), k, s)
-    np.testing.assert_array_equal(y.data, ref.max_pool2d_forward(x, (k, k), (s, s)))
+    np.testing.assert_array_equal(y.data, ref.max_pool2d_forward(x, (k, k), (s, s), (0, 0))[0])
     assert ma.gradcheck(lambda x: F.max_pool2d(x, k, s), [T(x)])
 
 
@@ -132,7 +132,7 @@ def test_max_pool_overlap_accumulates_and_ties_go_to_first():
 def test_max_pool_padding():
     x = _no_ties((1, 2, 5, 5), 9) - 5.0  # all negative but one: padding (-inf) never wins
     y = F.max_pool2d(T(x), 3, 2, padding=1)
-    np.testing.assert_array_equal(y.data, ref.max_pool2d_forward(x, (3, 3), (2, 2), (1, 1)))
+    np.testing.assert_array_equal(y.data, ref.max_pool2d_forward(x, (3, 3), (2, 2), (1, 1))[0])
     assert ma.gradcheck(lambda x: F.max_pool2d(x, 3, 2, 1), [T(x)])
 
 
@@ -167,7 +167,7 @@ def test_dropout_gradcheck():
 def test_linear_forward_and_gradcheck():
     r = rng(11)
     x, w, b = r.standard_normal((3, 5)), r.standard_normal((4, 5)), r.standard_normal(4)
-    np.testing.assert_allclose(F.linear(T(x), T(w), T(b)).data, ref.linear_forward(x, w, b), rtol=1e-12)
+    np.testing.assert_allclose(F.linear(T(x), T(w), T(b)).data, ref.linear_forward(x, w, b)[0], rtol=1e-12)
     assert ma.gradcheck(F.linear, [T(x), T(w), T(b)])
     assert ma.gradcheck(lambda x, w: F.linear(x, w), [T(r.standard_normal((2, 3, 5))), T(w)])
 
@@ -175,7 +175,7 @@ def test_linear_forward_and_gradcheck():
 def test_cross_entropy_forward_and_gradcheck():
     r = rng(12)
     z, t = r.standard_normal((5, 7)) * 3, r.integers(0, 7, 5)
-    np.testing.assert_allclose(F.cross_entropy(T(z), t).item(), ref.cross_entropy_forward(z, t), rtol=1e-12)
+    np.testing.assert_allclose(F.cross_entropy(T(z), t).item(), ref.cross_entropy_forward(z, t)[0], rtol=1e-12)
     assert ma.gradcheck(lambda z: F.cross_entropy(z, t), [T(z)])
     big = T(np.array([[1000.0, 0.0], [0.0, -1000.0]]))  # stable: no overflow
     assert np.isclose(F.cross_entropy(big, np.array([0, 0])).item(), 0.0)
@@ -258,34 +258,47 @@ def test_conv2d_backward_equals_the_loops(case):
     r = rng(31)
     x, wt, b = r.standard_normal((n, c, h, w)), r.standard_normal((o, c // g, k, k)), r.standard_normal(o)
     dy, (dx, dw, db) = _grads(lambda x, wt, b: F.conv2d(x, wt, b, s, p, g), [x, wt, b])
-    for got, want in zip((dx, dw, db), ref.conv2d_backward(x, wt, dy, (s, s), (p, p), g)):
+    _, cache = ref.conv2d_forward(x, wt, b, (s, s), (p, p), g)
+    for got, want in zip((dx, dw, db), ref.conv2d_backward(dy, cache, (True, True, True))):
         np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11)
+
+
+def _loops_grads(pair, arrays, dy, needs=None, **hyper):
+    """The loops pair called as the engine calls a reference pair: forward, then backward on its cache."""
+    forward, backward = pair
+    _, cache = forward(*arrays, **hyper)
+    return backward(dy, cache) if needs is None else backward(dy, cache, needs)
 
 
 def test_relu_lrn_pool_linear_ce_dropout_backward_equal_the_loops():
     r = rng(32)
     x = r.standard_normal((2, 5, 4, 3))
     dy, (dx,) = _grads(F.relu, [x])
-    np.testing.assert_array_equal(dx, ref.relu_backward(x, dy))
+    np.testing.assert_array_equal(dx, _loops_grads((ref.relu_forward, ref.relu_backward), [x], dy)[0])
     for c, size, alpha, beta, k in LRN_CASES:
         xl = r.standard_normal((2, c, 3, 2))
         dy, (dx,) = _grads(lambda x: F.local_response_norm(x, size, alpha, beta, k), [xl])
-        np.testing.assert_allclose(dx, ref.lrn_backward(xl, dy, size, alpha, beta, k), rtol=1e-11, atol=1e-12)
+        want, = _loops_grads((ref.lrn_forward, ref.lrn_backward), [xl], dy, size=size, alpha=alpha, beta=beta, k=k)
+        np.testing.assert_allclose(dx, want, rtol=1e-11, atol=1e-12)
     xp = np.round(r.standard_normal((2, 2, 7, 6)), 1)                    # ties too
     for kernel, stride, pad in (((3, 3), (2, 2), (0, 0)), ((3, 2), (1, 2), (1, 1))):
         dy, (dx,) = _grads(lambda x: F.max_pool2d(x, kernel, stride, pad), [xp])
-        want = ref.max_pool2d_backward(xp, dy, kernel, stride, pad)
+        want, = _loops_grads((ref.max_pool2d_forward, ref.max_pool2d_backward), [xp], dy,
+                             kernel=kernel, stride=stride, padding=pad)
         np.testing.assert_array_equal(dx != 0, want != 0)               # the same winners
         np.testing.assert_allclose(dx, want, rtol=1e-15, atol=1e-15)     # (sums in another order)
     xs, w, b = r.standard_normal((3, 5)), r.standard_normal((4, 5)), r.standard_normal(4)
     dy, grads = _grads(F.linear, [xs, w, b])
-    for got, want in zip(grads, ref.linear_backward(xs, w, dy)):
+    for got, want in zip(grads, _loops_grads((ref.linear_forward, ref.linear_backward), [xs, w, b], dy, (True,) * 3)):
         np.testing.assert_allclose(got, want, rtol=1e-12)
     z, t = r.standard_normal((4, 6)), r.integers(0, 6, 4)
     zt = T(z)
     F.cross_entropy(zt, t).backward()
-    np.testing.assert_allclose(zt.grad, ref.cross_entropy_backward(z, t), rtol=1e-12)
+    want, = _loops_grads((ref.cross_entropy_forward, ref.cross_entropy_backward), [z], np.float64(1.0), target=t)
+    np.testing.assert_allclose(zt.grad, want, rtol=1e-12)
     xd = r.standard_normal((3, 9))
     dy, (dx,) = _grads(lambda x: F.dropout(x, 0.4, seed=77), [xd])
-    np.testing.assert_allclose(F.dropout(T(xd), 0.4, seed=77).data, ref.dropout_forward(xd, 0.4, 77), rtol=1e-15)
-    np.testing.assert_allclose(dx, ref.dropout_backward(dy, 0.4, 77), rtol=1e-15)
+    np.testing.assert_allclose(F.dropout(T(xd), 0.4, seed=77).data, ref.dropout_forward(xd, 0.4, 77, 0)[0],
+                               rtol=1e-15)
+    want, = _loops_grads((ref.dropout_forward, ref.dropout_backward), [xd], dy, p=0.4, seed=77, offset=0)
+    np.testing.assert_allclose(dx, want, rtol=1e-15)
