@@ -35,12 +35,14 @@ ARCH_DEFAULTS = {"alexnet": dict(epochs=90, batch_size=128, lr=0.01, lr_step=30,
                  "alexnet-mini": dict(epochs=10, batch_size=32, lr=0.01, lr_step=8, dropout=0.25)}
 DEFAULTS = dict(momentum=0.9, weight_decay=5e-4, lr_schedule="step", patience=1, init="he", seed=0,
                 flip=True, lighting=True, device="cpu", workers=2, stall_steps=300,
-                dist_timeout=distributed.DEFAULT_TIMEOUT, input_size=None)
+                dist_timeout=distributed.DEFAULT_TIMEOUT, input_size=None, train_subset=None, max_steps=None,
+                scale=1.0)
 # The settings that define a run: recorded in each checkpoint (meta/config) and restored by
 # --resume; a flag on --resume that contradicts one is an error. The others may change.
 RUN_SETTINGS = ("arch", "batch_size", "lr", "lr_schedule", "lr_step", "patience", "momentum",
-                "weight_decay", "dropout", "seed", "init", "flip", "lighting", "input_size")
-CHANGEABLE = ("epochs", "device", "workers", "stall_steps", "dist_timeout", "data", "out")
+                "weight_decay", "dropout", "seed", "init", "flip", "lighting", "input_size", "train_subset")
+OPTIONAL = ("input_size", "train_subset")          # run settings that older checkpoints did not record
+CHANGEABLE = ("epochs", "device", "workers", "stall_steps", "dist_timeout", "data", "out", "max_steps", "scale")
 SCHEDULES = ("step", "plateau", "constant")
 SEED_LIMIT = 2**32 - 1
 
@@ -66,6 +68,9 @@ class RunConfig:
     flip: bool = True
     lighting: bool = True
     input_size: int = None           # a --model's (None: its input_size attribute)
+    train_subset: int = None         # train on this many images of the training set (a seeded pick)
+    max_steps: int = None            # end the run after this many steps
+    scale: float = 1.0               # the pictures' size: 2 draws them twice as large (slides)
     epochs: int = 10
     device: str = "cpu"
     workers: int = 2
@@ -141,6 +146,11 @@ def build_parser(doc):
     p.add_argument("--ten-crop", action="store_true", help="also evaluate with the paper's 10 crops")
     p.add_argument("--no-cache", action="store_true",
                    help="decode every image every epoch instead of once into the decoded store")
+    p.add_argument("--max-steps", type=int, help="end the run after this many steps (a lab-sized run: the epoch "
+                                                  "in progress ends there, validated and saved)")
+    p.add_argument("--train-subset", type=int, help="train on this many of the training images (a pick seeded "
+                                                     "by --seed; recorded with the run)")
+    p.add_argument("--scale", type=float, help="the pictures' size: 2 draws them twice as large, for slides (1)")
     p.add_argument("--stall-steps", type=int,
                    help="warn when the loss is still at ln(classes) after this many steps (300)")
     p.add_argument("--dist-timeout", type=float,
@@ -189,7 +199,7 @@ def resolve(flags, ckpt):
     values["epochs"] = flags.get("epochs", saved.get("epochs", defaults["epochs"]))
     if "epochs" not in flags and "epochs" in saved:
         from_ckpt.add("epochs")
-    for key in ("device", "workers", "stall_steps", "dist_timeout"):
+    for key in ("device", "workers", "stall_steps", "dist_timeout", "max_steps", "scale"):
         values[key] = flags.get(key, defaults[key])
     if "data" in flags:
         values["data"] = flags["data"]
@@ -230,7 +240,8 @@ def _saved_settings(flags, ckpt):
     check_config(saved, ckpt.meta["format"], meta_arch, path)
     if "arch" not in saved:
         return {"arch": meta_arch}                     # a format-1 checkpoint: only its arch is known
-    saved.setdefault("input_size", None)
+    for key in OPTIONAL:
+        saved.setdefault(key, None)
     for key in ("momentum", "weight_decay"):
         if ckpt.optim.get(key) != saved[key]:
             raise TrainError(f"--resume {path}: optim/{key} {ckpt.optim.get(key)} disagrees with "
@@ -254,7 +265,7 @@ def check_config(config, fmt, meta_arch, path):
         raise TrainError(f"--resume {path}: meta/config is missing: the run's settings are unknown")
     for key in RUN_SETTINGS + ("epochs",):
         if key not in config:
-            if key == "input_size":                    # (format 2 had none: an AlexNet knows its own)
+            if key in OPTIONAL:                        # (older checkpoints: an AlexNet knows its size, all images)
                 continue
             raise TrainError(f"--resume {path}: meta/config has no {key}: the run's settings are incomplete")
         value = config[key]
@@ -268,7 +279,7 @@ def check_config(config, fmt, meta_arch, path):
             bad(key, "a number")
         if key in ("flip", "lighting") and not isinstance(value, bool):
             bad(key, "true or false")
-        if key == "input_size" and value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        if key in OPTIONAL and value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             bad(key, "an integer or null")
     if config["arch"] != meta_arch:
         bad("arch", f"meta/arch {meta_arch!r}")
@@ -290,7 +301,7 @@ def validate(cfg):
         if getattr(cfg, key) == "":
             raise TrainError(f"--{key} expected a path, got an empty string")
     for key, least in (("epochs", 1), ("batch_size", 1), ("workers", 0), ("lr_step", 1), ("patience", 1),
-                       ("stall_steps", 1), ("input_size", 1)):
+                       ("stall_steps", 1), ("input_size", 1), ("train_subset", 1), ("max_steps", 1)):
         value = getattr(cfg, key)
         if value is not None and value < least:
             raise TrainError(f"{name_of(cfg, key)} expected an integer >= {least}, got {value}")
@@ -302,6 +313,8 @@ def validate(cfg):
         if not math.isfinite(value) or value < low or (high is not None and value >= high):
             expected = f"a finite number >= {low:g}" + (f" and < {high:g}" if high is not None else "")
             raise TrainError(f"{name_of(cfg, key)} expected {expected}, got {value}")
+    if not math.isfinite(cfg.scale) or not 0.25 <= cfg.scale <= 8:
+        raise TrainError(f"--scale expected a number in 0.25 .. 8 (the pictures' size), got {cfg.scale}")
     if not math.isfinite(cfg.dist_timeout) or cfg.dist_timeout <= 0:
         raise TrainError(f"--dist-timeout expected a number of seconds > 0, got {cfg.dist_timeout}")
     if keep_threshold(cfg.dropout) >= 1 << MASK_BITS:

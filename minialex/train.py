@@ -48,7 +48,7 @@ from .runconfig import TrainError, build_model, check_custom, load_factory, pars
 from .runfolder import LOCK as LOCK_NAME, FolderError, RunFolder, unique  # noqa: F401  (LOCK_NAME: the lock's name)
 from .summary import summary
 from .training import (Checkpoint, Constant, EpochLine, FirstLossCheck, Interrupted, LayerDiagnostics, Pictures,
-                       Plateau, ProgressBar, SetupError, StallWarning, StepLR, StopRequests, Stopped, Trainer)
+                       Plateau, ProgressBar, SetupError, StallWarning, StepLog, StepLR, StopRequests, Stopped, Trainer)
 from .training.progress import say
 from .training.saving import folder_conflict
 from .training.strategy import auto as auto_strategy
@@ -201,6 +201,16 @@ def _settings(flags, strategy):
     return ckpt, cfg
 
 
+def _subset(cfg, train_set):
+    """--train-subset N: N training images picked by the seed (the same on resume and every rank)."""
+    if cfg.train_subset is None:
+        return train_set
+    if cfg.train_subset > len(train_set):
+        raise TrainError(f"--train-subset {cfg.train_subset} is more than the {len(train_set)} training images")
+    keep = np.sort(np.random.default_rng([cfg.seed, 0x5B5E7]).permutation(len(train_set))[:cfg.train_subset])
+    return train_set.subset(keep)
+
+
 def _check_data(cfg, ckpt, train_set, size):
     if ckpt and ckpt.meta["classes"] != train_set.classes:
         theirs, ours = ckpt.meta["classes"], train_set.classes
@@ -221,16 +231,19 @@ def setup(flags):
     strategy = auto_strategy()
     ckpt, cfg = _settings(flags, strategy)
     distributed.world().timeout = cfg.dist_timeout
-    if ckpt and not cfg.eval_only and ckpt.meta["epoch"] >= cfg.epochs:
+    if ckpt and not cfg.eval_only and (ckpt.meta["epoch"] >= cfg.epochs or (
+            cfg.max_steps is not None and ckpt.meta["trainer"]["step"] >= cfg.max_steps)):
         if strategy.is_root:
-            say(f"{cfg.resume} has finished epoch {ckpt.meta['epoch']} of the {cfg.epochs} asked for: nothing "
-                f"to do (give a larger --epochs to train further)")
+            say(f"{cfg.resume} has finished epoch {ckpt.meta['epoch']} of the {cfg.epochs} asked for"
+                + (f" (step {ckpt.meta['trainer']['step']} of --max-steps {cfg.max_steps})" if cfg.max_steps else "")
+                + ": nothing to do (give a larger --epochs or --max-steps to train further)")
         return None
     train_set, val_set = strategy.root_first("opening the data",   # rank 0 renders the built-in data first
                                              lambda: open_data(cfg.data, need_train=not cfg.eval_only))
     strategy.same_data([train_set, val_set])                       # every rank the same classes and files
     failure = folder = None
     try:
+        train_set = _subset(cfg, train_set)
         _check_data(cfg, ckpt, train_set, strategy.size)
         random.manual_seed(cfg.seed)                             # the initial weights, then dropout
         model, cfg = build_model(cfg, len(train_set.classes))
@@ -269,7 +282,9 @@ def _trainer(cfg, model, strategy):
     schedule = {"step": lambda: StepLR(cfg.lr_step), "plateau": lambda: Plateau(cfg.patience),
                 "constant": Constant}[cfg.lr_schedule]()
     return Trainer(model, opt, None, None, epochs=cfg.epochs, schedule=schedule, loss=F.cross_entropy,
-                   callbacks=[FirstLossCheck(), StallWarning(cfg.stall_steps), LayerDiagnostics(), ProgressBar()],
+                   max_steps=cfg.max_steps,
+                   callbacks=[FirstLossCheck(), StallWarning(cfg.stall_steps), LayerDiagnostics(), StepLog(),
+                              ProgressBar()],
                    device=cfg.device, strategy=strategy)
 
 
@@ -279,7 +294,7 @@ def _callbacks(s):
     cfg, out = s.cfg, s.folder.path
     extras = {"arch": cfg.arch, "classes": np.array(s.train_set.classes), "config": checkpoint.strict_json(
               cfg.run_settings()), "data": str(Path(cfg.data).resolve()) if cfg.data else "", **s.stats}
-    return [Checkpoint(s.folder, meta=extras), EpochLine(), Pictures(out, _examples(s))]
+    return [Checkpoint(s.folder, meta=extras), EpochLine(), Pictures(out, _examples(s), factor=cfg.scale)]
 
 
 def _examples(s, count=18):

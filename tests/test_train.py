@@ -322,3 +322,37 @@ def test_a_closed_stdout_does_not_end_the_run(tiny, tmp_path):
     os.close(write_end)
     assert r.returncode == 0, r.stderr
     assert "BrokenPipeError" not in r.stderr and (tmp_path / "run" / "last.npz").exists()
+
+
+def test_a_lab_sized_run_stops_at_max_steps_trains_a_subset_and_draws_per_step_pictures(tiny, tmp_path):
+    from minialex import pictures
+    out = tmp_path / "lab"
+    assert _run(tiny, out, "--epochs", "3", "--batch-size", "4", "--train-subset", "24", "--max-steps", "9") == 0
+    last = ma.load(out / "last.npz")
+    state = json.loads(str(last["meta/trainer"]))
+    assert int(last["meta/epoch"]) == 2 and state["step"] == 9                # 6 steps an epoch: 6 + 3
+    assert json.loads(str(last["meta/config"]))["train_subset"] == 24
+    steps = state["callbacks"]["StepLog"]
+    assert [r["step"] for r in steps["records"]][-1] == 9 and len(steps["records"]) >= 5
+    assert steps["epoch_ends"] == {"1": 6, "2": 9}
+    samples = state["callbacks"]["LayerDiagnostics"]["samples"]
+    assert len(samples) >= 3 and all("conv1" in s["layers"] for s in samples)
+    history = _strict_json_lines(out / "metrics.jsonl")
+    pictures.training_curves(history, tmp_path / "by_epoch.png")
+    with Image.open(out / "curves.png") as by_step, Image.open(tmp_path / "by_epoch.png") as by_epoch:
+        assert by_step.size == by_epoch.size and not np.array_equal(np.asarray(by_step), np.asarray(by_epoch))
+    assert train.main(["--resume", str(out / "last.npz"), "--max-steps", "14"]) == 0    # 3 more, then 2
+    state = json.loads(str(ma.load(out / "last.npz")["meta/trainer"]))
+    assert state["step"] == 14 and int(ma.load(out / "last.npz")["meta/epoch"]) == 3
+    capture = train.main(["--resume", str(out / "last.npz"), "--max-steps", "14"])
+    assert capture == 0                                                      # nothing to do
+
+
+def test_pictures_grow_with_scale(tiny, tmp_path):
+    assert _run(tiny, tmp_path / "one", "--epochs", "1", "--max-steps", "2") == 0
+    assert _run(tiny, tmp_path / "two", "--epochs", "1", "--max-steps", "2", "--scale", "2") == 0
+    for name in ("filters.png", "curves.png", "layers.png", "predictions.png"):
+        with Image.open(tmp_path / "one" / name) as a, Image.open(tmp_path / "two" / name) as b:
+            assert 1.8 < b.size[0] / a.size[0] < 2.2, name
+    with Image.open(tmp_path / "one" / "curves.png") as a:
+        assert a.size[0] >= 1600                                             # slide-sized at scale 1

@@ -17,6 +17,7 @@ Hostile or odd files are handled, each with a warning that names the file (once 
   folder's root: a link to the data root or to another split never pulls images in.
 The tree is walked iteratively, so any depth works.
 """
+import copy
 import hashlib
 import os
 import stat
@@ -163,6 +164,13 @@ class ImageFolder:
             self.unreadable.add(path)
         if first:
             warnings.warn(f"skipping image {path}: {reason}", stacklevel=3)
+
+    def subset(self, indices):
+        """A folder of the same classes that holds only the samples at `indices` (in that order): a
+        smaller training set for a short run. It shares this folder's record of unreadable files."""
+        sub = copy.copy(self)
+        sub.samples = [self.samples[int(i)] for i in indices]
+        return sub
 
     def load(self, i, min_side=None):
         """(8-bit RGB PIL image, label), or (None, label) when the file is skipped (see the module

@@ -14,7 +14,7 @@
     progress.py    the progress bar (terminal, notebook, log file)
 """
 from .callbacks import (Callback, EpochLine, FirstLossCheck, LayerDiagnostics, MetricsLog, NonFiniteGuard,
-                        Pictures, ProgressBar, StallWarning, Step, Stopped)
+                        Pictures, ProgressBar, StallWarning, Step, StepLog, Stopped)
 from .saving import Checkpoint
 from .schedules import Constant, Plateau, Schedule, StepLR
 from .stops import Interrupted, StopRequests
@@ -23,5 +23,5 @@ from .trainer import Trainer, evaluate
 
 __all__ = ["Trainer", "evaluate", "Callback", "Checkpoint", "StepLR", "Plateau", "Constant", "Schedule",
            "EpochLine", "FirstLossCheck", "LayerDiagnostics", "MetricsLog", "NonFiniteGuard", "Pictures",
-           "ProgressBar", "StallWarning", "Step", "Stopped", "Interrupted", "StopRequests", "DataParallel",
+           "ProgressBar", "StallWarning", "Step", "StepLog", "Stopped", "Interrupted", "StopRequests", "DataParallel",
            "Local", "SetupError"]

@@ -22,8 +22,8 @@ Lightning orders its ModelCheckpoint, so the state they save has every callback'
 every callback; only the root rank (trainer.strategy.is_root) should print or write.
 
 The callbacks here are what minialex-train uses: NonFiniteGuard (in every Trainer),
-FirstLossCheck, StallWarning, LayerDiagnostics, ProgressBar, EpochLine, MetricsLog, Pictures;
-Checkpoint is in saving.py.
+FirstLossCheck, StallWarning, LayerDiagnostics, StepLog, ProgressBar, EpochLine, MetricsLog,
+Pictures; Checkpoint is in saving.py.
 """
 import math
 import os
@@ -157,21 +157,32 @@ class StallWarning(Callback):
         self.recent, self.warned = [float(v) for v in state.get("recent", [])], bool(state.get("warned", False))
 
 
-class LayerDiagnostics(Callback):
-    """Per-layer statistics of one step per epoch (minialex/diagnostics.py) into the record's
-    "layers", and a warning per layer and kind for dead layers and update ratios far from ~1e-3
-    (ratios from epoch 2: in epoch 1 they mostly reflect the initialisation)."""
+def _batches(loader, default=100):
+    return len(loader) if hasattr(loader, "__len__") else default
 
-    def __init__(self):
-        self.diag, self.sampled, self.before, self.layers, self.warned = None, None, None, None, set()
+
+class LayerDiagnostics(Callback):
+    """Per-layer statistics of sampled steps (minialex/diagnostics.py): the middle step of each
+    epoch goes into the epoch's record ("layers"), and every `every` steps (default: about 5 an
+    epoch) a sample goes into `samples` ({"step", "epoch", "layers"}), so that a run of a few
+    hundred steps draws layers.png over its steps. A warning per layer and kind for dead layers
+    and update ratios far from ~1e-3 (ratios after WARMUP_STEPS steps or in epoch 2 on: at first
+    they mostly reflect the initialisation)."""
+    WARMUP_STEPS = 50
+
+    def __init__(self, every=None):
+        self.every, self.samples, self.warned = every, [], set()
+        self.diag, self.middle, self.before, self.layers, self._every = None, None, None, None, None
 
     def on_epoch_start(self, trainer, epoch):
         self.diag = self.diag or diagnostics.Diagnostics(trainer.model)
-        batches = len(trainer.train_loader) if hasattr(trainer.train_loader, "__len__") else 0
-        self.sampled, self.layers = batches // 2, None
+        batches = _batches(trainer.train_loader, 0)
+        self.middle, self.layers = batches // 2, None
+        self._every = self.every or max(1, batches // 5)
 
     def on_step_start(self, trainer, step):
-        if step.index == self.sampled and step.rows > 0:   # (a rank's slice may be empty)
+        sampled = step.index == self.middle or (trainer.step + 1) % self._every == 0
+        if sampled and step.rows > 0:                      # (a rank's slice may be empty)
             self.diag.start()
 
     def on_before_update(self, trainer, step):
@@ -181,26 +192,71 @@ class LayerDiagnostics(Callback):
             self.before = self.diag.weights()
 
     def on_step_end(self, trainer, step):
-        if self.before is not None:
-            self.layers, self.before = self.diag.updates(self.before), None
+        if self.before is None:
+            return
+        layers, self.before = self.diag.updates(self.before), None
+        if step.index == self.middle:
+            self.layers = layers
+        if trainer.step % self._every == 0:
+            self.samples.append({"step": trainer.step, "epoch": step.epoch, "layers": layers})
+            self._warn(layers, ratios=trainer.step >= self.WARMUP_STEPS or step.epoch > 1)
 
     def on_validation_end(self, trainer, record):
         record["layers"] = self.layers or {}
-        for said in diagnostics.warnings_for(record["layers"], ratios=record["epoch"] > 1):
+        self._warn(record["layers"], ratios=record["epoch"] > 1 or trainer.step >= self.WARMUP_STEPS)
+
+    def _warn(self, layers, ratios):
+        for said in diagnostics.warnings_for(layers, ratios=ratios):
             key = said.split(":")[0] + said.split(",")[0][-20:]
             if key not in self.warned:
                 self.warned.add(key)
-                warnings.warn(said, stacklevel=2)
+                warnings.warn(said, stacklevel=3)
 
     def on_exception(self, trainer, error):
         if self.diag is not None and self.diag.recording_now:
             self.diag.stop()
 
     def state_dict(self):
-        return {"warned": sorted(self.warned)}
+        return {"warned": sorted(self.warned), "samples": self.samples}
 
     def load_state_dict(self, state):
-        self.warned = set(state.get("warned", []))
+        self.warned, self.samples = set(state.get("warned", [])), list(state.get("samples", []))
+
+
+class StepLog(Callback):
+    """The training loss and top-1 every `every` steps (their means over those steps; default:
+    about 20 points an epoch), with the learning rate, and the step at which each epoch ended:
+    what curves.png draws over the steps, so that a run of a few hundred steps draws real curves."""
+
+    def __init__(self, every=None):
+        self.every, self.records, self.epoch_ends = every, [], {}
+        self._sums, self._every = [0.0, 0, 0], None          # loss x images, hits, images since the last point
+
+    def on_epoch_start(self, trainer, epoch):
+        self._every = self.every or max(1, _batches(trainer.train_loader) // 20)
+
+    def on_step_end(self, trainer, step):
+        sums = self._sums
+        sums[0], sums[1], sums[2] = sums[0] + step.loss * step.count, sums[1] + step.hits, sums[2] + step.count
+        if trainer.step % self._every == 0:
+            self._point(trainer, step.epoch)
+
+    def _point(self, trainer, epoch):
+        loss_sum, hits, count = self._sums
+        if count:
+            self.records.append({"step": trainer.step, "epoch": epoch, "loss": loss_sum / count,
+                                 "top1": hits / count, "lr": trainer.optimizer.lr})
+        self._sums = [0.0, 0, 0]
+
+    def on_validation_end(self, trainer, record):
+        self._point(trainer, record["epoch"])              # the epoch's last steps
+        self.epoch_ends[str(record["epoch"])] = trainer.step
+
+    def state_dict(self):
+        return {"records": self.records, "epoch_ends": self.epoch_ends}
+
+    def load_state_dict(self, state):
+        self.records, self.epoch_ends = list(state.get("records", [])), dict(state.get("epoch_ends", {}))
 
 
 # ----- reporting -----
@@ -278,10 +334,12 @@ class MetricsLog(Callback):
 class Pictures(Callback):
     """After each epoch, PNGs in `out` (minialex/pictures.py): filters.png (the first convolution
     on 3 channels), curves.png, layers.png, and predictions.png when `examples` is given as
-    (uint8 images (B, H, W, 3), the model's inputs for them (B, 3, H, W), true labels, class names)."""
+    (uint8 images (B, H, W, 3), the model's inputs for them (B, 3, H, W), true labels, class names).
+    The curves and layers run over the steps when the trainer has a StepLog and a LayerDiagnostics;
+    factor scales every picture (2: twice as large)."""
 
-    def __init__(self, out, examples=None):
-        self.out, self.examples = out, examples
+    def __init__(self, out, examples=None, factor=1.0):
+        self.out, self.examples, self.factor = out, examples, factor
 
     def on_epoch_end(self, trainer, record):
         if not trainer.strategy.is_root:
@@ -291,16 +349,18 @@ class Pictures(Callback):
             first = next((m.weight for _, m in trainer.model.named_modules()
                           if getattr(m, "weight", None) is not None and m.weight.ndim == 4 and m.weight.shape[1] == 3),
                          None)
+            steps = next((c.state_dict() for c in trainer.callbacks if isinstance(c, StepLog)), None)
+            samples = next((c.samples for c in trainer.callbacks if isinstance(c, LayerDiagnostics)), None)
             if first is not None:
-                pictures.filter_grid(first.numpy(), out / "filters.png")
-            pictures.training_curves(trainer.history, out / "curves.png")
-            pictures.layer_diagnostics(trainer.history, out / "layers.png")
+                pictures.filter_grid(first.numpy(), out / "filters.png", factor=self.factor)
+            pictures.training_curves(trainer.history, out / "curves.png", steps=steps, factor=self.factor)
+            pictures.layer_diagnostics(trainer.history, out / "layers.png", samples=samples, factor=self.factor)
             if self.examples is not None:
                 images, x, truth, classes = self.examples
                 trainer.model.eval()
                 with no_grad():
                     pred = trainer.model(Tensor(x, device=trainer.device)).numpy().argmax(1)
                 trainer.model.train()
-                pictures.prediction_grid(images, pred, truth, classes, out / "predictions.png")
+                pictures.prediction_grid(images, pred, truth, classes, out / "predictions.png", factor=self.factor)
         except OSError as e:
             warnings.warn(f"could not draw the pictures into {out} ({e})", stacklevel=2)

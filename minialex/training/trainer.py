@@ -41,9 +41,13 @@ from .strategy import Local, auto
 
 class Trainer:
     def __init__(self, model, optimizer, train_loader, val_loader=None, *, epochs, schedule=None,
-                 loss=F.cross_entropy, callbacks=(), device=None, strategy=None):
+                 loss=F.cross_entropy, callbacks=(), device=None, strategy=None, max_steps=None):
         if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
             raise ValueError(f"Trainer: epochs expected an integer >= 1, got {epochs!r}")
+        if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral)
+                                      or max_steps < 1):
+            raise ValueError(f"Trainer: max_steps expected an integer >= 1 or None, got {max_steps!r}")
+        self.max_steps = None if max_steps is None else int(max_steps)   # the run ends after that many steps
         if not callable(loss):
             raise TypeError(f"Trainer: loss expected a function (logits, labels) -> scalar Tensor, got {loss!r}")
         for name, loader in (("train_loader", train_loader), ("val_loader", val_loader)):
@@ -81,7 +85,7 @@ class Trainer:
         if resume is not None:
             self.restore(resume)
         self.interrupted = None
-        if self.epoch >= self.epochs:
+        if self.epoch >= self.epochs or self.done_steps:
             return self.history
         self.callbacks.sort(key=lambda c: bool(getattr(c, "runs_last", False)))   # checkpoints last (stable)
         self.keep()
@@ -90,6 +94,8 @@ class Trainer:
                 self.strategy.setup(self)
                 self._call("on_fit_start")
                 for epoch in range(self.epoch + 1, self.epochs + 1):
+                    if self.done_steps:
+                        break
                     record = self.run_epoch(epoch)
                     self._call("on_validation_end", record)
                     with self.stops.deferred():       # the epoch is kept whole: state, checkpoints, logs
@@ -129,6 +135,8 @@ class Trainer:
         self.model.train()
         start, seen, loss_sum, correct, index = time.perf_counter(), 0, 0.0, 0, -1
         for index, (x, y) in enumerate(self.train_loader):
+            if self.done_steps:                          # max_steps: the epoch ends here, validated and kept
+                break
             step = self.train_step(epoch, index, x, y)
             if step is not None:
                 seen, loss_sum, correct = seen + step.count, loss_sum + step.loss * step.count, correct + step.hits
@@ -166,6 +174,11 @@ class Trainer:
         self.step += 1
         self._call("on_step_end", step)
         return step
+
+    @property
+    def done_steps(self):
+        """Whether max_steps steps have been taken."""
+        return self.max_steps is not None and self.step >= self.max_steps
 
     @property
     def _trained(self):
