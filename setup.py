@@ -17,7 +17,8 @@ setup(
     # kernels/ sits at the top of the repository (nvcc and editors see plain .cu files) and is
     # installed as the package-data folder minialex/kernels.
     package_dir={"minialex.kernels": "kernels"},
-    package_data={"minialex.kernels": ["*.cu", "*.h", "README.md"]},
+    package_data={"minialex.kernels": ["*.cu", "*.h", "README.md"],
+                  "minialex": ["weights/*.npz"]},          # the trained alexnet-mini (models.pretrained_mini)
     install_requires=["numpy>=1.24", "pillow>=9.0", "tqdm>=4.60"],
     entry_points={"console_scripts": ["minialex-train = minialex.train:main", "minialex-audit = minialex.audit:main",
                                       "minialex-prepare = minialex.prepare:main"]},

@@ -14,6 +14,9 @@ Paper variants: `lrn_before_pool=True` puts LRN before pooling (the paper's text
 `AlexNet.mini()`: the same eight layers, LRN, overlapping pooling and dropout, narrower and for
 64x64 images, so it trains on a laptop CPU in minutes.
 """
+import json
+from pathlib import Path
+
 import numpy as np
 
 from . import backend, nn
@@ -169,3 +172,25 @@ def weight_std(init, name, shape):
         return 0.001 if name == "fc8" else nn.he_std(nn.fan_in(shape))
     fan_out = shape[0] * int(np.prod(shape[2:]))
     return float(np.sqrt(2.0 / (nn.fan_in(shape) + fan_out)))
+
+
+PRETRAINED = Path(__file__).resolve().parent / "weights" / "alexnet-mini-synthetic.npz"
+
+
+def pretrained_mini():
+    """alexnet-mini trained on the built-in data, without training it first: (model, info), info
+    holding "classes", "mean", "std" (the model's input normalisation) and "history" (its run's
+    metrics). Made by `minialex-train` with its defaults (10 epochs, seed 0), best.npz stripped to
+    its weights by `python examples/export_weights.py runs/<run>/best.npz` (README, "Learn
+    backprop"); a trained first layer shows oriented edges and colour blobs (examples/show_filters.py)."""
+    from . import io
+    if not PRETRAINED.is_file():
+        raise FileNotFoundError(f"pretrained_mini: {PRETRAINED} is missing from this installation")
+    state = io.load(PRETRAINED)
+    classes = [str(c) for c in state["meta/classes"]]
+    model = AlexNet.mini(num_classes=len(classes))
+    model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model/")})
+    model.eval()
+    info = {"classes": classes, "mean": state["meta/mean"], "std": state["meta/std"],
+            "history": json.loads(str(state["meta/history"]))}
+    return model, info

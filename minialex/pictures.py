@@ -30,12 +30,12 @@ def _factor(factor):
 
 def filter_grid(weight, path, scale=None, columns=None, factor=1.0):
     """A convolution's filters (O, 3, KH, KW) as RGB tiles, each stretched to the full 0..255
-    range; scale: pixels per weight (default: tiles of about 64 pixels, times the factor)."""
+    range; scale: pixels per weight (default: a grid about 1500 pixels wide, times the factor)."""
     w = np.asarray(weight, dtype=np.float64)
     o, _, kh, kw = w.shape
     columns = columns or int(np.ceil(np.sqrt(o * 2)))
     rows = -(-o // columns)
-    scale = scale or max(1, round(40 * _factor(factor)) // max(kh, kw))
+    scale = scale or max(1, round(940 * _factor(factor) / columns) // max(kh, kw))
     tile_h, tile_w, pad = kh * scale, kw * scale, max(2, scale // 3)
     img = Image.new("RGB", (columns * (tile_w + pad) + pad, rows * (tile_h + pad) + pad), (255, 255, 255))
     for f in range(o):
