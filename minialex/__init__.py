@@ -13,6 +13,7 @@ from .function import cpu_path, get_cpu_path, is_grad_enabled, no_grad, set_cpu_
 from .gradcheck import GradcheckError, GradcheckReport, check_parity, gradcheck
 from .graph import draw_graph
 from .io import load, save
+from .prediction import predict
 from .random import manual_seed
 from .summary import summary
 from .tensor import Tensor
@@ -21,4 +22,4 @@ __version__ = "0.1.0"
 
 __all__ = ["cuda", "cpu", "Tensor", "no_grad", "is_grad_enabled", "functional", "nn", "optim", "models",
            "gradcheck", "GradcheckError", "save", "load", "manual_seed", "set_cpu_path", "get_cpu_path",
-           "cpu_path", "summary", "draw_graph", "GradcheckReport", "check_parity", "training"]
+           "cpu_path", "summary", "draw_graph", "GradcheckReport", "check_parity", "training", "predict"]

@@ -363,8 +363,12 @@ def _model_name(cfg):
 def load_factory(cfg):
     """(factory, its spec as recorded: a file's path made absolute) of a --model module:function
     (or path/file.py:function); TrainError when it cannot be imported or is not callable."""
-    where, _, attr = cfg.arch.rpartition(":")
-    name = _model_name(cfg)
+    return import_factory(cfg.arch, _model_name(cfg))
+
+
+def import_factory(spec, name):
+    """load_factory for a spec; errors start with `name` (how the spec was given)."""
+    where, _, attr = spec.rpartition(":")
     if not where or not attr.isidentifier():
         raise TrainError(f"{name}: expected package.module:function or path/file.py:function")
     try:
@@ -398,8 +402,17 @@ def build_model(cfg, classes):
     """(the network for `classes` classes, the config with its input size)."""
     if not cfg.custom:
         return NETWORKS[cfg.arch](num_classes=classes, init=cfg.init, dropout=cfg.dropout), cfg
-    factory, spec = load_factory(cfg)
-    name = _model_name(cfg)
+    model, size = network(cfg.arch, classes, cfg.input_size, _model_name(cfg))
+    return model, replace(cfg, input_size=size)
+
+
+def network(arch, classes, input_size=None, name="--model"):
+    """(the network `arch` names for `classes` classes — an AlexNet variant or a factory spec —,
+    its input size), checked: a factory's network must map one image to (1, classes) logits."""
+    if arch in NETWORKS:
+        model = NETWORKS[arch](num_classes=classes)
+        return model, model.input_size
+    factory, spec = import_factory(arch, name)
     try:
         model = factory(classes)
     except (Exception, SystemExit) as e:
@@ -407,7 +420,7 @@ def build_model(cfg, classes):
     if not isinstance(model, nn.Module):
         raise TrainError(f"{name}: {spec.rpartition(':')[2]}({classes}) expected to return a minialex nn.Module, "
                          f"got {type(model).__name__}")
-    size = cfg.input_size or getattr(model, "input_size", None)
+    size = input_size or getattr(model, "input_size", None)
     if size is None:
         raise TrainError(f"{name}: the network has no input_size attribute (the image side it takes); give "
                          "--input-size N")
@@ -427,4 +440,4 @@ def build_model(cfg, classes):
     if out.shape != (1, classes):
         raise TrainError(f"{name}: expected (N, {classes}) logits for {classes} classes, got shape {out.shape} "
                          f"for one {size}x{size} image")
-    return model, replace(cfg, input_size=size)
+    return model, size
