@@ -97,56 +97,7 @@ def test_draw_graph_names_a_models_parameters_and_lies_in_landscape(tmp_path):
     assert "rankdir=TB" in (tmp_path / "g.dot").read_text() and '"0.weight' in (tmp_path / "g.dot").read_text()
 
 
-# ----- exercises -----
-
-SOLUTIONS = {
-    "relu": "from minialex.ops.relu import relu_forward as forward, relu_backward as backward",
-    "lrn": "from minialex.ops.lrn import lrn_forward as forward, lrn_backward as backward",
-    "max_pool2d": "from minialex.ops.pool import max_pool2d_forward as forward, max_pool2d_backward as backward",
-    "conv2d": "from minialex.ops.conv import conv2d_forward as forward, conv2d_backward as backward",
-    "dropout": "from minialex.ops.dropout import dropout_forward as forward, dropout_backward as backward",
-    "linear": "from minialex.ops.linear import linear_forward as forward, linear_backward as backward",
-    "cross_entropy": "from minialex.ops.cross_entropy import cross_entropy_forward as forward, "
-                     "cross_entropy_backward as backward",
-    "sgd": "from minialex.ops.sgd import sgd_update_reference as update",
-}
-BUG_OP = {"LRN": "lrn", "max-pool": "max_pool2d", "conv": "conv2d", "dropout": "dropout", "ReLU": "relu",
-          "loss": "cross_entropy", "fully connected": "linear", "optimizer": "sgd"}
-
-
-def test_exercise_files_are_stubs_with_the_math(tmp_path, capsys):
-    from minialex.exercises.__main__ import main
-    assert main(["start", str(tmp_path)]) == 0
-    for op in SOLUTIONS:
-        text = (tmp_path / f"{op}.py").read_text()
-        assert "raise NotImplementedError" in text and "minialex/ops/" in text and "Fast CPU" not in text
-    assert "Backward: dx = dy where x > 0, else 0" in (tmp_path / "relu.py").read_text()
-    (tmp_path / "relu.py").write_text("# mine")
-    main(["start", str(tmp_path)])
-    assert (tmp_path / "relu.py").read_text() == "# mine"                # never overwritten without --force
-    capsys.readouterr()
-    assert main(["check", "lrn", str(tmp_path)]) == 1
-    assert "TODO" in capsys.readouterr().out
-
-
-def test_the_checker_passes_the_library_ops(tmp_path, capsys):
-    from minialex.exercises.__main__ import main
-    for op, code in SOLUTIONS.items():
-        (tmp_path / f"{op}.py").write_text(code + "\n")
-    assert main(["check", "all", str(tmp_path)]) == 0, capsys.readouterr().out
-    out = capsys.readouterr().out
-    assert out.count("all checks pass") == len(SOLUTIONS) and "FAIL" not in out
-
-
-@pytest.mark.parametrize("name", [b.name for b in bugs.BUGS])
-def test_the_checker_rejects_each_injected_bug_as_an_answer(name, tmp_path):
-    from minialex.exercises import check
-    bug = bugs.get(name)
-    op = BUG_OP[bug.layers]
-    line = f"update = BY_NAME[{name!r}].pair" if op == "sgd" else f"forward, backward = BY_NAME[{name!r}].pair"
-    (tmp_path / f"{op}.py").write_text(f"from minialex.bugs import BY_NAME\n{line}\n")
-    passed, lines = check(op, tmp_path)
-    assert not passed and any(line.lstrip().startswith("FAIL") for line in lines), lines
+# ----- exercises: tests/test_exercises.py (the grader), tests/test_exercises_hints.py (the checks)
 
 
 # ----- training diagnostics -----
