@@ -154,3 +154,37 @@ def layer_diagnostics(history, path, samples=None, factor=1.0):
     _panel(d, (580, 380, 1000, 640), "log10 update / weight (~ -3 is healthy)", series("update_log10", weighted),
            font, u, unit)
     img.save(path)
+
+
+def confusion_matrix(counts, classes, path, factor=1.0):
+    """The (K, K) counts of true class (rows) by predicted class (columns) as a heat map, each row
+    shaded by its share of the row (so a small class reads as well as a large one), the counts
+    written in the cells while they fit, the class names along both sides (shortened with many
+    classes: 100 classes stay readable at about 14 pixels a cell)."""
+    counts = np.asarray(counts)
+    k = counts.shape[0]
+    u = _factor(factor)
+    cell = max(10, min(64, round(900 * u / max(k, 1))))
+    label_w = round(min(150, 9 * max((len(c) for c in classes), default=4) + 10) * u)
+    font = _font(u if k <= 30 else u * 0.8)
+    size = (label_w + k * cell + round(20 * u), label_w + k * cell + round(20 * u))
+    img = Image.new("RGB", size, (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    limit = max(3, round(label_w / (7 * u)))
+    for i in range(k):
+        name = str(classes[i])[:limit]
+        d.text((round(4 * u), label_w + i * cell + cell / 2), name, fill=(0, 0, 0), font=font, anchor="lm")
+        d.text((label_w + i * cell + cell / 2, label_w - round(4 * u)), name if k <= 12 else name[:3],
+               fill=(0, 0, 0), font=font, anchor="mb")
+        for j in range(k):
+            v = float(share[i, j])
+            colour = (round(255 - 220 * v), round(255 - 150 * v), 255) if i == j else \
+                (255, round(255 - 200 * v), round(255 - 200 * v))
+            box = (label_w + j * cell, label_w + i * cell, label_w + (j + 1) * cell - 1, label_w + (i + 1) * cell - 1)
+            d.rectangle(box, fill=colour)
+            if cell >= 28 and counts[i, j]:
+                d.text(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), str(int(counts[i, j])), fill=(0, 0, 0),
+                       font=font, anchor="mm")
+    d.text((label_w, round(2 * u)), "predicted ->", fill=(80, 80, 80), font=font)
+    img.save(path)

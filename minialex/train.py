@@ -28,7 +28,6 @@ This command is a thin layer over the library: flags -> a frozen RunConfig (mini
 -> the data, the model, the optimizer and the callbacks -> minialex.training.Trainer.fit.
 """
 import dataclasses
-import socket
 import sys
 import time
 import traceback
@@ -37,17 +36,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend, checkpoint, cpu, distributed, io, random, system
+from . import backend, checkpoint, cpu, distributed, io, random, reporting, system
 from . import functional as F
-from .data import DataLoader, Transform, dataset_stats, make_synthetic, resize_for
+from .data import DataLoader, Transform, dataset_stats, make_synthetic
 from .data.splits import DataError, open_splits
-from .data.transforms import center_crop, resize_shorter, to_array, to_chw
 from .optim import SGD
 from .paths import cache_root
 from .runconfig import TrainError, build_model, check_custom, load_factory, parse_args, resolve, validate
 from .runfolder import LOCK as LOCK_NAME, FolderError, RunFolder, unique  # noqa: F401  (LOCK_NAME: the lock's name)
-from .summary import summary
-from .training import (Checkpoint, Constant, EpochLine, FirstLossCheck, Interrupted, LayerDiagnostics, Pictures,
+from .training import (Checkpoint, Confusion, Constant, EpochLine, FirstLossCheck, Interrupted, LayerDiagnostics, Pictures,
                        Plateau, ProgressBar, SetupError, StallWarning, StepLog, StepLR, StopRequests, Stopped, Trainer)
 from .training.progress import say
 from .training.saving import folder_conflict
@@ -255,7 +252,7 @@ def setup(flags):
         strategy.agree(failure)
         stats = {k: ckpt.meta[k] for k in checkpoint.STATS} if ckpt else \
             strategy.root_first("the dataset statistics", lambda: _stats_for(train_set))   # rank 0 caches them
-        trainer = _trainer(cfg, model, strategy)
+        trainer = _trainer(cfg, model, strategy, len(train_set.classes))
         failure = None
         try:
             if ckpt:
@@ -275,17 +272,18 @@ def setup(flags):
                    stats=stats, folder=folder, resumed=ckpt is not None)
 
 
-def _trainer(cfg, model, strategy):
+def _trainer(cfg, model, strategy, classes):
     """The model, the paper's SGD and the schedule in a Trainer; the loaders and rank 0's
     writing callbacks (_callbacks) are added when training starts."""
     opt = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     schedule = {"step": lambda: StepLR(cfg.lr_step), "plateau": lambda: Plateau(cfg.patience),
                 "constant": Constant}[cfg.lr_schedule]()
-    return Trainer(model, opt, None, None, epochs=cfg.epochs, schedule=schedule, loss=F.cross_entropy,
-                   max_steps=cfg.max_steps,
-                   callbacks=[FirstLossCheck(), StallWarning(cfg.stall_steps), LayerDiagnostics(), StepLog(),
-                              ProgressBar()],
-                   device=cfg.device, strategy=strategy)
+    trainer = Trainer(model, opt, None, None, epochs=cfg.epochs, schedule=schedule, loss=F.cross_entropy,
+                      max_steps=cfg.max_steps, device=cfg.device, strategy=strategy,
+                      callbacks=[FirstLossCheck(), StallWarning(cfg.stall_steps), LayerDiagnostics(), StepLog(),
+                                 ProgressBar()])
+    trainer.num_classes = classes
+    return trainer
 
 
 def _callbacks(s):
@@ -294,22 +292,9 @@ def _callbacks(s):
     cfg, out = s.cfg, s.folder.path
     extras = {"arch": cfg.arch, "classes": np.array(s.train_set.classes), "config": checkpoint.strict_json(
               cfg.run_settings()), "data": str(Path(cfg.data).resolve()) if cfg.data else "", **s.stats}
-    return [Checkpoint(s.folder, meta=extras), EpochLine(), Pictures(out, _examples(s), factor=cfg.scale)]
-
-
-def _examples(s, count=18):
-    """Validation images for predictions.png: (uint8 crops, the model's inputs, labels, class names)."""
-    size, val = s.cfg.input_size or s.trainer.model.input_size, s.val_set
-    shown, truth = [], []
-    for i in np.linspace(0, len(val) - 1, num=min(count, len(val))).astype(int):
-        img, label = val.load(int(i))
-        if img is not None:
-            shown.append(center_crop(to_array(resize_shorter(img, resize_for(size))), size))
-            truth.append(label)
-    if not shown:
-        return None
-    a = np.stack(shown)
-    return (a * 255).clip(0, 255).astype(np.uint8), to_chw(a, s.stats["mean"], s.stats["std"]), truth, val.classes
+    classes = s.train_set.classes
+    return [Checkpoint(s.folder, meta=extras), EpochLine(classes), Pictures(out, reporting.examples(s), factor=cfg.scale),
+            Confusion(out, classes, factor=cfg.scale)]
 
 
 # ----- the run -----
@@ -331,7 +316,7 @@ def run(flags):
 
 
 def _size(s):
-    return s.cfg.input_size or s.trainer.model.input_size
+    return reporting.input_size(s)
 
 
 def _evaluate_only(s):
@@ -339,6 +324,7 @@ def _evaluate_only(s):
     m = s.trainer.evaluate(loader)
     if s.strategy.is_root:
         say(f"val (centre crop): loss {m['loss']:.4f}  top-1 {m['top1']:.2%}  top-5 {m['top5']:.2%}")
+        reporting.per_class_report(s, m["confusion"])
     if s.cfg.ten_crop:
         _ten_crop_report(s)
 
@@ -353,7 +339,7 @@ def _train(s):
                 for folder in (s.train_set, s.val_set):
                     prepare(folder, size, cfg.workers)
         world.barrier("building the decoded store")
-        _say_missing_stores(s, size)
+        reporting.say_missing_stores(s, size)
     t.train_loader = _loader(cfg, s.train_set, Transform(size, s.stats, "train", cfg.flip, cfg.lighting), train=True)
     t.val_loader = _loader(cfg, s.val_set, Transform(size, s.stats, "val"))
     if s.folder is not None:
@@ -361,7 +347,7 @@ def _train(s):
         for name in s.folder.stale:  # --overwrite: the old run's files go now that every check has passed
             (s.folder.path / name).unlink(missing_ok=True)
     if s.strategy.is_root:
-        _preamble(s)
+        reporting.preamble(s)
     t.fit()
     if t.interrupted is not None:
         raise t.interrupted
@@ -372,50 +358,6 @@ def _train(s):
         say(f"done: best val top-1 {best['value'] or 0:.2%} (epoch {best['epoch']}); {s.folder.path}/best.npz, "
             f"metrics.jsonl, filters.png, curves.png, layers.png, predictions.png")
     return t.history
-
-
-def _say_missing_stores(s, size):
-    """After the store build: a rank that finds no decoded store where rank 0 has one decodes
-    every epoch (its machine's build failed, or its store folder is elsewhere): rank 0 says so."""
-    from .data import store
-    resize = resize_for(size)
-    mine = "".join("1" if store.Store.find(f, resize) is not None else "0" for f in (s.train_set, s.val_set))
-    said = distributed.world().allgather_text(f"{mine} {socket.gethostname()} {store.store_root()}",
-                                              "looking for the decoded stores")
-    if s.strategy.is_root and said[0].startswith("11"):
-        for rank, text in enumerate(said[1:], 1):
-            found, host, root = text.split(" ", 2)
-            if found != "11":
-                warnings.warn(f"rank {rank} (on {host}) finds no decoded store in {root}, where rank 0 has one: "
-                              "it decodes every image every epoch, which is slower (minialex-prepare DATA on "
-                              "that machine builds the store; MINIALEX_STORES sets where it goes)", stacklevel=2)
-
-
-def _preamble(s):
-    cfg, world = s.cfg, distributed.world()
-    say(f"data: {len(s.train_set)} training and {len(s.val_set)} validation images, {len(s.train_set.classes)} "
-        f"classes ({s.train_set.root.parent}); " + _store_line(s))
-    say(f"model: {cfg.arch} on {cfg.device}" + (f", init {cfg.init}" if not cfg.custom else "") +
-        f"\n{summary(s.trainer.model, (3, _size(s), _size(s)), cfg.batch_size, cfg.device)}")
-    if world.size > 1:
-        say(f"data parallel: {world.size} processes, {cfg.batch_size} images each per step (global batch "
-            f"{cfg.batch_size * world.size}), gradients summed by "
-            f"{'NCCL' if backend.is_gpu(cfg.device) else 'MPI'} every step; {world.local_size} processes on this "
-            f"machine, {cpu.cpu_threads()} CPU threads each")
-    say(f"training epochs {s.trainer.epoch + 1}..{cfg.epochs} into {s.folder.path}")
-
-
-def _store_line(s):
-    """What the decoded store does this run."""
-    from .data import store
-    if s.cfg.no_cache:
-        return "decoding every epoch (--no-cache)"
-    resize = resize_for(_size(s))
-    store.Store.find(s.val_set, resize)          # (a damaged val store is set aside now, not at validation)
-    if store.Store.find(s.train_set, resize) is not None:
-        return "decoded images from the store"
-    gib = store.estimated_bytes(len(s.train_set) + len(s.val_set), resize) / 2**30
-    return f"decoding once into the store during epoch 1 (about {gib:.1f} GiB in {store.store_root()})"
 
 
 def _ten_crop_report(s):

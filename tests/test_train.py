@@ -356,3 +356,34 @@ def test_pictures_grow_with_scale(tiny, tmp_path):
             assert 1.8 < b.size[0] / a.size[0] < 2.2, name
     with Image.open(tmp_path / "one" / "curves.png") as a:
         assert a.size[0] >= 1600                                             # slide-sized at scale 1
+
+
+def test_per_class_accuracy_and_the_confusion_matrix(tiny, tmp_path, capsys):
+    assert _run(tiny, tmp_path, "--epochs", "1") == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch   1/1"))
+    rows = (tmp_path / "confusion.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert header[1:3] == ["checker", "circle"] and header[-1] == "accuracy" and len(rows) == 11
+    counts = np.array([[int(v) for v in r.split(",")[1:-1]] for r in rows[1:]])
+    record = _strict_json_lines(tmp_path / "metrics.jsonl")[0]
+    assert counts.sum() == 20 and np.trace(counts) / counts.sum() == pytest.approx(record["val_top1"])
+    off = counts.copy()
+    np.fill_diagonal(off, 0)
+    if off.max() > 0:
+        i, j = np.unravel_index(off.argmax(), off.shape)
+        assert "most confused: " in line and f"-> " in line and str(off.max()) in line.split("most confused: ")[1]
+    with Image.open(tmp_path / "confusion.png") as img:
+        assert img.size[0] > 500
+    capsys.readouterr()
+    assert _run(tiny, tmp_path, "--resume", str(tmp_path / "last.npz"), "--eval-only") == 0
+    out = capsys.readouterr().out
+    assert "circle" in out and "confusion.csv" in out and " of 2)" in out      # per class: hits of its 2 images
+
+
+def test_the_confusion_picture_reads_with_a_hundred_classes(tmp_path):
+    from minialex import pictures
+    rng = np.random.default_rng(0)
+    counts = rng.integers(0, 5, (100, 100)) + np.diag(rng.integers(20, 50, 100))
+    pictures.confusion_matrix(counts, [f"class_{i:03d}" for i in range(100)], tmp_path / "c.png")
+    with Image.open(tmp_path / "c.png") as img:
+        assert 1000 <= img.size[0] <= 2400 and img.size[0] == img.size[1]

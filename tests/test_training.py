@@ -177,7 +177,12 @@ def test_evaluate_scores_logits_and_averages_ten_crops():
     mc = evaluate(model, [(crops, yc)])
     assert mc["loss"] == pytest.approx(-np.log(probs[np.arange(4), yc]).mean(), rel=1e-6)
     assert mc["top1"] == pytest.approx(np.mean(probs.argmax(1) == yc))
-    assert all(np.isnan(v) for v in evaluate(model, []).values())
+    empty = evaluate(model, [])
+    assert all(np.isnan(empty[k]) for k in ("loss", "top1", "top5")) and empty["confusion"].sum() == 0
+    counts = evaluate(model, batches)["confusion"]                        # rows: true class; columns: top-1
+    expected = np.zeros((7, 7), np.int64)
+    np.add.at(expected, (y, order[:, 0]), 1)
+    np.testing.assert_array_equal(counts, expected)
 
 
 def test_schedules_give_the_rate_of_each_epoch_and_keep_their_state():

@@ -13,7 +13,7 @@
     stops.py       Ctrl-C and SIGTERM: StopRequests, Interrupted
     progress.py    the progress bar (terminal, notebook, log file)
 """
-from .callbacks import (Callback, EpochLine, FirstLossCheck, LayerDiagnostics, MetricsLog, NonFiniteGuard,
+from .callbacks import (Callback, Confusion, EpochLine, FirstLossCheck, LayerDiagnostics, MetricsLog, NonFiniteGuard,
                         Pictures, ProgressBar, StallWarning, Step, StepLog, Stopped)
 from .saving import Checkpoint
 from .schedules import Constant, Plateau, Schedule, StepLR
@@ -21,7 +21,7 @@ from .stops import Interrupted, StopRequests
 from .strategy import DataParallel, Local, SetupError
 from .trainer import Trainer, evaluate
 
-__all__ = ["Trainer", "evaluate", "Callback", "Checkpoint", "StepLR", "Plateau", "Constant", "Schedule",
+__all__ = ["Trainer", "evaluate", "Callback", "Confusion", "Checkpoint", "StepLR", "Plateau", "Constant", "Schedule",
            "EpochLine", "FirstLossCheck", "LayerDiagnostics", "MetricsLog", "NonFiniteGuard", "Pictures",
            "ProgressBar", "StallWarning", "Step", "StepLog", "Stopped", "Interrupted", "StopRequests", "DataParallel",
            "Local", "SetupError"]

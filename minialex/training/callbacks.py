@@ -25,6 +25,7 @@ The callbacks here are what minialex-train uses: NonFiniteGuard (in every Traine
 FirstLossCheck, StallWarning, LayerDiagnostics, StepLog, ProgressBar, EpochLine, MetricsLog,
 Pictures; Checkpoint is in saving.py.
 """
+import csv
 import math
 import os
 import time
@@ -293,16 +294,59 @@ class ProgressBar(Callback):
 
 
 class EpochLine(Callback):
-    """One line per epoch: the training and validation metrics, the rate, the speed."""
+    """One line per epoch: the training and validation metrics, the rate, the speed, and with
+    the class names the validation's most confused pairs (true -> predicted, images)."""
+
+    def __init__(self, classes=None):
+        self.classes = classes
 
     def on_epoch_end(self, trainer, r):
         if not trainer.strategy.is_root:
             return
         val = (f"  |  val loss {r['val_loss']:.4f} top-1 {r['val_top1']:6.2%} top-5 {r['val_top5']:6.2%}"
                if "val_loss" in r else "")
+        pairs = most_confused(trainer.confusion, self.classes) if self.classes and trainer.confusion is not None else []
         say(f"epoch {r['epoch']:3d}/{trainer.epochs}  train loss {r['train_loss']:.4f} top-1 {r['train_top1']:6.2%}"
             f"{val}  |  lr {r['lr']:.2g}  {r['images_per_s']:.0f} img/s  {r['seconds']:.1f}s"
-            + (f"  ({trainer.skipped} unreadable images skipped)" if trainer.skipped else ""))
+            + (f"  ({trainer.skipped} unreadable images skipped)" if trainer.skipped else "")
+            + ("  |  most confused: " + ", ".join(f"{a} -> {b} {n}" for a, b, n in pairs) if pairs else ""))
+
+
+def most_confused(counts, classes, n=3):
+    """The n largest counts off the diagonal of a confusion matrix: [(true, predicted, images)]."""
+    off = np.array(counts, np.int64)
+    np.fill_diagonal(off, 0)
+    order = np.argsort(-off, axis=None, kind="stable")[:n]
+    return [(classes[i], classes[j], int(off[i, j])) for i, j in zip(*np.unravel_index(order, off.shape))
+            if off[i, j] > 0]
+
+
+def write_confusion(counts, classes, out, factor=1.0):
+    """confusion.csv (rows: true class, columns: predicted, then each class's accuracy) and
+    confusion.png in the folder `out`."""
+    counts, out = np.asarray(counts), Path(out)
+    with open(out / "confusion.csv", "w", newline="") as f:
+        rows = csv.writer(f)
+        rows.writerow(["true \\ predicted", *classes, "accuracy"])
+        for name, row in zip(classes, counts):
+            total = row.sum()
+            rows.writerow([name, *map(int, row), f"{row[classes.index(name)] / total:.4f}" if total else ""])
+    pictures.confusion_matrix(counts, classes, out / "confusion.png", factor=factor)
+
+
+class Confusion(Callback):
+    """After each epoch, the validation's confusion matrix into `out`: confusion.csv and
+    confusion.png (write_confusion)."""
+
+    def __init__(self, out, classes, factor=1.0):
+        self.out, self.classes, self.factor = out, list(classes), factor
+
+    def on_epoch_end(self, trainer, record):
+        if trainer.strategy.is_root and trainer.confusion is not None and trainer.confusion.size:
+            try:
+                write_confusion(trainer.confusion, self.classes, self.out, self.factor)
+            except OSError as e:
+                warnings.warn(f"could not write the confusion matrix into {self.out} ({e})", stacklevel=2)
 
 
 class MetricsLog(Callback):

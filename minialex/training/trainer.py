@@ -71,6 +71,7 @@ class Trainer:
         self.epoch, self.step, self.history = 0, 0, []   # the last kept epoch, steps taken, its records
         self.num_classes = None                      # from the first logits
         self.skipped = 0                             # unreadable images in the last epoch's passes
+        self.confusion = None                        # the last validation's (true, predicted) counts
         self.interrupted = None                      # the Interrupted that ended the last fit, if any
         self.kept = None                             # the state of the last kept epoch (keep())
         self.restored_from = None                    # the checkpoint path restore() read, if any
@@ -118,6 +119,7 @@ class Trainer:
         """Train one epoch and validate: the epoch's record (not yet kept)."""
         trained = self.train_epoch(epoch)
         val = self.evaluate(self.val_loader) if self.val_loader is not None else None
+        self.confusion = val.pop("confusion") if val is not None else None
         skipped = getattr(self.train_loader, "skipped", 0) + getattr(self.val_loader, "skipped", 0)
         self.skipped = int(self.strategy.sum([skipped], "unreadable image count", self.stops)[0])
         record = {"epoch": epoch, "train_loss": trained["loss"], "train_top1": trained["top1"]}
@@ -185,10 +187,10 @@ class Trainer:
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def evaluate(self, loader):
-        """{"loss", "top1", "top5"} of the model on `loader` (NaN for all when no image could
-        be read). A batch of 10 crops per image, x (B, 10, C, H, W), is scored by the softmax
+        """{"loss", "top1", "top5", "confusion"} of the model on `loader` (NaN for the first three
+        when no image could be read; confusion: the (K, K) counts of true class by top-1 prediction). A batch of 10 crops per image, x (B, 10, C, H, W), is scored by the softmax
         averaged over the crops (the paper's test). Under data parallel: over every rank's slice."""
-        return evaluate(self.model, loader, self.device, self.loss, self.strategy, self.stops)
+        return evaluate(self.model, loader, self.device, self.loss, self.strategy, self.stops, self.num_classes)
 
     def _on_device(self, x):
         return x if isinstance(x, Tensor) else Tensor(x, device=self.device)
@@ -325,31 +327,51 @@ def _labels(y):
     return np.asarray(y.numpy() if isinstance(y, Tensor) else y)
 
 
-def evaluate(model, loader, device="cpu", loss=F.cross_entropy, strategy=None, stops=None):
-    """{"loss", "top1", "top5"} of `model` on `loader` (see Trainer.evaluate); strategy and stops
-    are a data-parallel run's (the sums over the ranks, and the stop votes they carry)."""
+def evaluate(model, loader, device="cpu", loss=F.cross_entropy, strategy=None, stops=None, num_classes=None):
+    """{"loss", "top1", "top5", "confusion"} of `model` on `loader` (see Trainer.evaluate); the
+    confusion matrix counts images by true class (rows) and top-1 prediction (columns). strategy
+    and stops are a data-parallel run's (the sums over the ranks, and the stop votes they carry)."""
     if loader is None or not hasattr(loader, "__iter__"):
         raise TypeError(f"evaluate: loader expected an iterable of (x, y) batches, got {type(loader).__name__}")
     strategy, stops = strategy or Local(), stops or StopRequests()
     was_training = getattr(model, "training", True)
     model.eval()
-    sums = np.zeros(4)                                   # loss sum, top-1 hits, top-5 hits, images
+    sums, pairs = np.zeros(4), []                        # loss sum, top-1 hits, top-5 hits, images; (true, predicted)
     try:
         with no_grad():
             for x, y in loader:
                 y = _labels(y)
                 if len(y):                               # (a rank's slice of a batch may be empty)
-                    sums += _scores(model, x, y, device, loss)
+                    scores, predicted, width = _scores(model, x, y, device, loss)
+                    sums += scores
+                    pairs.append(np.stack([y, predicted]))
+                    num_classes = num_classes or width
     finally:
         model.train(was_training)                        # as it was
     loss_sum, top1, top5, total = (float(v) for v in strategy.sum(sums, "validation metrics", stops))
+    confusion = _confusion(pairs, num_classes, strategy, stops)
     if total == 0:
-        return {"loss": math.nan, "top1": math.nan, "top5": math.nan}
-    return {"loss": loss_sum / total, "top1": top1 / total, "top5": top5 / total}
+        return {"loss": math.nan, "top1": math.nan, "top5": math.nan, "confusion": confusion}
+    return {"loss": loss_sum / total, "top1": top1 / total, "top5": top5 / total, "confusion": confusion}
+
+
+def _confusion(pairs, num_classes, strategy, stops):
+    """The (K, K) counts of (true, predicted) over every rank (the ranks agree on K first when it
+    came from the logits: a rank without images has none)."""
+    if strategy.size > 1:
+        seen, k = strategy.sum([1.0 if num_classes else 0.0, num_classes or 0], "the number of classes", stops)
+        num_classes = int(round(k / seen)) if seen else 0
+    counts = np.zeros((num_classes or 0, num_classes or 0), np.int64)
+    for true, predicted in pairs:
+        np.add.at(counts, (true, predicted), 1)
+    if strategy.size > 1 and counts.size:
+        counts = strategy.sum(counts.ravel(), "the confusion matrix", stops).round().astype(np.int64)
+        counts = counts.reshape(num_classes, num_classes)
+    return counts
 
 
 def _scores(model, x, y, device, loss):
-    """[loss sum, top-1 hits, top-5 hits, count] of one batch."""
+    """([loss sum, top-1 hits, top-5 hits, count], top-1 predictions, classes) of one batch."""
     shape = x.shape
     if len(shape) == 5:                                  # (B, crops, C, H, W): average the softmax
         b, crops = shape[:2]
@@ -364,4 +386,5 @@ def _scores(model, x, y, device, loss):
         loss_sum, scores = loss(out, y).item() * len(y), out.numpy()
     k = min(5, scores.shape[1])
     best = np.argsort(-scores, axis=1)[:, :k]
-    return np.array([loss_sum, (best[:, 0] == y).sum(), (best == y[:, None]).any(axis=1).sum(), len(y)], np.float64)
+    counts = np.array([loss_sum, (best[:, 0] == y).sum(), (best == y[:, None]).any(axis=1).sum(), len(y)], np.float64)
+    return counts, best[:, 0], scores.shape[1]
