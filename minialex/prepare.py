@@ -2,6 +2,9 @@
 
     minialex-prepare DATA                   # DATA/train and DATA/val, for alexnet-mini (64x64 crops)
     minialex-prepare DATA --arch alexnet    # ... for AlexNet's 227x227 crops (shorter side 256)
+    minialex-prepare --from idx train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz mnist
+    minialex-prepare --from idx t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz mnist --split val
+    minialex-prepare --from cifar10 cifar-10-batches-bin cifar10      # train/ and val/ (the test batch)
     minialex-prepare DATA --verify          # ... each store checked first: every image's checksum, and
                                             #     every file decoded again; a store that differs is built again
     minialex-prepare --list                 # the stores folder: every store, its size, data and last use
@@ -28,7 +31,7 @@ import time
 import numpy as np
 
 from . import system
-from .data import DataLoader, Transform
+from .data import DataLoader, Transform, convert
 from .data.splits import DataError, open_splits
 from .data import store as store_module
 from .data import store_folder
@@ -114,7 +117,14 @@ def _parser():
     p = argparse.ArgumentParser(prog="minialex-prepare", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("data", nargs="?", help="a folder with train/ and val/ class folders")
+    p.add_argument("data", nargs="*", help="a folder with train/ and val/ class folders; with --from idx: "
+                                           "IMAGES LABELS OUT; with --from cifar10|cifar100: DIR OUT")
+    p.add_argument("--from", dest="source", choices=("idx", "cifar10", "cifar100"),
+                   help="convert a classic data set's files into OUT/<split>/<class>/*.png first (see "
+                        "minialex/data/convert.py): IDX files (MNIST, Fashion-MNIST, EMNIST; gzipped or not) or "
+                        "the binary CIFAR batches (never the pickled Python version)")
+    p.add_argument("--split", choices=("train", "val"), default="train",
+                   help="with --from idx: which split the IMAGES/LABELS pair is (train)")
     p.add_argument("--arch", choices=sorted(SIZES), default="alexnet-mini")
     p.add_argument("--workers", type=int, default=2, help="threads (up to 4) or processes decoding images (2)")
     p.add_argument("--verify", action="store_true", help="check each store against its hashes and its files "
@@ -133,6 +143,11 @@ def main(argv=None):
         p.error("; ".join(environment))
     if args.workers < 0:
         p.error(f"--workers expected an integer >= 0, got {args.workers}")
+    if args.source:
+        return _convert(p, args)
+    if len(args.data) > 1:
+        p.error(f"expected one DATA folder, got {len(args.data)} paths (--from converts data files)")
+    args.data = args.data[0] if args.data else None
     if args.clean:
         clean_stores()
     if args.list:
@@ -162,6 +177,24 @@ def main(argv=None):
             return 1
         what = f"built in {seconds:.0f} s ({len(folder) / max(seconds, 1e-9):.0f} images/s)" if built else "already there"
         print(f"{name}: {len(folder)} images, {store.meta['bytes'] / 2**30:.2f} GiB, {what}: {store.path}")
+    return 0
+
+
+def _convert(p, args):
+    """--from: the data files as OUT/<split>/<class>/*.png (checked, written atomically)."""
+    want = {"idx": ("IMAGES", "LABELS", "OUT")}.get(args.source, ("DIR", "OUT"))
+    if len(args.data) != len(want):
+        p.error(f"--from {args.source} expected {' '.join(want)}, got {len(args.data)} path(s)")
+    try:
+        if args.source == "idx":
+            folder = convert.idx_to_folder(*args.data, split=args.split, workers=max(1, args.workers))
+            print(f"{folder}: {sum(1 for _ in folder.rglob('*.png'))} images in "
+                  f"{sum(1 for d in folder.iterdir() if d.is_dir())} classes")
+        else:
+            for folder in convert.cifar_to_folder(*args.data, kind=args.source, workers=max(1, args.workers)):
+                print(f"{folder}: {sum(1 for _ in folder.rglob('*.png'))} images")
+    except convert.ConvertError as e:
+        p.error(str(e))
     return 0
 
 
