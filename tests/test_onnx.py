@@ -1,6 +1,7 @@
-"""ONNX export (minialex.onnx): files run by onnxruntime (and onnx's reference evaluator) against
-minialex's forward, the conventions that differ (LRN's alpha, pooling's pads and sizes, flatten
-order, dropout in eval), and the errors for what minialex cannot export."""
+"""ONNX export and import (minialex.onnx): files run by onnxruntime (and onnx's reference evaluator)
+against minialex's forward, the conventions that differ (LRN's alpha, pooling's pads and sizes,
+flatten order, dropout in eval), the model zoo's bvlc_alexnet layout built with random weights, and
+the errors for what minialex cannot import or export."""
 import importlib.util
 import re
 import subprocess
@@ -177,9 +178,194 @@ def test_export_checks_input_shape_and_says_which_extra_is_missing(tmp_path, mon
     monkeypatch.setitem(sys.modules, "onnx", None)                     # as if onnx were not installed
     with pytest.raises(ImportError, match=re.escape('pip install "minialex[onnx]"')):
         mo.export(nn.Sequential(nn.ReLU()), tmp_path / "x.onnx", (3, 8, 8))
+    with pytest.raises(ImportError, match=re.escape('pip install "minialex[onnx]"')):
+        mo.load(tmp_path / "x.onnx")
 
 
 def test_importing_minialex_does_not_import_onnx():
     code = "import sys, minialex, minialex.onnx; print('onnx' in sys.modules, 'onnxruntime' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.stdout.split() == ["False", "False"], run.stderr
+
+
+# ---------------------------------------------------------------- import
+
+def he(rng, *shape):
+    return (rng.standard_normal(shape) * np.sqrt(2 / np.prod(shape[1:]))).astype(np.float32)
+
+
+def bvlc_alexnet(side=103, fcs=(64, 64, 10), alpha=1e-4, softmax=True):
+    """The model zoo's bvlc_alexnet layout (Caffe's AlexNet through Caffe2, opset 9) with random
+    weights: two-tower groups, LRN (bias 1: Caffe's k) before pooling, pools with pads [0, 0, 1, 1]
+    (Caffe's ceil sizes), a Reshape to (1, C*H*W) by a shape initializer, Gemm with transB=1, Dropout
+    with its ratio attribute, Softmax; weights listed among the inputs too (IR 3). At side=103 every
+    pad is used (24 -> 12, 12 -> 6, 6 -> 3, where floor without the pad gives 11, 5, 2)."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng, nodes, weights = np.random.default_rng(6), [], {}
+    x = "data_0"
+
+    def add(op, name, extra=(), **attrs):
+        nonlocal x
+        nodes.append(helper.make_node(op, [x, *extra], [name + "_1"], name=name, **attrs))
+        x = name + "_1"
+    convs = [("conv1", 96, 3, 11, 4, 0, 1), ("conv2", 256, 96, 5, 1, 2, 2), ("conv3", 384, 256, 3, 1, 1, 1),
+             ("conv4", 384, 384, 3, 1, 1, 2), ("conv5", 256, 384, 3, 1, 1, 2)]
+    side_now = side
+    for name, out, inp, k, stride, pad, group in convs:
+        weights[name + "_w_0"], weights[name + "_b_0"] = he(rng, out, inp // group, k, k), rng.random(out, np.float32)
+        add("Conv", name, [name + "_w_0", name + "_b_0"], kernel_shape=[k, k], strides=[stride] * 2, pads=[pad] * 4,
+            group=group)
+        add("Relu", "relu" + name[-1])
+        side_now = (side_now + 2 * pad - k) // stride + 1
+        if name in ("conv1", "conv2"):
+            add("LRN", "norm" + name[-1], size=5, alpha=alpha, beta=0.75, bias=1.0)
+        if name in ("conv1", "conv2", "conv5"):
+            add("MaxPool", "pool" + name[-1], kernel_shape=[3, 3], strides=[2, 2], pads=[0, 0, 1, 1])
+            side_now = (side_now + 1 - 3) // 2 + 1
+    weights["OC2_DUMMY_1"] = np.array([1, 256 * side_now ** 2], np.int64)
+    add("Reshape", "OC2_DUMMY_0", ["OC2_DUMMY_1"])
+    width = 256 * side_now ** 2
+    for i, out in zip((6, 7, 8), fcs):
+        weights[f"fc{i}_w_0"], weights[f"fc{i}_b_0"] = he(rng, out, width), rng.random(out, np.float32) - 0.5
+        add("Gemm", f"fc{i}", [f"fc{i}_w_0", f"fc{i}_b_0"], transB=1)
+        if i < 8:
+            add("Relu", f"relu{i}")
+            add("Dropout", f"drop{i}", ratio=0.5)
+        width = out
+    if softmax:
+        add("Softmax", "prob")
+    inputs = [helper.make_tensor_value_info("data_0", TensorProto.FLOAT, [1, 3, side, side])]
+    inputs += [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+               for k, v in weights.items()]
+    graph = helper.make_graph(nodes, "bvlc_alexnet", inputs,
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, fcs[-1]])],
+                              [numpy_helper.from_array(v, k) for k, v in weights.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)], ir_version=3)
+
+
+@needs_ort
+@pytest.mark.parametrize("alpha", [1e-4, 0.5])          # 0.5: an alpha not divided by size would show
+def test_bvlc_alexnet_layout_imports_and_runs_as_onnxruntime_does(tmp_path, alpha):
+    import onnx
+    onnx.save(bvlc_alexnet(alpha=alpha), tmp_path / "bvlc.onnx")
+    model = mo.load(tmp_path / "bvlc.onnx")
+    names = [name for name, _ in model.named_modules()][1:]
+    assert names[:8] == ["conv1", "relu1", "norm1", "pool1", "conv2", "relu2", "norm2", "pool2"]
+    assert names[-2:] == ["drop7", "fc8"] and not model.training   # no softmax layer; eval mode
+    layers = dict(model.named_modules())
+    assert (layers["norm1"].size, layers["norm1"].alpha, layers["norm1"].k) == (5, alpha / 5, 1.0)
+    assert layers["conv2"].groups == 2 and layers["conv3"].groups == 1 and layers["drop6"].p == 0.5
+    assert type(layers["pool5"]) is MaxPool2dPadded and layers["pool5"].pads == (0, 0, 1, 1)
+    x = images((1, 3, 103, 103), seed=7)
+    logits = forward(model, x)
+    assert_close(logits, run_onnx(bvlc_alexnet(alpha=alpha, softmax=False), x))
+    probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    assert_close(probs, run_onnx(tmp_path / "bvlc.onnx", x))
+
+
+@needs_ort
+def test_the_zoo_sizes_at_224_pixels(tmp_path):
+    """The zoo's input, 1x3x224x224: 54 -> 27 -> 13 -> 6 pixels through pads [0, 0, 1, 1], so fc6
+    takes 256*6*6 = 9216 inputs as in Caffe's 227-pixel AlexNet (fc widths cut for speed)."""
+    proto = bvlc_alexnet(side=224, fcs=(32, 32, 1000), softmax=False)
+    model = mo.load(proto)
+    assert dict(model.named_modules())["fc6"].weight.shape == (32, 9216)
+    x = images((1, 3, 224, 224), seed=8)
+    assert_close(forward(model, x), run_onnx(proto, x))
+
+
+@needs_ort
+def test_round_trips(tmp_path):
+    """export -> load -> export gives the same file; a zoo-layout graph -> load -> export -> load
+    computes the same, its uneven pools written back with their pads."""
+    ma.manual_seed(9)
+    model = ma.models.AlexNet.mini(groups=2)
+    first = mo.export(model, tmp_path / "a.onnx", (3, 64, 64))
+    again = mo.export(mo.load(tmp_path / "a.onnx"), tmp_path / "b.onnx", (3, 64, 64))
+    assert again.SerializeToString() == first.SerializeToString()
+    bvlc = mo.load(bvlc_alexnet())
+    proto = mo.export(bvlc, tmp_path / "c.onnx", (1, 3, 103, 103))
+    assert [list(a.ints) for n in proto.graph.node if n.op_type == "MaxPool" for a in n.attribute
+            if a.name == "pads"] == [[0, 0, 1, 1]] * 3
+    x = images((1, 3, 103, 103), seed=10)
+    assert_close(forward(mo.load(tmp_path / "c.onnx"), x), forward(bvlc, x), 1e-6)
+    assert_close(run_onnx(proto, x), forward(bvlc, x))
+
+
+def small_graph(nodes, weights, in_shape=(2, 3, 8, 8), out=None, opset=13):
+    """A chain of nodes from "x" to the last node's first output (or `out`)."""
+    from onnx import TensorProto, helper, numpy_helper
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))],
+                              [helper.make_tensor_value_info(out or nodes[-1].output[0], TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in weights.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@needs_ort
+def test_matmul_add_a_constant_shape_and_a_flatten(tmp_path):
+    from onnx import helper, numpy_helper
+    rng = np.random.default_rng(11)
+    w1, b1, w2 = he(rng, 5, 48).T.copy(), rng.random(5, np.float32), he(rng, 7, 5).T.copy()   # (in, out)
+    nodes = [helper.make_node("Constant", [], ["shape"], value=numpy_helper.from_array(np.array([0, -1]))),
+             helper.make_node("Reshape", ["x", "shape"], ["r"]),
+             helper.make_node("MatMul", ["r", "w1"], ["m1"], name="fc1"), helper.make_node("Add", ["b1", "m1"], ["a1"]),
+             helper.make_node("Relu", ["a1"], ["h"]), helper.make_node("MatMul", ["h", "w2"], ["y"], name="fc2")]
+    proto = small_graph(nodes, {"w1": w1, "b1": b1, "w2": w2}, (2, 3, 4, 4))
+    model = mo.load(proto)
+    assert [type(m).__name__ for _, m in model.named_modules()][1:] == ["Flatten", "Linear", "ReLU", "Linear"]
+    assert dict(model.named_modules())["fc2"].bias is None
+    x = images((2, 3, 4, 4), seed=12)
+    assert_close(forward(model, x), run_onnx(proto, x))
+    again = mo.export(model, tmp_path / "again.onnx", (3, 4, 4))      # fc2 without a bias: Gemm of two inputs
+    assert [len(n.input) for n in again.graph.node if n.op_type == "Gemm"] == [3, 2]
+    assert_close(run_onnx(again, x), run_onnx(proto, x))
+
+
+def test_load_leaves_the_random_stream_as_it_was():
+    ma.manual_seed(0)
+    want = ma.random.generator().standard_normal(3)
+    ma.manual_seed(0)
+    mo.load(bvlc_alexnet())
+    assert np.array_equal(ma.random.generator().standard_normal(3), want)
+
+
+def _node(op, inputs=("x",), name="bad", **attrs):
+    from onnx import helper
+    return helper.make_node(op, list(inputs), [name], name=name, **attrs)
+
+
+W = np.ones((4, 3, 3, 3), np.float32)
+REFUSED = [
+    ([_node("Sigmoid")], {}, "node 'bad' (op Sigmoid) is not an AlexNet-family op; minialex imports Conv, Relu, LRN, "
+                             "MaxPool, Dropout, Flatten, Reshape, Gemm, MatMul+Add, Softmax (last)"),
+    ([_node("Softmax", name="s"), _node("Relu", ["s"])], {}, "node 's' (op Softmax in the middle) is not an AlexNet"),
+    ([_node("MaxPool", kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)], {}, "ceil_mode=1"),
+    ([_node("Conv", ["x", "w"], dilations=[2, 2])], {"w": W}, "dilations [2, 2]"),
+    ([_node("Conv", ["x", "w"], pads=[0, 0, 1, 1])], {"w": W}, "pads both sides alike"),
+    ([_node("LRN", size=4)], {}, "even size 4"),
+    ([_node("Relu", name="r"), _node("Relu", ["x"], name="bad")], {}, "reads 'x', not 'r'"),
+    ([_node("Conv", ["x", "x"])], {}, "its weight 'x' is computed in the graph"),
+    ([_node("Reshape", ["x", "s"])], {"s": np.array([2, -1, 4])}, "minialex imports a Reshape only as Flatten"),
+    ([_node("Dropout", ["x", "", "t"])], {"t": np.array(True)}, "training_mode true"),
+    ([_node("Gemm", ["x", "w"], transA=1)], {"w": np.ones((3, 3), np.float32)}, "transA=1"),
+    ([_node("Conv", ["x", "w"], group=2)], {"w": W}, "reads 3 channels; its weight (4, 3, 3, 3) with group=2 takes 6"),
+    ([_node("LRN", size=3, bias=0.0)], {}, "node 'bad' (op LRN): LocalResponseNorm: k expected a number > 0"),
+]
+
+
+@pytest.mark.parametrize("nodes, weights, message", REFUSED)
+def test_load_refuses_what_minialex_cannot_compute_naming_the_node(nodes, weights, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        mo.load(small_graph(nodes, weights, out=nodes[-1].output[0]))
+
+
+def test_load_refuses_a_graph_with_two_inputs_or_a_second_output_in_use():
+    from onnx import TensorProto, helper
+    proto = small_graph([_node("Relu")], {})
+    proto.graph.input.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1]))
+    with pytest.raises(ValueError, match=re.escape("the graph has 2 inputs ['x', 'y']")):
+        mo.load(proto)
+    pool = helper.make_node("MaxPool", ["x"], ["p", "i"], name="pool", kernel_shape=[2, 2])
+    proto = small_graph([pool, helper.make_node("Relu", ["i"], ["bad"])], {})
+    with pytest.raises(ValueError, match="has its output i used"):
+        mo.load(proto)
