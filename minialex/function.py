@@ -100,6 +100,9 @@ def implementation(op, device):
         return resolve(op.cuda), "cuda"
     if op.fast is not None and device == "cpu" and _cpu_path == "fast":
         return resolve(op.fast), "fast"
+    if op.reference is None:
+        raise TypeError(f"{op.__name__}: no reference pair: a Function names its NumPy pair as "
+                        "`reference = (forward, backward)` (see minialex/ops/relu.py)")
     return resolve(op.reference), "reference"
 
 

@@ -242,3 +242,12 @@ def test_the_readme_custom_op_runs_as_written(capsys):
         readme.split("class LeakyReLU(Function):")[1].split("```")[0]
     exec(compile(block, "README.md", "exec"), {})
     assert capsys.readouterr().out.strip() == "True"
+
+
+def test_a_function_without_a_reference_pair_says_so():
+    from minialex.function import Function
+
+    class Half(Function):
+        pass
+    with pytest.raises(TypeError, match=r"Half: no reference pair.*reference = \(forward, backward\)"):
+        Half.apply(ma.Tensor(np.ones(3)))

@@ -390,6 +390,7 @@ class Pictures(Callback):
             return
         out = Path(self.out)
         try:
+            out.mkdir(parents=True, exist_ok=True)
             first = next((m.weight for _, m in trainer.model.named_modules()
                           if getattr(m, "weight", None) is not None and m.weight.ndim == 4 and m.weight.shape[1] == 3),
                          None)
