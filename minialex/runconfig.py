@@ -83,6 +83,7 @@ class RunConfig:
     eval_only: bool = False
     ten_crop: bool = False
     no_cache: bool = False
+    export_onnx: bool = False        # write best.onnx at the end
     from_checkpoint: frozenset = field(default_factory=frozenset)   # their errors name the checkpoint
     model_flag: bool = False         # the network was given by --model (errors say so)
 
@@ -151,6 +152,9 @@ def build_parser(doc):
     p.add_argument("--train-subset", type=int, help="train on this many of the training images (a pick seeded "
                                                      "by --seed; recorded with the run)")
     p.add_argument("--scale", type=float, help="the pictures' size: 2 draws them twice as large, for slides (1)")
+    p.add_argument("--export-onnx", action="store_true",
+                   help="at the end, also write best.onnx: the best checkpoint's network as ONNX (needs "
+                        "pip install 'minialex[onnx]')")
     p.add_argument("--stall-steps", type=int,
                    help="warn when the loss is still at ln(classes) after this many steps (300)")
     p.add_argument("--dist-timeout", type=float,
@@ -209,7 +213,7 @@ def resolve(flags, ckpt):
             from_ckpt.add("data")
     for key in ("out", "resume"):
         values[key] = flags.get(key)
-    for key in ("overwrite", "eval_only", "ten_crop", "no_cache"):
+    for key in ("overwrite", "eval_only", "ten_crop", "no_cache", "export_onnx"):
         values[key] = key in flags
     return RunConfig(**values, from_checkpoint=frozenset(from_ckpt), model_flag=model_flag)
 
@@ -322,6 +326,11 @@ def validate(cfg):
                          f"every unit), got {cfg.dropout}")
     if cfg.eval_only and not cfg.resume:
         raise TrainError("--eval-only needs --resume CHECKPOINT")
+    if cfg.export_onnx:
+        try:
+            import onnx  # noqa: F401  (checked before any work; used at the end)
+        except ImportError:
+            raise TrainError("--export-onnx needs the onnx package: pip install 'minialex[onnx]'") from None
     if "data" in cfg.from_checkpoint and not Path(cfg.data).is_dir():
         raise TrainError(f"--resume {cfg.resume}: its run trained on {cfg.data}, which is not a folder any more "
                          "(moved or removed?); give --data DIR to continue on the data where it is now")

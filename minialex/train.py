@@ -353,11 +353,27 @@ def _train(s):
         raise t.interrupted
     if cfg.ten_crop:
         _ten_crop_report(s)
+    if cfg.export_onnx and s.strategy.is_root:
+        _export_onnx(s, size)
     if s.strategy.is_root:
         best = next(c for c in t.callbacks if isinstance(c, Checkpoint)).best
         say(f"done: best val top-1 {best['value'] or 0:.2%} (epoch {best['epoch']}); {s.folder.path}/best.npz, "
             f"metrics.jsonl, filters.png, curves.png, layers.png, predictions.png")
     return t.history
+
+
+def _export_onnx(s, size):
+    """best.onnx beside best.npz: the best epoch's network (minialex/onnx)."""
+    from . import onnx
+    best, path = s.folder.path / "best.npz", s.folder.path / "best.onnx"
+    model = s.trainer.model
+    kept = {k: v.copy() for k, v in model.state_dict().items()}
+    model.load_state_dict({k[6:]: v for k, v in io.load(best).items() if k.startswith("model/")})
+    try:
+        onnx.export(model, path, (3, size, size))
+    finally:
+        model.load_state_dict(kept)
+    say(f"exported {path} (ONNX opset {onnx.OPSET}, from {best})")
 
 
 def _ten_crop_report(s):

@@ -387,3 +387,18 @@ def test_the_confusion_picture_reads_with_a_hundred_classes(tmp_path):
     pictures.confusion_matrix(counts, [f"class_{i:03d}" for i in range(100)], tmp_path / "c.png")
     with Image.open(tmp_path / "c.png") as img:
         assert 1000 <= img.size[0] <= 2400 and img.size[0] == img.size[1]
+
+
+def test_export_onnx_writes_the_best_checkpoints_network(tiny, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    assert _run(tiny, tmp_path, "--epochs", "2", "--export-onnx") == 0
+    best = ma.load(tmp_path / "best.npz")
+    model = ma.models.AlexNet.mini(10)
+    model.load_state_dict({k[6:]: v for k, v in best.items() if k.startswith("model/")})
+    model.eval()
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    with ma.no_grad():
+        expected = model(ma.Tensor(x)).numpy()
+    session = ort.InferenceSession(str(tmp_path / "best.onnx"))
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
