@@ -13,8 +13,8 @@ network (an --arch or the --model factory, and its input size), the class names 
 set's mean and std. Each image gets the validation transform (shorter side resized, centre crop,
 normalised), or with ten_crop the paper's 10 crops with the softmax averaged. A folder is walked
 (every image at any depth, in sorted order); an image that cannot be read is named on stderr and
-skipped. Images are decoded by `workers` threads, `batch_size` at a time, so memory stays bounded
-however many there are.
+skipped. Images are decoded by `workers` threads, `batch_size` at a time (the next batch while the
+network runs on this one), so memory stays bounded however many there are.
 """
 import argparse
 import json
@@ -94,15 +94,20 @@ def predictions(source, images, top=5, ten_crop=False, device="cpu", batch_size=
     transform = Transform(info["input_size"], stats, "ten_crop" if ten_crop else "val")
     model.to(device)
     paths, pool = image_paths(images), ThreadPoolExecutor(max(1, workers))
+
+    def decode_next():                                   # the next batch's images, decoding in the threads
+        batch = [p for _, p in zip(range(batch_size), paths)]
+        return [(p, pool.submit(_input, p, transform)) for p in batch]
     try:
-        while True:
-            batch = [p for _, p in zip(range(batch_size), paths)]
-            if not batch:
-                return
-            rows = [(p, x) for p, x in zip(batch, pool.map(lambda p: _input(p, transform), batch)) if x is not None]
+        ahead = decode_next()
+        while ahead:
+            current, ahead = ahead, decode_next()        # the next batch decodes while this one runs
+            rows = [(p, x) for p, x in ((p, f.result()) for p, f in current) if x is not None]
             if rows:
                 yield from _scores(model, rows, info["classes"], top, device)
     finally:
+        for _, f in ahead:
+            f.cancel()
         pool.shutdown(wait=True)
 
 
