@@ -7,20 +7,49 @@
  * primitive (__shfl_*_sync, __ballot_sync, __syncwarp) once every thread of its 32-thread warp has.
  * __shared__ arrays are function statics: one copy, seen by all the threads of the block.
  * Kernels whose file has no barrier run each thread as a plain call (no fibers needed).
- * printf works (from the host's C library): output comes thread after thread, in launch order.
+ * printf works: output comes thread after thread, in launch order, into a buffer that Python
+ * writes to sys.stdout after the launch (so a notebook shows it), or, in the child process that
+ * runs a kernel of your own, straight to a file (so what came before a crash is kept). At most
+ * 1 MiB per launch, as a GPU's printf buffer: the rest is dropped (and said so).
  * In a debug build (EMU_DEBUG, minialex.cuda.launch(..., debug=True)) every pointer parameter is an
  * emu::ptr that checks each access against its array's size and reports the first access outside.
+ *
+ * Portability: Linux (g++ or clang++) and macOS (Apple clang, Intel and Apple Silicon). macOS's
+ * <ucontext.h> refuses to compile unless _XOPEN_SOURCE is defined first (its ucontext_t has
+ * another size without it), and _XOPEN_SOURCE alone hides the Darwin names (MAP_ANON) that
+ * _DARWIN_C_SOURCE brings back; so both come before any include. The ucontext functions are
+ * deprecated there but work. A fiber's stack is mmap'd (256 KiB, untouched pages cost nothing)
+ * with a guard below it, so a stack overflow is a clean segmentation fault.
  */
 #pragma once
+#if defined(__APPLE__)
+#ifndef _XOPEN_SOURCE
+#define _XOPEN_SOURCE 600
+#endif
+#ifndef _DARWIN_C_SOURCE
+#define _DARWIN_C_SOURCE
+#endif
+#endif
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <ucontext.h>
+#include <unistd.h>
 #include <algorithm>
 #include <functional>
+#include <string>
 #include <type_traits>
 #include <vector>
+
+#if !defined(MAP_ANONYMOUS) && defined(MAP_ANON)
+#define MAP_ANONYMOUS MAP_ANON
+#endif
+#ifndef MAP_NORESERVE
+#define MAP_NORESERVE 0
+#endif
 
 #define __global__
 #define __device__
@@ -82,7 +111,8 @@ static inline float atomicExch(float* address, float value) { float old = *addre
 
 namespace emu {
 
-static const size_t kStackBytes = 64 * 1024;
+static const size_t kStackBytes = 256 * 1024;   // a fiber's stack (untouched pages cost nothing)
+static const size_t kGuardBytes = 64 * 1024;    // below it: no access (a multiple of 4 and 16 KiB pages)
 enum Wait { RUNNING, AT_BLOCK, AT_WARP };
 
 struct Fiber {
@@ -91,16 +121,68 @@ struct Fiber {
     bool done;
     Wait wait;
     unsigned exchanges;          // warp primitives passed: picks the exchange slot (double-buffered)
-    std::vector<char> stack;
+    char* stack;
 };
 
 static ucontext_t scheduler;
 static Fiber* current = nullptr;
 static std::vector<Fiber>* block_fibers = nullptr;
 static const std::function<void()>* body = nullptr;
-static int error = 0;            // 1: a barrier not every thread reached; 2: an access out of bounds
+static int error = 0;            // 1: a barrier not every thread reached; 2: an access out of bounds;
+                                 // 3: no memory for the fibers' stacks
 static char message[512];
 static unsigned long long slots[2][1024];   // a warp primitive's values, per thread of the block
+
+/* The fibers' stacks: one mapping kept from launch to launch, grown to the largest block seen;
+ * below each stack (stacks grow down) a guard that may not be touched, so that running off a
+ * stack is a segmentation fault (a frame larger than the guard may jump it) */
+static char* stack_pool = nullptr;
+static size_t stack_pool_count = 0;
+static size_t stack_stride() { return kGuardBytes + kStackBytes; }
+
+static bool reserve_stacks(size_t count) {
+    if (count <= stack_pool_count) return true;
+    if (stack_pool) munmap(stack_pool, stack_pool_count * stack_stride());
+    stack_pool_count = 0;
+    void* pool = mmap(nullptr, count * stack_stride(), PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (pool == MAP_FAILED) { stack_pool = nullptr; return false; }
+    stack_pool = (char*)pool;
+    stack_pool_count = count;
+    for (size_t i = 0; i < count; ++i)
+        mprotect(stack_pool + i * stack_stride(), kGuardBytes, PROT_NONE);
+    return true;
+}
+
+/* printf, captured: into `output` (Python takes it after the launch), or with output_fd >= 0
+ * written at once to that file descriptor (a child process, whose memory a crash loses) */
+static std::string output;
+static int output_fd = -1;
+static size_t output_bytes = 0;  // this launch's, at most kOutputLimit
+static bool output_dropped = false;
+static const size_t kOutputLimit = 1 << 20;
+
+static int print(const char* format, ...) {
+    va_list args;
+    va_start(args, format);
+    int n = vsnprintf(nullptr, 0, format, args);
+    va_end(args);
+    if (n <= 0) return n;
+    std::string text((size_t)n + 1, '\0');
+    va_start(args, format);
+    vsnprintf(&text[0], text.size(), format, args);
+    va_end(args);
+    size_t keep = std::min((size_t)n, kOutputLimit - output_bytes);
+    if (keep < (size_t)n) output_dropped = true;
+    output_bytes += keep;
+    if (output_fd < 0) { output.append(text.data(), keep); return n; }
+    for (size_t done = 0; done < keep;) {
+        ssize_t wrote = write(output_fd, text.data() + done, keep - done);
+        if (wrote <= 0) break;
+        done += (size_t)wrote;
+    }
+    return n;
+}
 
 static void fiber_main() {
     (*body)();
@@ -125,8 +207,8 @@ static void run_block_with_fibers(std::vector<Fiber>& fibers) {
                 f.wait = RUNNING;
                 f.exchanges = 0;
                 getcontext(&f.context);
-                f.context.uc_stack.ss_sp = f.stack.data();
-                f.context.uc_stack.ss_size = f.stack.size();
+                f.context.uc_stack.ss_sp = f.stack;
+                f.context.uc_stack.ss_size = kStackBytes;
                 f.context.uc_link = &scheduler;
                 makecontext(&f.context, fiber_main, 0);
             }
@@ -168,7 +250,8 @@ static void run_block_with_fibers(std::vector<Fiber>& fibers) {
 }
 
 /* Run `kernel` over gridDim x blockDim threads (only block `ob` / thread `ot` when given: x >= 0);
- * returns 0, 1 for a divergent barrier, 2 for an access out of bounds (debug builds). */
+ * returns 0, 1 for a divergent barrier, 2 for an access out of bounds (debug builds), 3 when the
+ * fibers' stacks could not be mapped. */
 static int launch(dim3 grid, dim3 block, bool barriers, const std::function<void()>& kernel,
                   long long obx = -1, long long oby = 0, long long obz = 0,
                   long long otx = -1, long long oty = 0, long long otz = 0) {
@@ -177,10 +260,18 @@ static int launch(dim3 grid, dim3 block, bool barriers, const std::function<void
     body = &kernel;
     error = 0;
     message[0] = 0;
+    output.clear();
+    output_bytes = 0;
+    output_dropped = false;
     std::vector<Fiber> fibers;
     if (barriers) {
         fibers.resize((size_t)block.x * block.y * block.z);
-        for (Fiber& f : fibers) f.stack.resize(kStackBytes);
+        if (!reserve_stacks(fibers.size())) {
+            snprintf(message, sizeof message, "could not map %zu fiber stacks of %zu KiB", fibers.size(),
+                     kStackBytes / 1024);
+            return error = 3;
+        }
+        for (size_t i = 0; i < fibers.size(); ++i) fibers[i].stack = stack_pool + i * stack_stride() + kGuardBytes;
     }
     for (unsigned int bz = 0; bz < grid.z; ++bz)
         for (unsigned int by = 0; by < grid.y; ++by)
@@ -212,27 +303,43 @@ static void out_of_bounds(const char* array, long long index, long long size) {
              threadIdx.x, threadIdx.y, threadIdx.z);
 }
 
-/* A pointer that knows its array: every access is checked (debug builds only). */
+/* A pointer that knows its array: every access is checked (debug builds only). One made from a
+ * plain pointer (&y[i], a __shared__ array, nullptr, a cast) does not know its array (size -1)
+ * and is not checked: a crash through it is caught by the child process the launch runs in. */
 template <typename T> struct ptr {
     T* base; long long size, offset; const char* name;
     ptr() : base(nullptr), size(0), offset(0), name("?") {}
+    ptr(T* b) : base(b), size(-1), offset(0), name("?") {}
     ptr(T* b, long long n, const char* s, long long o = 0) : base(b), size(n), offset(o), name(s) {}
     template <typename U> ptr(const ptr<U>& p) : base(p.base), size(p.size), offset(p.offset), name(p.name) {}
     T& operator[](long long i) const {
         long long at = offset + i;
-        if (at < 0 || at >= size) { static typename std::remove_const<T>::type dummy{}; out_of_bounds(name, at, size); return dummy; }
+        if (size >= 0 && (at < 0 || at >= size)) {
+            static typename std::remove_const<T>::type dummy{};
+            out_of_bounds(name, at, size);
+            return dummy;
+        }
         return base[at];
     }
     T& operator*() const { return (*this)[0]; }
+    T* operator->() const { return &(*this)[0]; }
+    template <typename U> explicit operator U*() const { return (U*)(base + offset); }   // a cast: unchecked
+    explicit operator bool() const { return base + offset != nullptr; }
     ptr operator+(long long d) const { return ptr(base, size, name, offset + d); }
     ptr operator-(long long d) const { return ptr(base, size, name, offset - d); }
+    friend ptr operator+(long long d, const ptr& p) { return p + d; }
     ptr& operator+=(long long d) { offset += d; return *this; }
     ptr& operator-=(long long d) { offset -= d; return *this; }
     ptr& operator++() { ++offset; return *this; }
     ptr& operator--() { --offset; return *this; }
-    long long operator-(const ptr& p) const { return offset - p.offset; }
-    bool operator<(const ptr& p) const { return offset < p.offset; }
-    bool operator!=(const ptr& p) const { return offset != p.offset || base != p.base; }
+    ptr operator++(int) { ptr before = *this; ++offset; return before; }
+    ptr operator--(int) { ptr before = *this; --offset; return before; }
+    long long operator-(const ptr& p) const { return (base + offset) - (p.base + p.offset); }
+    bool operator<(const ptr& p) const { return base + offset < p.base + p.offset; }
+    bool operator>(const ptr& p) const { return p < *this; }
+    bool operator<=(const ptr& p) const { return !(p < *this); }
+    bool operator>=(const ptr& p) const { return !(*this < p); }
+    bool operator!=(const ptr& p) const { return base + offset != p.base + p.offset; }
     bool operator==(const ptr& p) const { return !(*this != p); }
 };
 
@@ -249,6 +356,8 @@ static unsigned exchange(unsigned long long value) {
 }
 
 }  // namespace emu
+
+#define printf(...) emu::print(__VA_ARGS__)
 
 static inline void __syncthreads() {
     if (emu::current) emu::yield(emu::AT_BLOCK);

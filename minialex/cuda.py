@@ -20,9 +20,13 @@ LaunchError on every device, as CuPy's CUDA_ERROR_INVALID_VALUE would be on a GP
 Matrix products go through `gemm`: kernels/gemm.cu (set_gemm("tiled")) or the array library's
 BLAS (set_gemm("blas"), the default: cuBLAS on a GPU, NumPy's BLAS on the emulator).
 
+A kernel file of your own is a path (a str ending in .cu, or a pathlib.Path); an edited file is
+compiled again at its next launch. On the emulator it runs bounds-checked and in a child process
+by default (a crash is KernelCrashError, an endless loop LaunchTimeout; see minialex.emulator).
+
 Reading the kernel files (kernel_dir, kernel_path, source, signatures), a GPU's limits and the
-errors LaunchError and OutOfBoundsError live in minialex/kernel_source.py, which the emulator
-shares; they are re-exported here. Comparing a kernel with its reference: ma.check_parity
+errors LaunchError (and its KernelCrashError, LaunchTimeout) and OutOfBoundsError live in
+minialex/kernel_source.py, which the emulator shares; they are re-exported here. Comparing a kernel with its reference: ma.check_parity
 (minialex/gradcheck.py).
 """
 
@@ -31,8 +35,8 @@ import numpy as np
 from . import backend, emulator
 from .system import GEMM_MODES, env_choice
 from .kernel_source import (DTYPES, INT32_LIMIT, MAX_BLOCK, MAX_GRID, MAX_STATIC_SHARED_BYTES,  # noqa: F401
-                            MAX_THREADS_PER_BLOCK, LaunchError, OutOfBoundsError, kernel_dir, kernel_path,
-                            signatures, source)
+                            MAX_THREADS_PER_BLOCK, KernelCrashError, LaunchError, LaunchTimeout, OutOfBoundsError,
+                            family_name, is_library_kernel, kernel_dir, kernel_path, signatures, source)
 
 
 def _is_array(value):
@@ -91,15 +95,17 @@ def check_geometry(name, grid, block):
 
 # ----- GPU: CuPy RawModule -----
 
-_gpu_modules = {}  # (family, GPU index) -> RawModule: a module is loaded into one GPU's context
+_gpu_modules = {}  # (family, GPU index, source text) -> RawModule: a module is loaded into one GPU's context
 
 
 def _gpu_kernel(family, name, gpu):
     """Kernel `name` of kernels/<family>.cu, compiled and loaded for GPU `gpu` (call it inside
-    device_scope of that GPU: CuPy compiles and loads on the current device)."""
-    key = (family, gpu)
+    device_scope of that GPU: CuPy compiles and loads on the current device); an edited file is
+    compiled again."""
+    text = source(family)
+    key = (family, gpu, text)
     if key not in _gpu_modules:
-        _gpu_modules[key] = backend.cupy().RawModule(code=source(family), options=("--std=c++14",))
+        _gpu_modules[key] = backend.cupy().RawModule(code=text, options=("--std=c++14",))
     return _gpu_modules[key].get_function(name)
 
 
@@ -115,10 +121,15 @@ def _gpu_of(name, arrays):
 
 # ----- launch -----
 
-def launch(family, name, grid, block, *args, debug=None, only_block=None, only_thread=None):
-    """Check `args` against kernels/<family>.cu's `name` and run it over grid x block threads.
-    On the emulator (NumPy arrays): debug=True checks every array access (see minialex.emulator),
-    only_block / only_thread run one block or one thread of each block."""
+def launch(family, name, grid, block, *args, debug=None, only_block=None, only_thread=None, isolate=None,
+           timeout=None):
+    """Check `args` against kernels/<family>.cu's `name` (or a .cu file of your own: a str ending in
+    .cu or a pathlib.Path) and run it over grid x block threads. On the emulator (NumPy arrays),
+    see minialex.emulator: debug=True checks every array access (the default for your own files),
+    only_block / only_thread run one block or one thread of each block, isolate=True runs the
+    launch in a child process (the default for your own files) that may crash or run past
+    `timeout` seconds (default $MINIALEX_EMU_TIMEOUT, else 60) without taking Python down."""
+    family = family_name(family)
     check_args(family, name, args)
     grid, block = check_geometry(name, grid, block)
     arrays = [a for a in args if _is_array(a)]
@@ -126,13 +137,14 @@ def launch(family, name, grid, block, *args, debug=None, only_block=None, only_t
     if any(on_gpu) and not all(on_gpu):
         raise TypeError(f"{name}: expected all arrays on one device, got NumPy and CuPy arrays mixed")
     if any(on_gpu):
-        if debug or only_block is not None or only_thread is not None:
-            raise ValueError(f"{name}: debug, only_block and only_thread are the emulator's (NumPy arrays)")
+        if debug or only_block is not None or only_thread is not None or isolate or timeout is not None:
+            raise ValueError(f"{name}: debug, only_block, only_thread, isolate and timeout are the emulator's "
+                             "(NumPy arrays)")
         gpu = _gpu_of(name, arrays)
         with backend.device_scope(f"cuda:{gpu}"):  # launched on the arrays' GPU, whatever is current
             _gpu_kernel(family, name, gpu)(grid, block, args)
     else:
-        emulator.run(family, name, grid, block, args, debug, only_block, only_thread)
+        emulator.run(family, name, grid, block, args, debug, only_block, only_thread, isolate, timeout)
 
 
 def fits_int32(n, what):
