@@ -53,7 +53,9 @@ _KEEP_BYTES = 128 << 20
 _SIGNALS = {"SIGSEGV": "a segmentation fault: a read or write of memory the launch does not own (an index far "
                        "outside an array, a pointer made by hand, or a thread's stack overflowed: endless "
                        "recursion, a large local array; a thread of a kernel with barriers has 256 KiB)",
-            "SIGBUS": "a bus error: an access to memory that is not there, or misaligned",
+            "SIGBUS": "a bus error: an access to memory that is not there or misaligned, or (macOS) to a page "
+                      "it may not touch, such as the guard below a thread's stack (endless recursion, a large "
+                      "local array)",
             "SIGFPE": "an arithmetic error: an integer division or remainder by zero",
             "SIGILL": "an illegal instruction",
             "SIGABRT": "an abort (out of memory, a failed assert)",

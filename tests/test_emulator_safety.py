@@ -145,8 +145,9 @@ def test_the_debug_build_takes_plain_pointers_and_volatile(mine):
 
 def test_a_segfault_is_an_exception_naming_the_kernel_and_the_arrays_are_unchanged(mine):
     y = np.full(64, -1.0, np.float32)
+    # an unmapped address: SIGSEGV (11); macOS may say SIGBUS (10) for a mapped page it may not touch
     with pytest.raises(cuda.KernelCrashError, match=r"cuda-emu: mine_far_write \(.*mine\.cu\): crashed with signal "
-                                                    r"11 \(SIGSEGV\), a segmentation fault.*debug=True"):
+                                                    r"(11 \(SIGSEGV\), a segmentation fault|10 \(SIGBUS\)).*debug=True"):
         cuda.launch(mine, "mine_far_write", (1,), (64,), y, np.int32(64), debug=False)
     assert (y == -1).all()                                   # the writes before the crash are not kept
     out = io.StringIO()
@@ -160,7 +161,7 @@ def test_a_segfault_is_an_exception_naming_the_kernel_and_the_arrays_are_unchang
 
 
 def test_a_stack_overflow_is_a_crash_not_a_corrupt_heap(mine):
-    with pytest.raises(cuda.KernelCrashError, match=r"mine_recursion .*signal 11 \(SIGSEGV\).*stack"):
+    with pytest.raises(cuda.KernelCrashError, match=r"mine_recursion .*signal \d+ \((SIGSEGV|SIGBUS)\).*stack"):
         cuda.launch(mine, "mine_recursion", (1,), (64,), np.zeros(4, np.float32), np.int32(0), debug=False)
 
 
@@ -380,6 +381,8 @@ def test_the_macos_workflow_runs_the_emulator_tests():
 
 def test_the_kernels_here_are_real_cuda():
     """The crashing, spinning and printing kernels above compile for a GPU too (NVRTC)."""
+    if sys.platform == "darwin":
+        pytest.skip("no NVRTC for macOS (and CI there must not ask for it)")
     from .test_nvrtc import _nvrtc
     nvrtc = _nvrtc()
     program = nvrtc.createProgram(KERNELS, "mine.cu", [], [])
