@@ -49,6 +49,17 @@ def max_threads():
     return max(1024, 4 * usable_cores())
 
 
+def _seconds_error(name):
+    """The error in $name, a number of seconds > 0, or None when it is unset, empty or fine."""
+    value = os.environ.get(name, "")
+    try:
+        if value == "" or 0 < float(value) < float("inf"):
+            return None
+    except ValueError:
+        pass
+    return f"{name} expected seconds (a number > 0), got {value!r}"
+
+
 def _threads_error():
     value = os.environ.get("MINIALEX_THREADS", "")
     if value == "" or (value.isascii() and value.isdigit() and 1 <= int(value) <= max_threads()):
@@ -60,7 +71,7 @@ def check_environment():
     """The errors in minialex's environment variables, each a line such as "MINIALEX_CPU_PATH
     expected reference or fast, got 'bogus'"; [] when every one is fine. Each command calls it
     before any work and stops with exit status 2 (the library itself falls back to the defaults)."""
-    errors = [_choice_error(name) for name in CHOICES] + [_threads_error()]
+    errors = [_choice_error(name) for name in CHOICES] + [_threads_error(), _seconds_error("MINIALEX_EMU_TIMEOUT")]
     return [e for e in errors if e]
 
 

@@ -286,3 +286,9 @@ def test_a_bad_environment_variable_is_one_line_from_each_command(tiny, tmp_path
     run = subprocess.run([sys.executable, "-c", "import minialex"], capture_output=True, text=True,
                          env={**__import__("os").environ, name: value})
     assert run.returncode == 0 and run.stderr == "", run.stderr          # importing never fails for it
+
+
+def test_a_bad_emulator_time_limit_is_said_by_the_commands(tiny, tmp_path, capsys, monkeypatch, no_work):
+    monkeypatch.setenv("MINIALEX_EMU_TIMEOUT", "soon")
+    refused(capsys, ["--data", str(tiny), "--out", str(tmp_path / "o")],
+            "MINIALEX_EMU_TIMEOUT expected seconds (a number > 0), got 'soon'")
