@@ -216,7 +216,14 @@ def _trainer_state(meta):
         raise CheckpointError(f"meta/trainer schedule expected a dict of numbers, got {str(schedule)[:60]}")
     if not isinstance(callbacks, dict) or not all(isinstance(v, dict) for v in callbacks.values()):
         raise CheckpointError(f"meta/trainer callbacks expected a dict of dicts, got {str(callbacks)[:60]}")
-    return {"step": step, "schedule": schedule, "callbacks": callbacks}
+    scaler = state.get("scaler")
+    if scaler is not None and (not isinstance(scaler, dict) or not all(_is_number(v) for v in scaler.values())
+                               or not (isinstance(scaler.get("scale"), (int, float)) and scaler["scale"] > 0)):
+        raise CheckpointError(f"meta/trainer scaler expected a dict of numbers with a scale > 0, got {str(scaler)[:60]}")
+    precision = state.get("precision", "fp32")
+    if precision not in ("fp32", "fp16"):
+        raise CheckpointError(f"meta/trainer precision expected 'fp32' or 'fp16', got {precision!r}")
+    return {"step": step, "schedule": schedule, "callbacks": callbacks, "precision": precision, "scaler": scaler}
 
 
 def _legacy_trainer_state(meta):

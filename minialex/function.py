@@ -94,16 +94,43 @@ def resolve(pair):
     return _resolved[pair]
 
 
-def implementation(op, device):
-    """(pair, kind) for running `op` on `device`; kind is "cuda", "fast" or "reference"."""
+def implementation(op, device, dtype=None):
+    """(pair, kind) for running `op` on `device`; kind is "cuda", "fast" or "reference". float16
+    on the CPU runs the reference (the fast pairs are float32/float64 code): the reference pairs
+    are the float16 spec, computing in float16 where a GPU does and in float32 where it
+    accumulates (each op's docstring says which)."""
     if op.cuda is not None and backend.uses_kernels(device):
         return resolve(op.cuda), "cuda"
-    if op.fast is not None and device == "cpu" and _cpu_path == "fast":
+    if op.fast is not None and device == "cpu" and _cpu_path == "fast" and dtype != np.float16:
         return resolve(op.fast), "fast"
     if op.reference is None:
         raise TypeError(f"{op.__name__}: no reference pair: a Function names its NumPy pair as "
                         "`reference = (forward, backward)` (see minialex/ops/relu.py)")
     return resolve(op.reference), "reference"
+
+
+_autocast = None   # the dtype ops compute in under autocast(), or None
+
+
+@contextlib.contextmanager
+def autocast(dtype="float16"):
+    """Mixed precision for the block: the ops that compute products (conv2d, linear) take float32
+    inputs and weights as float16 copies (a differentiable cast: the float32 master weights get
+    float32 gradients), and their outputs, and what follows them, are float16; cross-entropy
+    always computes in float32. dtype: "float16" (None: off)."""
+    global _autocast
+    if dtype is not None and np.dtype(dtype) != np.float16:
+        raise ValueError(f"autocast: dtype expected 'float16' or None, got {dtype!r} (NumPy has no bfloat16)")
+    previous, _autocast = _autocast, None if dtype is None else np.dtype(np.float16)
+    try:
+        yield
+    finally:
+        _autocast = previous
+
+
+def autocast_dtype():
+    """The dtype of autocast() now, or None."""
+    return _autocast
 
 
 @contextlib.contextmanager
@@ -153,6 +180,7 @@ class Function:
         self.freed = False        # True once a backward (without retain_graph) used and freed the cache
 
     input_names = ()  # optional: the inputs' argument names, for error messages
+    changes_dtype = False  # True for an op whose output has another dtype than its inputs (a cast)
 
     @classmethod
     def name(cls):
@@ -180,10 +208,10 @@ class Function:
             elif t.dtype != dtype:
                 raise TypeError(f"{cls.name()}: {cls._input(i)} expected dtype {dtype} like the other "
                                 f"inputs, got {t.dtype}")
-        (forward, backward), kind = implementation(cls, device)
+        (forward, backward), kind = implementation(cls, device, dtype)
         arrays = [None if t is None else t.data for t in inputs]
-        if kind == "cuda" and dtype.kind == "f" and dtype != "float32":
-            raise TypeError(f"{cls.name()}: the CUDA kernels expected float32 on device {device!r}, "
+        if kind == "cuda" and dtype.kind == "f" and dtype not in (np.float32, np.float16):
+            raise TypeError(f"{cls.name()}: the CUDA kernels expected float32 (or float16) on device {device!r}, "
                             f"got {dtype}; use device='cpu' for float64")
         with backend.device_scope(device):  # on "cuda:N", allocate and launch on GPU N
             if kind == "cuda":  # kernels index flat memory: give them C-contiguous arrays
@@ -197,7 +225,7 @@ class Function:
             y = np.asarray(y)
         if not (isinstance(y, np.ndarray) or backend.is_cupy_array(y)):
             raise TypeError(f"{cls.name()} forward ({kind}): expected y to be an array, got {_describe(y)}")
-        if dtype.kind == "f" and y.dtype != dtype:
+        if dtype.kind == "f" and y.dtype != dtype and not cls.changes_dtype:
             raise TypeError(f"{cls.name()} forward ({kind}): output dtype {y.dtype}, expected the "
                             f"inputs' {dtype}")
         needs_grad = _grad_enabled and any(t is not None and t.requires_grad for t in inputs)

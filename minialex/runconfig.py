@@ -36,12 +36,13 @@ ARCH_DEFAULTS = {"alexnet": dict(epochs=90, batch_size=128, lr=0.01, lr_step=30,
 DEFAULTS = dict(momentum=0.9, weight_decay=5e-4, lr_schedule="step", patience=1, init="he", seed=0,
                 flip=True, lighting=True, device="cpu", workers=2, stall_steps=300,
                 dist_timeout=distributed.DEFAULT_TIMEOUT, input_size=None, train_subset=None, max_steps=None,
-                scale=1.0)
+                scale=1.0, precision="fp32")
 # The settings that define a run: recorded in each checkpoint (meta/config) and restored by
 # --resume; a flag on --resume that contradicts one is an error. The others may change.
 RUN_SETTINGS = ("arch", "batch_size", "lr", "lr_schedule", "lr_step", "patience", "momentum",
-                "weight_decay", "dropout", "seed", "init", "flip", "lighting", "input_size", "train_subset")
-OPTIONAL = ("input_size", "train_subset")          # run settings that older checkpoints did not record
+                "weight_decay", "dropout", "seed", "init", "flip", "lighting", "input_size", "train_subset",
+                "precision")
+OPTIONAL = ("input_size", "train_subset", "precision")   # run settings that older checkpoints did not record
 CHANGEABLE = ("epochs", "device", "workers", "stall_steps", "dist_timeout", "data", "out", "max_steps", "scale")
 SCHEDULES = ("step", "plateau", "constant")
 SEED_LIMIT = 2**32 - 1
@@ -69,6 +70,7 @@ class RunConfig:
     lighting: bool = True
     input_size: int = None           # a --model's (None: its input_size attribute)
     train_subset: int = None         # train on this many images of the training set (a seeded pick)
+    precision: str = "fp32"          # "fp16": mixed precision (float16 compute, float32 master weights)
     max_steps: int = None            # end the run after this many steps
     scale: float = 1.0               # the pictures' size: 2 draws them twice as large (slides)
     epochs: int = 10
@@ -152,6 +154,9 @@ def build_parser(doc):
     p.add_argument("--train-subset", type=int, help="train on this many of the training images (a pick seeded "
                                                      "by --seed; recorded with the run)")
     p.add_argument("--scale", type=float, help="the pictures' size: 2 draws them twice as large, for slides (1)")
+    p.add_argument("--precision", choices=("fp32", "fp16"),
+                   help="fp16: mixed precision, float16 products with float32 accumulation, float32 master "
+                        "weights and a dynamic loss scale (fp32)")
     p.add_argument("--export-onnx", action="store_true",
                    help="at the end, also write best.onnx: the best checkpoint's network as ONNX (needs "
                         "pip install 'minialex[onnx]')")
@@ -245,7 +250,7 @@ def _saved_settings(flags, ckpt):
     if "arch" not in saved:
         return {"arch": meta_arch}                     # a format-1 checkpoint: only its arch is known
     for key in OPTIONAL:
-        saved.setdefault(key, None)
+        saved.setdefault(key, DEFAULTS[key])           # (precision: fp32, the only one then)
     for key in ("momentum", "weight_decay"):
         if ckpt.optim.get(key) != saved[key]:
             raise TrainError(f"--resume {path}: optim/{key} {ckpt.optim.get(key)} disagrees with "
@@ -283,7 +288,10 @@ def check_config(config, fmt, meta_arch, path):
             bad(key, "a number")
         if key in ("flip", "lighting") and not isinstance(value, bool):
             bad(key, "true or false")
-        if key in OPTIONAL and value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        if key == "precision" and value not in (None, "fp32", "fp16"):
+            bad(key, "'fp32' or 'fp16'")
+        elif key in OPTIONAL and key != "precision" and value is not None and (
+                isinstance(value, bool) or not isinstance(value, int)):
             bad(key, "an integer or null")
     if config["arch"] != meta_arch:
         bad("arch", f"meta/arch {meta_arch!r}")

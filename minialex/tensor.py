@@ -47,8 +47,8 @@ def add_hook(hooks, fn):
 
 
 def _as_array(data, device):
-    """The array behind a Tensor: float32, except that float64 arrays and integer or bool arrays
-    keep their dtype (Python numbers and lists always become float32). Anything that is not real
+    """The array behind a Tensor: float32, except that float64 and float16 arrays and integer or
+    bool arrays keep their dtype (Python numbers and lists always become float32). Anything that is not real
     numbers is refused: None, strings, complex, dates, objects, masked arrays (the mask would be lost)."""
     if isinstance(data, Tensor):
         data = data.data
@@ -63,7 +63,7 @@ def _as_array(data, device):
     if data.dtype.kind not in "biuf":
         raise TypeError(f"Tensor: data expected real numbers (bool, int or float), got dtype {data.dtype}"
                         + (" (take .real or abs() first)" if data.dtype.kind == "c" else ""))
-    if from_array and (data.dtype == np.float64 or data.dtype.kind in "iub"):
+    if from_array and (data.dtype in (np.float64, np.float16) or data.dtype.kind in "iub"):
         return backend.to_device(data, device)
     return backend.to_device(data, device, dtype=np.float32)
 
@@ -138,6 +138,11 @@ class Tensor:
         if device == self.device:
             return self
         return Tensor(backend.to_device(self.data, device, copy=True), self.requires_grad, device)
+
+    def astype(self, dtype):
+        """This tensor as float16, float32 or float64, differentiable (a gradient comes back in this
+        tensor's dtype): mixed precision keeps float32 master weights and computes with float16 copies."""
+        return _basic.cast(self, dtype)
 
     def numpy(self):
         """The values as a NumPy array (a host copy when the tensor lives on a GPU)."""

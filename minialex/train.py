@@ -279,7 +279,7 @@ def _trainer(cfg, model, strategy, classes):
     schedule = {"step": lambda: StepLR(cfg.lr_step), "plateau": lambda: Plateau(cfg.patience),
                 "constant": Constant}[cfg.lr_schedule]()
     trainer = Trainer(model, opt, None, None, epochs=cfg.epochs, schedule=schedule, loss=F.cross_entropy,
-                      max_steps=cfg.max_steps, device=cfg.device, strategy=strategy,
+                      max_steps=cfg.max_steps, device=cfg.device, strategy=strategy, precision=cfg.precision,
                       callbacks=[FirstLossCheck(), StallWarning(cfg.stall_steps), LayerDiagnostics(), StepLog(),
                                  ProgressBar()])
     trainer.num_classes = classes

@@ -402,3 +402,16 @@ def test_export_onnx_writes_the_best_checkpoints_network(tiny, tmp_path):
     session = ort.InferenceSession(str(tmp_path / "best.onnx"))
     got = session.run(None, {session.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_mixed_precision_from_the_command(tiny, tmp_path, capsys):
+    assert _run(tiny, tmp_path, "--epochs", "1", "--precision", "fp16") == 0
+    record = _strict_json_lines(tmp_path / "metrics.jsonl")[0]
+    assert record["loss_scale"] > 0 and record["skipped_steps"] >= 0 and np.isfinite(record["train_loss"])
+    assert json.loads(str(ma.load(tmp_path / "last.npz")["meta/config"]))["precision"] == "fp16"
+    capsys.readouterr()
+    assert train.main(["--data", str(tiny), "--resume", str(tmp_path / "last.npz"), "--precision", "fp32"]) == 2
+    assert "--precision fp32 contradicts the checkpoint" in capsys.readouterr().err
+    assert train.main(["--data", str(tiny), "--resume", str(tmp_path / "last.npz"), "--epochs", "2"]) == 0
+    state = json.loads(str(ma.load(tmp_path / "last.npz")["meta/trainer"]))
+    assert state["precision"] == "fp16" and state["scaler"]["scale"] > 0

@@ -227,6 +227,28 @@ def mean(x, axis=None, keepdims=False):
     return mul(sum(x, axes, keepdims), 1.0 / count if count else float("nan"))
 
 
+def _cast_forward(x, dtype):
+    return x.astype(dtype), x.dtype                             # cache: the input's dtype
+
+
+def _cast_backward(dy, dtype):
+    return (dy.astype(dtype),)                                  # the gradient in the input's dtype
+
+
+class Cast(Function):
+    """x in another floating dtype; its gradient comes back in x's (mixed precision: float16
+    copies of float32 master weights, whose gradients stay float32)."""
+    reference = (_cast_forward, _cast_backward)
+    changes_dtype = True
+
+
+def cast(x, dtype):
+    """x as `dtype` (float16, float32 or float64), differentiable."""
+    if np.dtype(dtype) not in (np.float16, np.float32, np.float64):
+        raise TypeError(f"cast: dtype expected float16, float32 or float64, got {np.dtype(dtype)}")
+    return x if x.dtype == np.dtype(dtype) else Cast.apply(x, dtype=np.dtype(dtype))
+
+
 class Reshape(Function):
     input_names = ("x",)
     reference = (lambda x, shape: (x.reshape(shape), x.shape),

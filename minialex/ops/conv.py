@@ -15,6 +15,8 @@ Backward (each line inverts the forward line above it):
     dcols  = w^T @ dy_t                                               and dL/dcols = w^T dy
     dx     = col2im(dcols): each column entry is added back to the pixel it was copied from;
              overlapping windows (stride < kernel) add several entries into one pixel.
+Precision: float16 inputs (mixed precision) are multiplied and summed in float32 and the result
+rounded to float16 once, as tensor cores do (minialex/ops/precision.py).
 The backward builds cols again from x rather than keeping them: they are KH*KW times the size
 of x (conv2 of AlexNet: 25x), and x is kept by the graph anyway.
 
@@ -32,6 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..function import Function
+from .precision import accumulator
 from .windows import conv_outsize, pad
 
 
@@ -73,29 +76,29 @@ def col2im(dcols, x_shape, kh, kw, stride, padding):
 def conv2d_forward(x, w, b, stride, padding, groups):
     (n, _, h, wd), (o, cg, kh, kw) = x.shape, w.shape
     oh, ow = conv_outsize(h, kh, stride[0], padding[0]), conv_outsize(wd, kw, stride[1], padding[1])
-    k, nl = cg * kh * kw, n * oh * ow
-    cols = im2col(x, kh, kw, stride, padding)                          # (C*KH*KW, N*OH*OW)
-    y = w.reshape(groups, o // groups, k) @ cols.reshape(groups, k, nl)   # (G, O/G, N*OH*OW), per group
+    k, nl, a = cg * kh * kw, n * oh * ow, accumulator(x.dtype)        # float16: summed in float32
+    cols = im2col(x.astype(a, copy=False), kh, kw, stride, padding)   # (C*KH*KW, N*OH*OW)
+    y = w.astype(a, copy=False).reshape(groups, o // groups, k) @ cols.reshape(groups, k, nl)   # per group
     y = y.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)                  # (N, O, OH, OW)
     if b is not None:
-        y = y + b.reshape(1, o, 1, 1)
-    return np.ascontiguousarray(y), ConvCache(x, w, b is not None, stride, padding, groups)
+        y = y + b.astype(a, copy=False).reshape(1, o, 1, 1)
+    return np.ascontiguousarray(y.astype(x.dtype, copy=False)), ConvCache(x, w, b is not None, stride, padding, groups)
 
 
 def conv2d_backward(dy, cache, needs):
     x, w, has_bias, stride, padding, groups = cache
     o, cg, kh, kw = w.shape
-    k, nl = cg * kh * kw, dy.shape[0] * dy.shape[2] * dy.shape[3]
-    dy_t = dy.transpose(1, 0, 2, 3).reshape(groups, o // groups, nl)   # (G, O/G, N*OH*OW)
+    k, nl, a, t = cg * kh * kw, dy.shape[0] * dy.shape[2] * dy.shape[3], accumulator(dy.dtype), dy.dtype
+    dy_t = dy.astype(a, copy=False).transpose(1, 0, 2, 3).reshape(groups, o // groups, nl)   # (G, O/G, N*OH*OW)
     dx = dw = db = None
     if needs[0]:
-        dcols = w.reshape(groups, o // groups, k).transpose(0, 2, 1) @ dy_t   # (G, Cg*KH*KW, N*OH*OW)
-        dx = col2im(dcols.reshape(groups * k, nl), x.shape, kh, kw, stride, padding)
+        dcols = w.astype(a, copy=False).reshape(groups, o // groups, k).transpose(0, 2, 1) @ dy_t
+        dx = col2im(dcols.reshape(groups * k, nl), x.shape, kh, kw, stride, padding).astype(t, copy=False)
     if needs[1]:
-        cols = im2col(x, kh, kw, stride, padding)                      # again, from x (see above)
-        dw = (dy_t @ cols.reshape(groups, k, nl).transpose(0, 2, 1)).reshape(w.shape)
+        cols = im2col(x.astype(a, copy=False), kh, kw, stride, padding)   # again, from x (see above)
+        dw = (dy_t @ cols.reshape(groups, k, nl).transpose(0, 2, 1)).reshape(w.shape).astype(t, copy=False)
     if has_bias and needs[2]:
-        db = dy.sum(axis=(0, 2, 3))                                    # (O,)
+        db = dy.astype(a, copy=False).sum(axis=(0, 2, 3)).astype(t, copy=False)   # (O,)
     return dx, dw, db
 
 

@@ -13,9 +13,12 @@ The math lives in the two op files below this one, each with its reference pair 
 rule on every device. nn.Conv2d checks its settings with the same `check_settings` when it is
 built, so a layer that could never run is refused there.
 """
+import numpy as np
+
 from ..errors import check_pair, check_positive_int, fail
 from ..tensor import Tensor
 from . import conv, winograd
+from .precision import autocast_inputs
 
 ALGORITHMS = ("auto", "im2col", "winograd")
 WINOGRAD_MIN_CHANNELS = 128  # below, the transforms cost more than the products save (see use_winograd)
@@ -90,6 +93,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1, algorithm="auto"
     only). tile: Winograd's outputs per tile, m or (m_h, m_w) (default: winograd.choose_tile)."""
     op = "conv2d"
     _check_tensors(op, x, weight, bias)
+    x, weight, bias = autocast_inputs(x, weight, bias)   # (mixed precision: float16 copies)
     if x.ndim != 4:
         fail(op, "x", "4 dimensions (N, C, H, W)", f"shape {x.shape}")
     if weight.ndim != 4:
@@ -110,8 +114,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1, algorithm="auto"
              f"{h + 2 * padding[0]}x{w + 2 * padding[1]}", f"kernel {kh}x{kw}")
     if tile is not None and algorithm != "winograd":
         fail(op, "tile", "None unless algorithm='winograd'", f"tile={tile!r} with algorithm={algorithm!r}")
-    if algorithm == "auto":
-        if use_winograd(x.shape, weight.shape, stride, groups):
+    if algorithm == "auto":                      # (float16: im2col, whose error float16 keeps small)
+        if x.dtype != np.float16 and use_winograd(x.shape, weight.shape, stride, groups):
             algorithm, tile = "winograd", (2, 2)
         else:
             algorithm = "im2col"

@@ -11,6 +11,8 @@ Backward, fused (softmax and log cancel):
 Paper: section 4 ("maximizes the multinomial logistic regression objective").
 Naive loops, forward and backward: minialex/ops/loops.py (cross_entropy_forward, cross_entropy_backward).
 CUDA pair: kernels/cross_entropy.cu (one block per row), minialex/cuda_ops/cross_entropy.py.
+Precision: float16 logits (mixed precision) are cast to float32 first (a differentiable cast):
+the exponentials need float32's range and the log of their sum its precision; the loss is float32.
 """
 from typing import NamedTuple
 
@@ -20,6 +22,7 @@ from .. import backend
 from ..errors import fail
 from ..function import Function
 from ..tensor import Tensor
+from .basic import cast
 
 
 class CrossEntropyCache(NamedTuple):
@@ -62,4 +65,6 @@ def cross_entropy(logits, target):
     if n and (t.min() < 0 or t.max() >= k):
         bad = t[(t < 0) | (t >= k)][0]
         fail(op, "target", f"labels in [0, {k})", f"label {bad}")
+    if logits.dtype == np.float16:       # mixed precision: the softmax and the log of its sum in float32
+        logits = cast(logits, np.float32)
     return CrossEntropy.apply(logits, target=backend.to_device(t.astype(np.int32), logits.device))

@@ -11,6 +11,9 @@ Paper: fc6, fc7 (4096 units) and fc8 (1000-way, into the softmax), section 3.5.
 Naive loops, forward and backward: minialex/ops/loops.py (linear_forward, linear_backward).
 CUDA pair: minialex/cuda_ops/linear.py (minialex.cuda.gemm: kernels/gemm.cu or cuBLAS;
 kernels/bias.cu). On the CPU the reference is already one BLAS product per line: no fast pair.
+Precision: float16 inputs (mixed precision) are multiplied and summed in float32 and rounded to
+float16 once, as tensor cores do (minialex/ops/precision.py); under ma.autocast() float32 inputs
+and weights are cast to float16 first.
 """
 from typing import NamedTuple
 
@@ -18,6 +21,7 @@ import numpy as np
 
 from ..errors import fail
 from ..function import Function
+from .precision import accumulator, autocast_inputs
 
 
 class LinearCache(NamedTuple):
@@ -28,19 +32,22 @@ class LinearCache(NamedTuple):
 
 
 def linear_forward(x, w, b):
+    a = accumulator(x.dtype)                         # float16 in: products summed in float32
     x2 = x.reshape(-1, x.shape[-1])                  # (N, in)
-    y = np.matmul(x2, w.T)                           # (N, out)
+    y = np.matmul(x2.astype(a, copy=False), w.T.astype(a, copy=False))   # (N, out)
     if b is not None:
-        y += b
+        y += b.astype(a, copy=False)
+    y = y.astype(x.dtype, copy=False)                # rounded once to the inputs' dtype
     return y.reshape(*x.shape[:-1], w.shape[0]), LinearCache(x2, w, x.shape, b is not None)
 
 
 def linear_backward(dy, cache, needs):
     x2, w, x_shape, has_bias = cache
-    dy2 = dy.reshape(-1, w.shape[0])                 # (N, out)
-    dx = np.matmul(dy2, w).reshape(x_shape) if needs[0] else None   # (N, in)
-    dw = np.matmul(dy2.T, x2) if needs[1] else None                 # (out, in)
-    db = dy2.sum(axis=0) if has_bias and needs[2] else None         # (out,)
+    a, t = accumulator(dy.dtype), dy.dtype
+    dy2 = dy.reshape(-1, w.shape[0]).astype(a, copy=False)             # (N, out)
+    dx = np.matmul(dy2, w.astype(a, copy=False)).astype(t, copy=False).reshape(x_shape) if needs[0] else None
+    dw = np.matmul(dy2.T, x2.astype(a, copy=False)).astype(t, copy=False) if needs[1] else None   # (out, in)
+    db = dy2.sum(axis=0).astype(t, copy=False) if has_bias and needs[2] else None               # (out,)
     return dx, dw, db
 
 
@@ -60,4 +67,5 @@ def linear(x, weight, bias=None):
              f"shape {x.shape}")
     if bias is not None and bias.shape != (weight.shape[0],):
         fail(op, "bias", f"shape ({weight.shape[0]},)", f"shape {bias.shape}")
+    x, weight, bias = autocast_inputs(x, weight, bias)   # (mixed precision: float16 copies)
     return Linear.apply(x, weight, bias)

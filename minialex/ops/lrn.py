@@ -13,6 +13,8 @@ Backward, with y = b and t[c] = dy[c] * y[c] / s[c]:
 NOTE: the paper's alpha multiplies the plain sum. PyTorch (nn.LocalResponseNorm), Caffe and the
 original cuda-convnet code divide alpha by `size` first: their alpha=size*a equals our alpha=a.
 Paper hyper-parameters: k=2, n=5, alpha=1e-4, beta=0.75 (our defaults).
+Precision: float16 inputs (mixed precision) are normalised in float32 — a[j]^2 overflows float16
+above 256, and a sum of small squares loses them — and the output rounded to float16 once.
 Naive loops, forward and backward: minialex/ops/loops.py (lrn_forward, lrn_backward).
 Fast CPU pair: minialex/cpu/lrn.py.   CUDA pair: kernels/lrn.cu, minialex/cuda_ops/lrn.py.
 """
@@ -22,6 +24,7 @@ import numpy as np
 
 from ..errors import check_finite, check_positive_int, fail
 from ..function import Function
+from .precision import accumulator
 
 
 class LRNCache(NamedTuple):
@@ -41,17 +44,19 @@ def window_sum(a, before, after):
 
 
 def lrn_forward(x, size, alpha, beta, k):
-    scale = k + alpha * window_sum(x * x, size // 2, (size - 1) // 2)  # s: (N, C, H, W)
-    y = x * scale ** -beta                                             # b = a / s^beta
-    return y, LRNCache(x, y, scale, size, alpha, beta)
+    xa = x.astype(accumulator(x.dtype), copy=False)                   # float16: the sums in float32
+    scale = k + alpha * window_sum(xa * xa, size // 2, (size - 1) // 2)   # s: (N, C, H, W)
+    y = xa * scale ** -beta                                            # b = a / s^beta
+    return y.astype(x.dtype, copy=False), LRNCache(xa, y, scale, size, alpha, beta)
 
 
 def lrn_backward(dy, cache):
-    x, y, scale, size, alpha, beta = cache
-    t = dy * y / scale                                                 # dy[c] * a[c] * s[c]^(-beta-1)
+    x, y, scale, size, alpha, beta = cache                             # (x, y, scale: in the sums' dtype)
+    d = dy.astype(x.dtype, copy=False)
+    t = d * y / scale                                                  # dy[c] * a[c] * s[c]^(-beta-1)
     back = window_sum(t, (size - 1) // 2, size // 2)                   # over the mirrored window
-    dx = dy * scale ** -beta - 2 * alpha * beta * x * back
-    return (dx,)
+    dx = d * scale ** -beta - 2 * alpha * beta * x * back
+    return (dx.astype(dy.dtype, copy=False),)
 
 
 class LocalResponseNorm(Function):

@@ -190,6 +190,10 @@ def products(u, v, groups):
 
 
 def winograd_forward(x, w, b, padding, groups, tile):
+    if x.dtype == np.float16:     # mixed precision: transforms and products in float32, rounded once
+        y, cache = winograd_forward(x.astype(np.float32), w.astype(np.float32),
+                                    None if b is None else b.astype(np.float32), padding, groups, tile)
+        return y.astype(np.float16), cache
     (n, _, _, _), (o, _, kh, kw), (mh, mw) = x.shape, w.shape, tile
     oh, ow, th, tw = tiles(x.shape, w.shape, padding, tile)
     m = products(transform_filter(w, tile), transform_input(x, (kh, kw), padding, tile), groups)
@@ -205,6 +209,9 @@ def winograd_forward(x, w, b, padding, groups, tile):
 
 
 def winograd_backward(dy, cache, needs):
+    if dy.dtype == np.float16:    # (the cache holds float32 copies: see winograd_forward)
+        grads = winograd_backward(dy.astype(np.float32), cache, needs)
+        return tuple(None if g is None else g.astype(np.float16) for g in grads)
     x, w, has_bias, padding, groups, tile = cache
     (n, c, h, wd), (o, cg, kh, kw), (mh, mw) = x.shape, w.shape, tile
     oh, ow, th, tw = tiles(x.shape, w.shape, padding, tile)

@@ -11,17 +11,19 @@
     schedules.py   Constant, StepLR, Plateau
     strategy.py    Local, DataParallel (mpiexec): all-reduce, metric sums, stop votes, setup agreement
     stops.py       Ctrl-C and SIGTERM: StopRequests, Interrupted
+    scaler.py      LossScaler: dynamic loss scaling for precision="fp16"
     progress.py    the progress bar (terminal, notebook, log file)
 """
 from .callbacks import (Callback, Confusion, EpochLine, FirstLossCheck, LayerDiagnostics, MetricsLog, NonFiniteGuard,
                         Pictures, ProgressBar, StallWarning, Step, StepLog, Stopped)
 from .saving import Checkpoint
+from .scaler import LossScaler
 from .schedules import Constant, Plateau, Schedule, StepLR
 from .stops import Interrupted, StopRequests
 from .strategy import DataParallel, Local, SetupError
 from .trainer import Trainer, evaluate
 
-__all__ = ["Trainer", "evaluate", "Callback", "Confusion", "Checkpoint", "StepLR", "Plateau", "Constant", "Schedule",
+__all__ = ["Trainer", "evaluate", "Callback", "Confusion", "LossScaler", "Checkpoint", "StepLR", "Plateau", "Constant", "Schedule",
            "EpochLine", "FirstLossCheck", "LayerDiagnostics", "MetricsLog", "NonFiniteGuard", "Pictures",
            "ProgressBar", "StallWarning", "Step", "StepLog", "Stopped", "Interrupted", "StopRequests", "DataParallel",
            "Local", "SetupError"]

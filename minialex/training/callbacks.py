@@ -52,6 +52,7 @@ class Step:
     loss: float = math.nan
     hits: int = 0
     count: int = 0
+    skipped: bool = False   # float16: a gradient overflowed, the optimizer step was skipped
 
 
 class Stopped(Exception):

@@ -31,23 +31,32 @@ import numpy as np
 
 from .. import checkpoint, random
 from .. import functional as F
-from ..function import no_grad
+from ..function import autocast, no_grad
 from ..tensor import Tensor
 from .callbacks import NonFiniteGuard, Step, Stopped
+from .scaler import LossScaler
 from .schedules import Constant
 from .stops import StopRequests, as_interrupted
 from .strategy import Local, auto
 
 
+PRECISIONS = {"fp32": None, "fp16": "float16"}   # precision= -> the dtype autocast computes in
+
+
 class Trainer:
     def __init__(self, model, optimizer, train_loader, val_loader=None, *, epochs, schedule=None,
-                 loss=F.cross_entropy, callbacks=(), device=None, strategy=None, max_steps=None):
+                 loss=F.cross_entropy, callbacks=(), device=None, strategy=None, max_steps=None,
+                 precision="fp32", scaler=None):
         if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
             raise ValueError(f"Trainer: epochs expected an integer >= 1, got {epochs!r}")
         if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral)
                                       or max_steps < 1):
             raise ValueError(f"Trainer: max_steps expected an integer >= 1 or None, got {max_steps!r}")
         self.max_steps = None if max_steps is None else int(max_steps)   # the run ends after that many steps
+        if precision not in PRECISIONS:
+            raise ValueError(f"Trainer: precision expected one of {tuple(PRECISIONS)}, got {precision!r}")
+        self.precision = precision        # "fp16": float16 compute under autocast, float32 master weights
+        self.scaler = scaler if scaler is not None else (LossScaler() if precision == "fp16" else None)
         if not callable(loss):
             raise TypeError(f"Trainer: loss expected a function (logits, labels) -> scalar Tensor, got {loss!r}")
         for name, loader in (("train_loader", train_loader), ("val_loader", val_loader)):
@@ -126,6 +135,8 @@ class Trainer:
         if val is not None:
             record.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"])
         record.update(lr=self.optimizer.lr, images_per_s=trained["images_per_s"], seconds=trained["seconds"])
+        if self.scaler is not None:                      # float16: the loss scale, and the steps skipped
+            record.update(loss_scale=self.scaler.scale, skipped_steps=self.scaler.skipped - trained["skipped_before"])
         return record
 
     def train_epoch(self, epoch):
@@ -135,6 +146,7 @@ class Trainer:
             self.train_loader.set_epoch(epoch)
         self._call("on_epoch_start", epoch)
         self.model.train()
+        skipped_before = self.scaler.skipped if self.scaler is not None else 0
         start, seen, loss_sum, correct, index = time.perf_counter(), 0, 0.0, 0, -1
         for index, (x, y) in enumerate(self.train_loader):
             if self.done_steps:                          # max_steps: the epoch ends here, validated and kept
@@ -148,7 +160,8 @@ class Trainer:
         if seen == 0:
             raise Stopped(f"no training image could be read in epoch {epoch}.", together=True)
         seconds = time.perf_counter() - start
-        return {"loss": loss_sum / seen, "top1": correct / seen, "images_per_s": seen / seconds, "seconds": seconds}
+        return {"loss": loss_sum / seen, "top1": correct / seen, "images_per_s": seen / seconds, "seconds": seconds,
+                "skipped_before": skipped_before}
 
     def train_step(self, epoch, index, x, y):
         """Forward, backward, update on one batch; the Step, or None when no image of the
@@ -162,17 +175,23 @@ class Trainer:
         self.model.zero_grad()
         # A rank none of whose images could be read runs the forward on no rows: it draws the
         # dropout seeds the others draw (one generator, the same on every rank), then no backward.
-        with random.sample_offset_scope(offset):            # dropout keyed by the global sample
-            logits = self.model(self._on_device(x))
+        with random.sample_offset_scope(offset), autocast(PRECISIONS[self.precision]):   # dropout keyed by the
+            logits = self.model(self._on_device(x))                                      # global sample
         self.num_classes = self.num_classes or logits.shape[1]
         loss = self.loss(logits, y) if len(y) else None
-        if loss is not None:
+        if loss is not None and self.scaler is not None:   # float16: the loss scaled up (scaler.py); an
+            with np.errstate(over="ignore", invalid="ignore"):   # overflow is expected now and then
+                (loss * self.scaler.scale).backward()
+        elif loss is not None:
             loss.backward()
         hits = int((logits.numpy().argmax(1) == y).sum())
+        params = self._trained
         step.loss, step.hits, step.count = self.strategy.reduce_step(
-            self._trained, len(y), loss.item() if loss is not None else math.nan, hits, self.stops)
+            params, len(y), loss.item() if loss is not None else math.nan, hits, self.stops)
+        step.skipped = self.scaler is not None and not self.scaler.unscale(params)   # an overflow: no step
         self._call("on_before_update", step)
-        self.optimizer.step()
+        if not step.skipped:
+            self.optimizer.step()
         self.step += 1
         self._call("on_step_end", step)
         return step
@@ -241,7 +260,8 @@ class Trainer:
                                     f"of them), {e}") from None
         return {"epoch": self.epoch, "rng_state": random.get_state(), "history": checkpoint.strict_json(self.history),
                 "trainer": checkpoint.strict_json({"step": self.step, "schedule": self.schedule.state_dict(),
-                                                   "callbacks": callbacks})}
+                                                   "callbacks": callbacks, "precision": self.precision,
+                                                   "scaler": self.scaler.state_dict() if self.scaler else None})}
 
     def keep(self):
         """Note the state as it is now as the kept one: what interrupted.npz records, and what the
@@ -263,6 +283,8 @@ class Trainer:
     def _load_state(self, epoch, history, state):
         self.epoch, self.history, self.step = epoch, history, state["step"]
         self.schedule.load_state_dict(state["schedule"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         for key, c in self.keyed_callbacks():
             if hasattr(c, "load_state_dict") and key in state["callbacks"]:
                 c.load_state_dict(state["callbacks"][key])
