@@ -141,6 +141,83 @@ def time_steps(args, cp, torch, out):
     return model, tmodel, x_host, ma_step, n / np.median(results["minialex (cuBLAS)"])
 
 
+def precision_steps(args, cp, torch, out):
+    """Mixed precision: minialex's float16 step (ma.autocast, float32 master weights, a loss scale)
+    against PyTorch float32 (TF32 off), TF32 and AMP float16 (torch.autocast + GradScaler), steps
+    alternating, with each allocator's peak; minialex float32 again for the same run's ratio."""
+    from minialex.training import LossScaler
+    n = args.batch
+    rng = np.random.default_rng(1)
+    x_host = rng.standard_normal((n, 3, 227, 227)).astype(np.float32)
+    y_host = rng.integers(0, 1000, n)
+    sync = cp.cuda.Device().synchronize
+    ma.manual_seed(0)
+    model = ma.models.AlexNet(1000).to("cuda")
+    opt = ma.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x_ma, scaler = ma.Tensor(x_host, device="cuda"), LossScaler()
+    params = [p for p in model.parameters()]
+
+    def ma_step(fp16):
+        with ma.autocast("float16" if fp16 else None):
+            logits = model(x_ma)
+        loss = F.cross_entropy(logits, y_host)
+        model.zero_grad()
+        (loss * scaler.scale if fp16 else loss).backward()
+        if not fp16 or scaler.unscale(params):
+            opt.step()
+
+    tmodel = torch_alexnet(torch, 1000).cuda()
+    topt = torch.optim.SGD(tmodel.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x_t, y_t = torch.tensor(x_host, device="cuda"), torch.tensor(y_host, device="cuda")
+    tscaler = torch.amp.GradScaler("cuda")
+
+    def torch_step(mode):
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = mode == "tf32"
+        with torch.autocast("cuda", dtype=torch.float16, enabled=mode == "amp"):
+            loss = torch.nn.functional.cross_entropy(tmodel(x_t), y_t)
+        topt.zero_grad()
+        if mode == "amp":
+            tscaler.scale(loss).backward()
+            tscaler.step(topt)
+            tscaler.update()
+        else:
+            loss.backward()
+            topt.step()
+
+    steps = {"minialex fp16": lambda: ma_step(True), "minialex fp32": lambda: ma_step(False),
+             "PyTorch fp32 (TF32 off)": lambda: torch_step("fp32"), "PyTorch TF32": lambda: torch_step("tf32"),
+             "PyTorch AMP fp16": lambda: torch_step("amp")}
+    times, peaks, pool = {k: [] for k in steps}, {}, cp.get_default_memory_pool()
+    for name, step in steps.items():                  # warm-up, and each one's allocator peak
+        pool.free_all_blocks()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        for _ in range(2):
+            step()
+        sync()
+        torch.cuda.synchronize()
+        peaks[name] = pool.total_bytes() if name.startswith("minialex") else torch.cuda.max_memory_reserved()
+    for _ in range(args.steps):                       # alternate, so all see the same machine state
+        for name, step in steps.items():
+            sync()
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            step()
+            sync()
+            torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t0)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    out += [f"Mixed precision, batch {n} (minialex's loss scale {scaler.scale:g}, {scaler.skipped} steps skipped):", "",
+            "| step | median (ms) | images/s | x PyTorch AMP | x PyTorch fp32 | allocator peak (MiB) |",
+            "|---|---|---|---|---|---|"]
+    amp, fp32 = np.median(times["PyTorch AMP fp16"]), np.median(times["PyTorch fp32 (TF32 off)"])
+    for name, ts in times.items():
+        med = np.median(ts)
+        out.append(f"| {name} | {med * 1e3:.1f} | {n / med:.0f} | {amp / med:.2f} | {fp32 / med:.2f} | "
+                   f"{peaks[name] / 2**20:.0f} |")
+    out.append("")
+
+
 def profile_step(torch, ma_step, out):
     """Which GPU kernels a minialex step spends its time in (CUPTI, through PyTorch's profiler,
     sees every kernel of the process, CuPy's and cuBLAS's included)."""
@@ -364,6 +441,7 @@ def main():
         section("kernel profile", profile_step, torch, ma_step, out)
         section("step overhead", step_overhead, cp, torch, ma_step, out)
         section("per-layer times", time_layers, cp, torch, model, tmodel, x_host, out)
+        section("mixed precision", precision_steps, args, cp, torch, out)
         section("NCCL all-reduce", nccl_check, cp, model, out)
         if not args.skip_e2e:
             del model, tmodel
