@@ -209,7 +209,8 @@ class Trainer:
         """{"loss", "top1", "top5", "confusion"} of the model on `loader` (NaN for the first three
         when no image could be read; confusion: the (K, K) counts of true class by top-1 prediction). A batch of 10 crops per image, x (B, 10, C, H, W), is scored by the softmax
         averaged over the crops (the paper's test). Under data parallel: over every rank's slice."""
-        return evaluate(self.model, loader, self.device, self.loss, self.strategy, self.stops, self.num_classes)
+        with autocast(PRECISIONS[self.precision]):        # (float16 runs validate in float16 too)
+            return evaluate(self.model, loader, self.device, self.loss, self.strategy, self.stops, self.num_classes)
 
     def _on_device(self, x):
         return x if isinstance(x, Tensor) else Tensor(x, device=self.device)
