@@ -179,11 +179,8 @@ class Trainer:
             logits = self.model(self._on_device(x))                                      # global sample
         self.num_classes = self.num_classes or logits.shape[1]
         loss = self.loss(logits, y) if len(y) else None
-        if loss is not None and self.scaler is not None:   # float16: the loss scaled up (scaler.py); an
-            with np.errstate(over="ignore", invalid="ignore"):   # overflow is expected now and then
-                (loss * self.scaler.scale).backward()
-        elif loss is not None:
-            loss.backward()
+        if loss is not None:
+            self._backward(loss)
         hits = int((logits.numpy().argmax(1) == y).sum())
         params = self._trained
         step.loss, step.hits, step.count = self.strategy.reduce_step(
@@ -195,6 +192,15 @@ class Trainer:
         self.step += 1
         self._call("on_step_end", step)
         return step
+
+    def _backward(self, loss):
+        """loss.backward(); in float16, of the loss scaled up (scaler.py): an overflow on the way is
+        expected now and then, and handled by the scaler, not warned about."""
+        if self.scaler is None:
+            loss.backward()
+            return
+        with np.errstate(over="ignore", invalid="ignore"):
+            (loss * self.scaler.scale).backward()
 
     @property
     def done_steps(self):
