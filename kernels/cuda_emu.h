@@ -13,6 +13,10 @@
  * 1 MiB per launch, as a GPU's printf buffer: the rest is dropped (and said so).
  * In a debug build (EMU_DEBUG, minialex.cuda.launch(..., debug=True)) every pointer parameter is an
  * emu::ptr that checks each access against its array's size and reports the first access outside.
+ * CUDA's <cuda_fp16.h> and <mma.h> are cuda_emu_fp16.h (__half, __half2) and cuda_emu_mma.h (the
+ * wmma fragments), which a kernel gets by including CUDA's names (the build maps them). A wmma
+ * operation is a warp-wide call (warp_call below): each thread publishes its part, waits for its
+ * warp, and checks that all 32 threads called it together with the same arguments.
  *
  * Portability: Linux (g++ or clang++) and macOS (Apple clang, Intel and Apple Silicon). macOS's
  * <ucontext.h> refuses to compile unless _XOPEN_SOURCE is defined first (its ucontext_t has
@@ -57,6 +61,7 @@
 #define __forceinline__ inline
 #define __restrict__ __restrict
 #define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
 
 struct dim3 {
     unsigned int x, y, z;
@@ -64,6 +69,9 @@ struct dim3 {
 };
 
 static dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+struct float2 { float x, y; };
+static inline float2 make_float2(float x, float y) { float2 v; v.x = x; v.y = y; return v; }
 
 /* CUDA's min and max overloads (the GPU has them for every arithmetic type; a lone int version
  * would silently truncate min(0.5f, 0.7f) to 0) */
@@ -129,9 +137,10 @@ static Fiber* current = nullptr;
 static std::vector<Fiber>* block_fibers = nullptr;
 static const std::function<void()>* body = nullptr;
 static int error = 0;            // 1: a barrier not every thread reached; 2: an access out of bounds;
-                                 // 3: no memory for the fibers' stacks
+                                 // 3: no memory for the fibers' stacks; 4: a warp-wide call misused
 static char message[512];
 static unsigned long long slots[2][1024];   // a warp primitive's values, per thread of the block
+static unsigned long long block_serial = 0;  // blocks run with fibers so far: tells this block's calls from older ones
 
 /* The fibers' stacks: one mapping kept from launch to launch, grown to the largest block seen;
  * below each stack (stacks grow down) a guard that may not be touched, so that running off a
@@ -213,6 +222,7 @@ static void run_block_with_fibers(std::vector<Fiber>& fibers) {
                 makecontext(&f.context, fiber_main, 0);
             }
     block_fibers = &fibers;
+    ++block_serial;
     for (;;) {
         bool ran = false;
         for (Fiber& f : fibers) {      // every runnable thread runs to its next barrier or to its end
@@ -352,6 +362,76 @@ static unsigned exchange(unsigned long long value) {
     unsigned k = current->exchanges++ & 1;
     slots[k][linear_thread()] = value;
     yield(AT_WARP);
+    return k;
+}
+
+/* A warp-wide call with more to share than one value (the wmma fragment operations, <mma.h>): each
+ * thread publishes the pointer and argument it was called with and `bytes` of data, waits for its
+ * warp, and checks that all 32 threads of the warp called `what` together with the same pointer and
+ * argument (error 4 otherwise). Returns the slot index k: warp_calls[k][thread].data is what each
+ * thread published, valid until the warp's next call but one (double-buffered, as exchange). */
+static const size_t kWarpDataBytes = 128;
+struct WarpCall { unsigned long long ticket; const char* what; const void* pointer; long long argument;
+                  unsigned char data[kWarpDataBytes]; };
+static WarpCall warp_calls[2][1024];
+
+/* The launch's arrays (its pointer arguments, set by the launcher): a GPU allocates each one 256-byte
+ * aligned (cudaMalloc, CuPy), the host's NumPy arrays are only 16-byte aligned, so an address inside
+ * one is aligned as its offset from the array's start; any other (__shared__, local) as it is. */
+struct Array { const char* base; size_t bytes; };
+static Array arrays[64];
+static size_t array_count = 0;
+
+static size_t gpu_alignment(const void* pointer) {
+    const char* p = (const char*)pointer;
+    for (size_t i = 0; i < array_count; ++i)
+        if (p >= arrays[i].base && p < arrays[i].base + arrays[i].bytes) return (size_t)(p - arrays[i].base) % 256;
+    return (size_t)p % 256;
+}
+
+static void warp_misuse(const char* format, ...) {
+    if (error) return;
+    error = 4;
+    va_list args;
+    va_start(args, format);
+    int n = vsnprintf(message, sizeof message, format, args);
+    va_end(args);
+    if (n >= 0 && (size_t)n < sizeof message)
+        snprintf(message + n, sizeof message - n, " (block (%u, %u, %u) thread (%u, %u, %u))", blockIdx.x,
+                 blockIdx.y, blockIdx.z, threadIdx.x, threadIdx.y, threadIdx.z);
+}
+
+static unsigned warp_call(const char* what, const void* pointer, long long argument, const void* data, size_t bytes) {
+    if (!current) { error = 1; snprintf(message, sizeof message, "%s in a kernel run without fibers", what); return 0; }
+    size_t t = linear_thread(), first = t - t % 32, threads = (size_t)blockDim.x * blockDim.y * blockDim.z;
+    unsigned k = current->exchanges & 1;
+    WarpCall& mine = warp_calls[k][t];
+    mine.ticket = (block_serial << 32) | current->exchanges++;
+    mine.what = what;
+    mine.pointer = pointer;
+    mine.argument = argument;
+    if (bytes) memcpy(mine.data, data, bytes);
+    yield(AT_WARP);
+    if (first + 32 > threads) {
+        warp_misuse("%s: threads %zu to %zu of the block make a warp of %zu; it needs all 32 threads of a warp "
+                    "(make the block a multiple of 32 threads)", what, first, threads - 1, threads - first);
+        return k;
+    }
+    for (size_t l = 0; l < 32; ++l) {
+        const WarpCall& other = warp_calls[k][first + l];
+        if (other.ticket != mine.ticket || strcmp(other.what, what) != 0) {
+            warp_misuse("%s: thread %zu of the block (lane %zu of its warp) did not call it with the rest of its warp "
+                        "(returned, or waits at another warp-wide call); all 32 threads must call it together",
+                        what, first + l, l);
+            return k;
+        }
+        if (other.pointer != pointer || other.argument != argument) {
+            warp_misuse("%s: the threads of a warp passed different arguments (lane %zu: %p, lane %zu: %p, or a "
+                        "different ldm or layout); CUDA requires the same in every thread of the warp", what,
+                        t - first, pointer, l, other.pointer);
+            return k;
+        }
+    }
     return k;
 }
 

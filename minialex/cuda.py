@@ -11,9 +11,10 @@ geometry against a GPU's limits, then runs it:
 
 The checks are the ones a careful CuPy call needs, because CuPy checks nothing: it passes a Python
 int as 64 bits and a float64 array's bytes as floats. So an `int` parameter takes np.int32, a
-`float` np.float32, an `unsigned int` np.uint32, an `unsigned char` np.uint8, and a `float*` a
-C-contiguous float32 array (an `unsigned char*` a uint8 one);
-anything else is a TypeError naming the kernel, the parameter and both types. A grid or block a
+`float` np.float32, an `unsigned int` np.uint32, an `unsigned char` np.uint8, a `__half`
+(cuda_fp16.h) np.float16, and a `float*` a C-contiguous float32 array (an `unsigned char*` a uint8
+one, a `__half*` a float16 one); anything else is a TypeError naming the kernel, the parameter and
+both types. A grid or block a
 GPU refuses (more than 1024 threads in a block, grid y or z above 65535, an empty grid) is a
 LaunchError on every device, as CuPy's CUDA_ERROR_INVALID_VALUE would be on a GPU.
 
@@ -96,6 +97,20 @@ def check_geometry(name, grid, block):
 # ----- GPU: CuPy RawModule -----
 
 _gpu_modules = {}  # (family, GPU index, source text) -> RawModule: a module is loaded into one GPU's context
+NVRTC_OPTIONS = ("--std=c++14",)   # what _gpu_kernel gives RawModule; CuPy adds the rest (nvrtc_options)
+
+
+def nvrtc_options():
+    """Every option NVRTC gets when CuPy's RawModule compiles a kernel file for _gpu_kernel, so that
+    NVRTC called directly (tests/test_nvrtc.py) compiles as CuPy does: NVRTC_OPTIONS, the include
+    folders CuPy adds (its own headers, then <CUDA toolkit>/include, where cuda_fp16.h and mma.h
+    are: NVRTC 12 has neither built in) and -ftz=true. NVRTC_OPTIONS alone where CuPy cannot say
+    (no CuPy, or no CUDA toolkit found: then only kernels without #include compile)."""
+    try:
+        from cupy._core.core import assemble_cupy_compiler_options
+        return tuple(assemble_cupy_compiler_options(NVRTC_OPTIONS)) + ("-ftz=true",)
+    except (ImportError, RuntimeError):
+        return NVRTC_OPTIONS
 
 
 def _gpu_kernel(family, name, gpu):
@@ -105,7 +120,7 @@ def _gpu_kernel(family, name, gpu):
     text = source(family)
     key = (family, gpu, text)
     if key not in _gpu_modules:
-        _gpu_modules[key] = backend.cupy().RawModule(code=text, options=("--std=c++14",))
+        _gpu_modules[key] = backend.cupy().RawModule(code=text, options=NVRTC_OPTIONS)
     return _gpu_modules[key].get_function(name)
 
 

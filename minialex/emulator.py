@@ -24,7 +24,9 @@ timeout=seconds (else $MINIALEX_EMU_TIMEOUT, else 60) limits an isolated one.
 A kernel file is compiled once against kernels/cuda_emu.h, which supplies the CUDA built-ins
 (threadIdx, blockIdx, __syncthreads, atomicAdd, min/max, the float math functions) and runs a
 launch over every block and thread: the threads of a block are cooperative fibers that switch at
-__syncthreads, so shared-memory tiling behaves as on a GPU. The wrapper exports one C function per
+__syncthreads, so shared-memory tiling behaves as on a GPU. `#include <cuda_fp16.h>` and
+`#include <mma.h>` reach the emulator's versions (kernels/cuda_emu_fp16.h: __half, __half2;
+kernels/cuda_emu_mma.h: nvcuda::wmma) through a folder of stand-ins the build puts first (INCLUDES). The wrapper exports one C function per
 kernel, taking the launch geometry and an array of pointers to the arguments. Compiled libraries
 are cached by the hash of their sources in <cache root>/emu; an edited file is compiled again in
 the same process (the library is looked up by the file's text). The kernel files, their
@@ -50,7 +52,11 @@ from .paths import cache_root
 
 _libraries = {}          # (family, debug, source text) -> (ctypes library, {kernel: static shared bytes})
 _lock = threading.Lock()  # the emulator's built-ins (threadIdx, ...) are process-wide
-_CTYPES = {np.int32: ctypes.c_int32, np.uint32: ctypes.c_uint32, np.float32: ctypes.c_float, np.uint8: ctypes.c_uint8}
+_CTYPES = {np.int32: ctypes.c_int32, np.uint32: ctypes.c_uint32, np.float32: ctypes.c_float, np.uint8: ctypes.c_uint8,
+           np.float16: lambda v: ctypes.c_uint16(int(v.view(np.uint16)))}   # a __half: its 16 bits
+# CUDA's headers as the emulator's build sees them: the name a kernel includes leads to the emulator's
+# version in kernels/ (NVRTC gets the real ones from the CUDA toolkit, see minialex.cuda.nvrtc_options)
+INCLUDES = {"cuda_fp16.h": '#include "cuda_emu_fp16.h"\n', "mma.h": '#include "cuda_emu_mma.h"\n'}
 _HAS_OUTPUT = 8          # a bit of a launcher's status: printf wrote something (see _wrapper)
 _STATUS = 7
 
@@ -100,7 +106,7 @@ def library_suffix(platform=None):
 # ----- the source: which kernels wait at barriers, the debug build, the wrapper -----
 
 _POINTER = re.compile(r"\b((?:(?:const|volatile)\s+)*)(float|double|int|unsigned int|unsigned char|unsigned|long long|"
-                      r"char)\s*\*\s*(?:__restrict__\s*)?(?=[A-Za-z_])")
+                      r"char|__half2|__half|half2|half)\s*\*\s*(?:__restrict__\s*)?(?=[A-Za-z_])")
 
 
 def uses_barriers(source):
@@ -141,18 +147,23 @@ def _debug_source(text):
 
 def _wrapper(family, source_path, debug):
     """C++ that includes the emulator header and the .cu, and exports one launcher per kernel (its
-    status: 0 fine, 1 a divergent barrier, 2 out of bounds, 3 no stacks; plus 8 when printf wrote)."""
+    status: 0 fine, 1 a divergent barrier, 2 out of bounds, 3 no stacks, 4 a warp-wide call misused;
+    plus 8 when printf wrote). A launcher first records the launch's arrays (emu::arrays)."""
     lines = (["#define EMU_DEBUG"] if debug else []) + ['#include "cuda_emu.h"', f'#include "{source_path}"', ""]
     for name, params in kernel_source.signatures(family).items():
         barriers = "true" if kernel_needs_fibers(family, name) else "false"
-        args = []
+        args, arrays = [], []
         for i, (pname, base, is_pointer) in enumerate(params):
+            if is_pointer and len(arrays) < 64:   # emu::arrays: where wmma counts alignment from
+                arrays.append(f"emu::arrays[{len(arrays)}] = {{*(const char**)a[{i}], "
+                              f"(size_t)sizes[{i}] * sizeof({base})}};")
             if is_pointer and debug:
                 args.append(f'emu::ptr<{base}>(*({base}**)a[{i}], sizes[{i}], "{pname}")')
             else:
                 args.append(f"*({base}{'*' if is_pointer else ''}*)a[{i}]")
         lines += [f'extern "C" int emu_{name}(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, '
                   f'unsigned bz, void** a, long long* sizes, long long* only) {{',
+                  f"    {' '.join(arrays)} emu::array_count = {len(arrays)};",
                   f"    int status = emu::launch(dim3(gx, gy, gz), dim3(bx, by, bz), {barriers}, "
                   f"[&] {{ {name}({', '.join(args)}); }}, only[0], only[1], only[2], only[3], only[4], only[5]);",
                   f"    return status | (emu::output.empty() ? 0 : {_HAS_OUTPUT});", "}", ""]
@@ -215,11 +226,12 @@ def _library(family, debug=False):
     if key in _libraries:
         return _libraries[key]
     kdir = kernel_source.kernel_dir()
-    header = (kdir / "cuda_emu.h").read_text(encoding="utf-8")
+    headers = [path.read_text(encoding="utf-8") for path in sorted(kdir.glob("cuda_emu*.h"))]
     flags = build_flags(debug)
     source = _debug_source(text) if debug else text
     stem = kernel_source.kernel_path(family).stem
-    digest = hashlib.sha256("\0".join([_wrapper(family, "K", debug), header, source, " ".join(flags)]).encode()).hexdigest()
+    digest = hashlib.sha256("\0".join([_wrapper(family, "K", debug), *headers, *INCLUDES.values(), source,
+                                       " ".join(flags)]).encode()).hexdigest()
     target = cache_dir() / f"{stem}-{'debug-' if debug else ''}{digest[:16]}{library_suffix()}"
     if not target.exists():
         _compile(family, source, debug, flags, target)
@@ -240,8 +252,12 @@ def _compile(family, source, debug, flags, target):
         source_path.write_text(source, encoding="utf-8")
         cpp = Path(tmp) / "kernel_emu.cpp"
         cpp.write_text(_wrapper(family, source_path, debug), encoding="utf-8")
+        include = Path(tmp) / "include"
+        include.mkdir()
+        for name, text in INCLUDES.items():
+            (include / name).write_text(text, encoding="utf-8")
         out = Path(tmp) / f"kernel{library_suffix()}"
-        run = subprocess.run([*compiler(), *flags, "-I", str(kdir), "-o", str(out), str(cpp)],
+        run = subprocess.run([*compiler(), *flags, "-I", str(include), "-I", str(kdir), "-o", str(out), str(cpp)],
                              capture_output=True, text=True)
         if run.returncode != 0:
             hint = f"\n({_install_hint()})" if sys.platform == "darwin" and "xcrun" in run.stderr else ""
@@ -356,6 +372,8 @@ def _raise_for(status, name, message):
         raise kernel_source.OutOfBoundsError(f"cuda-emu: {name}: {message}")
     if status == 3:
         raise MemoryError(f"cuda-emu: {name}: {message}")
+    if status == 4:
+        raise RuntimeError(f"cuda-emu: {name}: {message}")
 
 
 def _only(where):

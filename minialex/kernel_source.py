@@ -137,7 +137,7 @@ def _cached_text(path, mtime_ns, size, inode):
 # ----- signatures -----
 
 DTYPES = {"int": np.int32, "unsigned int": np.uint32, "float": np.float32,   # of a scalar or a pointee
-          "unsigned char": np.uint8}
+          "unsigned char": np.uint8, "__half": np.float16, "half": np.float16}    # __half: cuda_fp16.h's
 _KERNEL = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)')
 
 
@@ -149,8 +149,8 @@ def _parse_param(text, kernel):
     base = " ".join(w for w in words[:-1] if w not in ("const", "__restrict__", "*"))
     if base not in DTYPES:
         raise ValueError(f"{kernel}: parameter {name} has type {base}{'*' if is_pointer else ''}; minialex.cuda "
-                         f"launches kernels whose parameters are int, unsigned int, float, unsigned char or "
-                         f"pointers to them")
+                         f"launches kernels whose parameters are int, unsigned int, float, unsigned char, __half "
+                         f"(cuda_fp16.h) or pointers to them")
     return name, base, is_pointer
 
 
