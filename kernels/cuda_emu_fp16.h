@@ -113,7 +113,7 @@ public:
     operator bool() const { return (__x & 0x7fffu) != 0; }
 };
 
-struct __half2 {
+struct __attribute__((aligned(4))) __half2 {     // 4-byte aligned, as CUDA's (one 32-bit register)
     __half x, y;
     __half2() = default;
     __half2(const __half& a, const __half& b) : x(a), y(b) {}

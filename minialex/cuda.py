@@ -19,7 +19,10 @@ GPU refuses (more than 1024 threads in a block, grid y or z above 65535, an empt
 LaunchError on every device, as CuPy's CUDA_ERROR_INVALID_VALUE would be on a GPU.
 
 Matrix products go through `gemm`: kernels/gemm.cu (set_gemm("tiled")) or the array library's
-BLAS (set_gemm("blas"), the default: cuBLAS on a GPU, NumPy's BLAS on the emulator).
+BLAS (set_gemm("blas"), the default: cuBLAS on a GPU, NumPy's BLAS on the emulator). float16
+operands are summed in float32 in every mode: kernels/gemm_half.cu ("tiled"), kernels/gemm_wmma.cu
+on tensor cores (set_gemm("wmma"), float16 only: float32 operands go to "blas"), or cuBLAS's
+gemmEx with CUBLAS_COMPUTE_32F / NumPy on float32 copies ("blas").
 
 A kernel file of your own is a path (a str ending in .cu, or a pathlib.Path); an edited file is
 compiled again at its next launch. On the emulator it runs bounds-checked and in a child process
@@ -187,15 +190,18 @@ def planes(inner, count, threads=256):
 # ----- matrix products -----
 
 _gemm_mode = env_choice("MINIALEX_GEMM", "blas")  # a bad value: "blas" (system.check_environment reports it)
-GEMM_TILE = 16  # TILE in kernels/gemm.cu
+GEMM_TILE = 16  # TILE in kernels/gemm.cu and kernels/gemm_half.cu
+GEMM_WMMA_TILE, GEMM_WMMA_THREADS = 32, 128  # BLOCK_TILE and THREADS in kernels/gemm_wmma.cu
 
 
 def set_gemm(mode):
-    """'blas' (default: cuBLAS through CuPy on a GPU, NumPy's BLAS on cuda-emu) or 'tiled'
-    (kernels/gemm.cu, the hand-written shared-memory SGEMM). Also settable as MINIALEX_GEMM."""
+    """'blas' (default: cuBLAS through CuPy on a GPU, NumPy's BLAS on cuda-emu), 'tiled'
+    (kernels/gemm.cu, the hand-written shared-memory SGEMM; kernels/gemm_half.cu for float16
+    operands) or 'wmma' (kernels/gemm_wmma.cu, tensor cores through CUDA's wmma API, for float16
+    operands; float32 operands go to 'blas'). Also settable as MINIALEX_GEMM."""
     global _gemm_mode
     if mode not in GEMM_MODES:
-        raise ValueError(f"set_gemm: mode expected 'blas' or 'tiled', got {mode!r}")
+        raise ValueError(f"set_gemm: mode expected 'blas', 'tiled' or 'wmma', got {mode!r}")
     _gemm_mode = mode
 
 
@@ -211,28 +217,24 @@ def _strided(xp, array, shape, element_strides):
 
 
 def gemm(c, a, b, m, n, k, a_mk, b_kn, batch=1, a_batch=0, b_batch=0, c_batch=0):
-    """Matrix product on flat float32 arrays, strides in elements; `batch` independent products.
+    """Matrix product on flat arrays, strides in elements; `batch` independent products.
 
     For z < batch:
         A(m, k) = a[z*a_batch + m*a_mk[0] + k*a_mk[1]]      (M x K)
         B(k, n) = b[z*b_batch + k*b_kn[0] + n*b_kn[1]]      (K x N)
         C(m, n) = c[z*c_batch + m*N + n] = A @ B            (M x N, row-major)
     A transpose is only swapped strides, so no operand is copied to transpose it.
+    a, b and c float32; or a and b float16 with c float16 or float32, the products summed in
+    float32 in every mode (see _gemm_half).
     """
     if m == 0 or n == 0 or batch == 0:
         return
+    if a.dtype == np.float16:
+        _gemm_half(c, a, b, m, n, k, a_mk, b_kn, batch, a_batch, b_batch, c_batch)
+        return
     if _gemm_mode == "tiled":
-        for what, v in (("m", m), ("n", n), ("k", k), ("a_batch", a_batch), ("b_batch", b_batch),
-                        ("c_batch", c_batch), *zip(("a_mk[0]", "a_mk[1]", "b_kn[0]", "b_kn[1]"), (*a_mk, *b_kn))):
-            if not 0 <= v <= INT32_LIMIT:
-                raise ValueError(f"gemm: {what} expected 0 .. 2^31 - 1 (the tiled kernel's int arguments), got {v}")
-        if batch > MAX_GRID[2]:
-            raise ValueError(f"gemm: batch expected at most {MAX_GRID[2]} (grid z), got {batch}")
-        tiles = (-(-n // GEMM_TILE), min(-(-m // GEMM_TILE), MAX_GRID[1]), batch)  # the kernel strides over row tiles
-        i32 = np.int32
-        launch("gemm", "gemm_tiled", tiles, (GEMM_TILE, GEMM_TILE),
-               c, a, b, i32(m), i32(n), i32(k), i32(a_mk[0]), i32(a_mk[1]), i32(b_kn[0]), i32(b_kn[1]),
-               i32(a_batch), i32(b_batch), i32(c_batch))
+        _launch_gemm("gemm", "gemm_tiled", GEMM_TILE, (GEMM_TILE, GEMM_TILE),
+                     c, a, b, m, n, k, a_mk, b_kn, batch, a_batch, b_batch, c_batch)
         return
     xp = backend.xp_of(c)
     device = "cpu" if xp is np else f"cuda:{_gpu_of('gemm', (c, a, b))}"
@@ -248,3 +250,95 @@ def gemm(c, a, b, m, n, k, a_mk, b_kn, batch=1, a_batch=0, b_batch=0, c_batch=0)
             xp.matmul(a_view, b_view, out=c_view)  # contiguous: the product is written in place
         else:
             c_view[...] = xp.matmul(a_view, b_view)
+
+
+def _launch_gemm(family, name, tile, block, c, a, b, m, n, k, a_mk, b_kn, batch, a_batch, b_batch, c_batch):
+    """One of the hand-written GEMM kernels (gemm_tiled's arguments), a block per tile x tile of C."""
+    for what, v in (("m", m), ("n", n), ("k", k), ("a_batch", a_batch), ("b_batch", b_batch),
+                    ("c_batch", c_batch), *zip(("a_mk[0]", "a_mk[1]", "b_kn[0]", "b_kn[1]"), (*a_mk, *b_kn))):
+        if not 0 <= v <= INT32_LIMIT:
+            raise ValueError(f"gemm: {what} expected 0 .. 2^31 - 1 (the tiled kernel's int arguments), got {v}")
+    if batch > MAX_GRID[2]:
+        raise ValueError(f"gemm: batch expected at most {MAX_GRID[2]} (grid z), got {batch}")
+    tiles = (-(-n // tile), min(-(-m // tile), MAX_GRID[1]), batch)  # the kernel strides over row tiles
+    i32 = np.int32
+    launch(family, name, tiles, block, c, a, b, i32(m), i32(n), i32(k), i32(a_mk[0]), i32(a_mk[1]),
+           i32(b_kn[0]), i32(b_kn[1]), i32(a_batch), i32(b_batch), i32(c_batch))
+
+
+def _gemm_half(c, a, b, m, n, k, a_mk, b_kn, batch, a_batch, b_batch, c_batch):
+    """float16 A and B; C float16 or float32. Every product of two halves is exact in float32 and
+    the sums are float32 in every mode, C rounded once to its dtype at the end:
+      'tiled': kernels/gemm_half.cu; 'wmma': kernels/gemm_wmma.cu (tensor cores, sm_70 or later);
+      'blas': on cuda-emu NumPy's float32 matmul of float32 copies (every half is a float32, so the
+      copies are exact); on a GPU cuBLAS's gemmEx with CUBLAS_COMPUTE_32F (_cublas_half)."""
+    if b.dtype != np.float16 or c.dtype not in (np.float16, np.float32):
+        raise TypeError(f"gemm: float16 operands expected b float16 and c float16 or float32, got a {a.dtype}, "
+                        f"b {b.dtype}, c {c.dtype}")
+    shape = (c, a, b, m, n, k, a_mk, b_kn, batch, a_batch, b_batch, c_batch)
+    out = "f16" if c.dtype == np.float16 else "f32"
+    xp = backend.xp_of(c)
+    if _gemm_mode == "tiled":
+        _launch_gemm("gemm_half", f"gemm_half_tiled_{out}", GEMM_TILE, (GEMM_TILE, GEMM_TILE), *shape)
+    elif _gemm_mode == "wmma":
+        if xp is not np:
+            _check_tensor_cores(_gpu_of("gemm", (c, a, b)))
+        _launch_gemm("gemm_wmma", f"gemm_wmma_{out}", GEMM_WMMA_TILE, (GEMM_WMMA_THREADS,), *shape)
+    elif xp is np:
+        c_view = _strided(np, c, (batch, m, n), (c_batch, n, 1))
+        c_view[...] = np.matmul(_strided(np, a.astype(np.float32), (batch, m, k), (a_batch, *a_mk)),
+                                _strided(np, b.astype(np.float32), (batch, k, n), (b_batch, *b_kn)))
+    else:
+        with backend.device_scope(f"cuda:{_gpu_of('gemm', (c, a, b))}"):
+            _cublas_half(xp, *shape)
+
+
+def _check_tensor_cores(gpu):
+    major, minor = divmod(int(backend.cupy().cuda.Device(gpu).compute_capability), 10)
+    if major < 7:
+        raise RuntimeError(f"gemm: set_gemm('wmma') runs on tensor cores (compute capability 7.0 and later); "
+                           f"cuda:{gpu} has {major}.{minor}: use 'blas' or 'tiled'")
+
+
+def _cublas_operand(rows, cols, strides):
+    """How cuBLAS, which reads matrices column-major, takes the (rows, cols) matrix P with element
+    strides (s_r, s_c) as the operand op(S) = P^T: ("N", ld) when P is row-major (s_c = 1: S = P^T
+    is column-major with ld = s_r), ("T", ld) when P is column-major (s_r = 1: S = P, ld = s_c),
+    None when it is neither (a copy is needed). A dimension of 1 may have any stride."""
+    s_r, s_c = strides
+    if (s_c == 1 or cols == 1) and (rows == 1 or s_r >= max(1, cols)):
+        return "N", s_r if rows > 1 else max(1, cols)
+    if (s_r == 1 or rows == 1) and (cols == 1 or s_c >= max(1, rows)):
+        return "T", s_c if cols > 1 else max(1, rows)
+    return None
+
+
+def _cublas_half(xp, c, a, b, m, n, k, a_mk, b_kn, batch, a_batch, b_batch, c_batch):
+    """C = A B through cublasGemmStridedBatchedEx: A and B CUDA_R_16F, C CUDA_R_16F or CUDA_R_32F,
+    CUBLAS_COMPUTE_32F (products and sums in float32, on tensor cores where the GPU has them).
+    cuBLAS is column-major: the row-major C (m, n) is the column-major C^T (n, m) with ld n, and
+    C^T = B^T A^T, so B is cuBLAS's first operand and A its second."""
+    from cupy_backends.cuda.api import runtime
+    from cupy_backends.cuda.libs import cublas
+    if _cublas_operand(k, n, b_kn) is None:   # neither layout: a contiguous copy
+        b, b_kn, b_batch = _contiguous(xp, b, (k, n), b_kn, batch, b_batch)
+    if _cublas_operand(m, k, a_mk) is None:
+        a, a_mk, a_batch = _contiguous(xp, a, (m, k), a_mk, batch, a_batch)
+    (op_b, ld_b), (op_a, ld_a) = _cublas_operand(k, n, b_kn), _cublas_operand(m, k, a_mk)
+    ops = {"N": cublas.CUBLAS_OP_N, "T": cublas.CUBLAS_OP_T}
+    one, zero = np.ones(1, np.float32), np.zeros(1, np.float32)   # alpha, beta: float for COMPUTE_32F
+    c_type = runtime.CUDA_R_16F if c.dtype == np.float16 else runtime.CUDA_R_32F
+    handle = backend.cupy().cuda.device.get_cublas_handle()
+    cublas.gemmStridedBatchedEx(handle, ops[op_b], ops[op_a], n, m, k, one.ctypes.data,
+                                b.data.ptr, runtime.CUDA_R_16F, ld_b, b_batch,
+                                a.data.ptr, runtime.CUDA_R_16F, ld_a, a_batch, zero.ctypes.data,
+                                c.data.ptr, c_type, n, c_batch, batch, cublas.CUBLAS_COMPUTE_32F,
+                                cublas.CUBLAS_GEMM_DEFAULT)
+
+
+def _contiguous(xp, x, shape, strides, batch, batch_stride):
+    """A row-major copy of the strided operand: (copy, its strides, its batch stride)."""
+    if batch_stride == 0:   # one matrix for every batch
+        return xp.ascontiguousarray(_strided(xp, x, shape, strides)).ravel(), (shape[1], 1), 0
+    copy = xp.ascontiguousarray(_strided(xp, x, (batch, *shape), (batch_stride, *strides)))
+    return copy.ravel(), (shape[1], 1), shape[0] * shape[1]

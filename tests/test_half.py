@@ -331,3 +331,132 @@ def test_wmma_misuse_is_an_error_naming_the_call(how, block, message):
     cuda.launch(WMMA_KERNELS, "wmma_misuse", (1,), (64,), d, np.int32(0))
     np.testing.assert_array_equal(d[:256], np.full(256, 16.0, np.float32))   # ones times ones, 16 deep
 
+
+# ----- cuda.gemm on float16 operands -----
+
+GEMM_MODES = ["blas", "tiled", "wmma"]
+
+
+@pytest.fixture
+def gemm_mode(request):
+    previous = cuda.get_gemm()
+    cuda.set_gemm(request.param)
+    yield request.param
+    cuda.set_gemm(previous)
+
+
+def half_accumulated(a, b):
+    """A @ B summed in float16, k after k: what a GEMM that accumulates in half gives."""
+    c = np.zeros((a.shape[0], b.shape[1]), np.float16)
+    for k in range(a.shape[1]):
+        c = (c + a[:, k:k + 1].astype(np.float16) * b[k:k + 1, :]).astype(np.float16)
+    return c
+
+
+def assert_gemm_close(c, a64, b64, what):
+    """float32 C within float32 summation error of the float64 product of the halves (normwise);
+    float16 C within half a float16 unit of it, plus that (rounded once at the end)."""
+    want = a64 @ b64
+    scale = np.abs(want).max()
+    err = np.abs(c.astype(np.float64) - want)
+    if c.dtype == np.float32:
+        assert err.max() <= 2e-5 * scale, f"{what}: error {err.max() / scale:.3g} of the largest"
+    else:
+        ulp = np.spacing(np.abs(want).astype(np.float16)).astype(np.float64)
+        assert (err <= 0.5 * ulp + 2e-5 * scale).all(), f"{what}: {(err > 0.5 * ulp + 2e-5 * scale).sum()} wrong"
+
+
+@pytest.mark.parametrize("gemm_mode", GEMM_MODES, indirect=True)
+@pytest.mark.parametrize("c_dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("shape", [(37, 53, 29), (1, 17, 1), (16, 16, 16), (33, 1500, 35)])
+def test_float16_gemm_accumulates_in_float32(gemm_mode, c_dtype, shape):
+    m, k, n = shape
+    r = np.random.default_rng(6)
+    a, b = r.standard_normal((m, k)).astype(np.float16), r.standard_normal((k, n)).astype(np.float16)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    c = np.full((m, n), np.nan, c_dtype)
+    cuda.gemm(c, a, b, m, n, k, (k, 1), (n, 1))
+    assert_gemm_close(c, a64, b64, f"{gemm_mode} A @ B")
+    ct = np.full((n, m), np.nan, c_dtype)                     # (A @ B)^T = B^T A^T through swapped strides
+    cuda.gemm(ct, b, a, n, m, k, (1, n), (1, k))
+    assert_gemm_close(ct, b64.T, a64.T, f"{gemm_mode} B^T @ A^T")
+    batch_a = r.standard_normal((3, m, k)).astype(np.float16)  # three products, B shared
+    cb = np.full((3, m, n), np.nan, c_dtype)
+    cuda.gemm(cb, batch_a, b, m, n, k, (k, 1), (n, 1), batch=3, a_batch=m * k, c_batch=m * n)
+    for z in range(3):
+        assert_gemm_close(cb[z], batch_a[z].astype(np.float64), b64, f"{gemm_mode} batch {z}")
+    if k >= 1000:                                             # and a half sum would not pass
+        with pytest.raises(AssertionError):
+            assert_gemm_close(half_accumulated(a, b).astype(c_dtype), a64, b64, "half sums")
+
+
+def test_wmma_mode_takes_float32_operands_to_blas():
+    r = np.random.default_rng(7)
+    a, b = r.standard_normal((19, 23)).astype(np.float32), r.standard_normal((23, 11)).astype(np.float32)
+    results = []
+    previous = cuda.get_gemm()
+    try:
+        for mode in ("blas", "wmma"):
+            cuda.set_gemm(mode)
+            c = np.zeros((19, 11), np.float32)
+            cuda.gemm(c, a, b, 19, 11, 23, (23, 1), (11, 1))
+            results.append(c)
+    finally:
+        cuda.set_gemm(previous)
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_float16_gemm_refuses_other_dtypes():
+    a = np.zeros(4, np.float16)
+    with pytest.raises(TypeError, match="gemm: float16 operands expected b float16 and c float16 or float32, got "
+                                        "a float16, b float32, c float32"):
+        cuda.gemm(np.zeros(4, np.float32), a, np.zeros(4, np.float32), 2, 2, 2, (2, 1), (2, 1))
+    with pytest.raises(TypeError, match="c float64"):
+        cuda.gemm(np.zeros(4), a, a, 2, 2, 2, (2, 1), (2, 1))
+    with pytest.raises(ValueError, match="set_gemm: mode expected 'blas', 'tiled' or 'wmma', got 'tensor'"):
+        cuda.set_gemm("tensor")
+
+
+def cublas_model(op_x, op_y, rows, cols, depth, x, ld_x, y, ld_y):
+    """What cublasGemmEx computes, column-major: op(X) (rows x depth) times op(Y) (depth x cols),
+    X stored column-major with leading dimension ld_x, as is (op "N") or transposed (op "T")."""
+    def operand(flat, op, r, c, ld):
+        shape = (r, c) if op == "N" else (c, r)
+        stored = np.lib.stride_tricks.as_strided(flat, shape, (flat.itemsize, ld * flat.itemsize))
+        return stored if op == "N" else stored.T
+    return operand(x, op_x, rows, depth, ld_x) @ operand(y, op_y, depth, cols, ld_y)
+
+
+@pytest.mark.parametrize("m, n, k", [(5, 7, 3), (1, 7, 3), (5, 1, 3), (5, 7, 1), (1, 1, 1)])
+@pytest.mark.parametrize("a_transposed", [False, True])
+@pytest.mark.parametrize("b_transposed", [False, True])
+def test_the_cublas_operands_say_what_gemm_means(m, n, k, a_transposed, b_transposed):
+    """The GPU's float16 'blas' path hands cuBLAS (column-major) B first and A second (C^T = B^T A^T):
+    checked here against a NumPy model of cuBLAS, for every layout the layers use and dimensions of 1."""
+    r = np.random.default_rng(8)
+    a, b = r.standard_normal((m, k)), r.standard_normal((k, n))
+    a_flat, a_mk = (a.T.ravel(), (1, m)) if a_transposed else (a.ravel(), (k, 1))
+    b_flat, b_kn = (b.T.ravel(), (1, k)) if b_transposed else (b.ravel(), (n, 1))
+    (op_b, ld_b), (op_a, ld_a) = cuda._cublas_operand(k, n, b_kn), cuda._cublas_operand(m, k, a_mk)
+    assert ld_b >= max(1, n if op_b == "N" else k) and ld_a >= max(1, k if op_a == "N" else m)   # cuBLAS's rule
+    c_transposed = cublas_model(op_b, op_a, n, m, k, b_flat, ld_b, a_flat, ld_a)     # column-major (n, m), ld n
+    np.testing.assert_allclose(c_transposed.T, a @ b, rtol=1e-12)
+    assert cuda._cublas_operand(4, 5, (10, 2)) is None                             # neither layout: copied
+    copy, strides, batch_stride = cuda._contiguous(np, np.arange(40.0), (4, 5), (10, 2), 1, 0)
+    np.testing.assert_array_equal(copy.reshape(4, 5), np.arange(40.0)[::2].reshape(4, 5))
+    assert strides == (5, 1) and batch_stride == 0
+
+
+@pytest.mark.parametrize("gemm_mode", ["tiled", "wmma"], indirect=True)
+def test_the_float16_kernels_stay_inside_their_arrays_and_stride_over_row_tiles(gemm_mode, monkeypatch):
+    """The bounds-checked build (every access checked against its array) on edge tiles, with the
+    grid 2 blocks high so the kernels loop over the row tiles past it."""
+    monkeypatch.setenv("MINIALEX_EMU_DEBUG", "1")
+    monkeypatch.setattr(cuda, "MAX_GRID", (2**31 - 1, 2, 65535))
+    r = np.random.default_rng(9)
+    m, k, n = 100, 19, 21
+    a, b = r.standard_normal((m, k)).astype(np.float16), r.standard_normal((k, n)).astype(np.float16)
+    for c_dtype in (np.float32, np.float16):
+        c = np.full((m, n), np.nan, c_dtype)
+        cuda.gemm(c, a, b, m, n, k, (k, 1), (n, 1))
+        assert_gemm_close(c, a.astype(np.float64), b.astype(np.float64), f"{gemm_mode} {np.dtype(c_dtype).name}")
