@@ -155,9 +155,9 @@ class Module:
         """Move (and/or cast, to float32 or float64) every parameter in place; returns self."""
         device = None if device is None else backend.check_device(device)
         if dtype is not None and np.dtype(dtype) not in (np.float32, np.float64, np.float16):
-            raise TypeError(f"{type(self).__name__}.to: dtype expected float32, float64 or float16 (parameters "
-                            f"are trained by gradients; float16 for inference, or keep float32 master weights and "
-                            f"train under ma.autocast()), got {np.dtype(dtype)}")
+            raise TypeError(f"{type(self).__name__}.to: dtype expected float32 or float64 (parameters are "
+                            f"trained by gradients), or float16 (for inference: to train in float16 keep float32 "
+                            f"master weights under ma.autocast()), got {np.dtype(dtype)}")
         for p in self.parameters():
             target = device or p.device
             moved = backend.to_device(p.data, target, dtype or p.dtype)

@@ -14,7 +14,7 @@ from minialex.cpu import threads
 BAD = {"MINIALEX_CPU_PATH": "bogus", "MINIALEX_GEMM": "fastest", "MINIALEX_THREADS": "zero",
        "MINIALEX_TUNE_BLAS": "off", "MINIALEX_TUNE_MALLOC": "no", "MINIALEX_EMU_DEBUG": "yes"}
 EXPECTED = ["MINIALEX_CPU_PATH expected reference or fast, got 'bogus'",
-            "MINIALEX_GEMM expected blas or tiled, got 'fastest'",
+            "MINIALEX_GEMM expected blas or tiled or wmma, got 'fastest'",
             "MINIALEX_TUNE_MALLOC expected 0 or 1, got 'no'",
             "MINIALEX_TUNE_BLAS expected 0 or 1, got 'off'",
             "MINIALEX_EMU_DEBUG expected 0 or 1, got 'yes'",
@@ -57,7 +57,7 @@ def test_check_environment_names_each_bad_variable(monkeypatch):
 def test_the_api_keeps_its_own_errors(monkeypatch):
     with pytest.raises(ValueError, match="set_cpu_path: path expected 'fast' or 'reference', got 'bogus'"):
         ma.set_cpu_path("bogus")
-    with pytest.raises(ValueError, match="set_gemm: mode expected 'blas' or 'tiled', got 'x'"):
+    with pytest.raises(ValueError, match="set_gemm: mode expected 'blas', 'tiled' or 'wmma', got 'x'"):
         cuda.set_gemm("x")
     monkeypatch.setenv("MINIALEX_THREADS", "zero")
     with pytest.raises(ValueError, match=r"MINIALEX_THREADS expected an integer from 1 to \d+, got 'zero'"):
@@ -73,7 +73,7 @@ def test_minialex_audit_says_a_bad_variable_and_exits_2_before_any_work(monkeypa
     assert stop.value.code == 2
     assert capsys.readouterr().err.splitlines() == [
         "minialex-audit: error: MINIALEX_CPU_PATH expected reference or fast, got 'bogus'",
-        "minialex-audit: error: MINIALEX_GEMM expected blas or tiled, got 'x'"]
+        "minialex-audit: error: MINIALEX_GEMM expected blas or tiled or wmma, got 'x'"]
 
 
 def test_the_command_line_end_to_end(tmp_path):

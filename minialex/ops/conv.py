@@ -34,7 +34,6 @@ from typing import NamedTuple
 import numpy as np
 
 from ..function import Function
-from .precision import accumulator
 from .windows import conv_outsize, pad
 
 
@@ -76,7 +75,7 @@ def col2im(dcols, x_shape, kh, kw, stride, padding):
 def conv2d_forward(x, w, b, stride, padding, groups):
     (n, _, h, wd), (o, cg, kh, kw) = x.shape, w.shape
     oh, ow = conv_outsize(h, kh, stride[0], padding[0]), conv_outsize(wd, kw, stride[1], padding[1])
-    k, nl, a = cg * kh * kw, n * oh * ow, accumulator(x.dtype)        # float16: summed in float32
+    k, nl, a = cg * kh * kw, n * oh * ow, (np.float32 if x.dtype == np.float16 else x.dtype)   # float16: summed in float32
     cols = im2col(x.astype(a, copy=False), kh, kw, stride, padding)   # (C*KH*KW, N*OH*OW)
     y = w.astype(a, copy=False).reshape(groups, o // groups, k) @ cols.reshape(groups, k, nl)   # per group
     y = y.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)                  # (N, O, OH, OW)
@@ -88,7 +87,7 @@ def conv2d_forward(x, w, b, stride, padding, groups):
 def conv2d_backward(dy, cache, needs):
     x, w, has_bias, stride, padding, groups = cache
     o, cg, kh, kw = w.shape
-    k, nl, a, t = cg * kh * kw, dy.shape[0] * dy.shape[2] * dy.shape[3], accumulator(dy.dtype), dy.dtype
+    k, nl, a, t = cg * kh * kw, dy.shape[0] * dy.shape[2] * dy.shape[3], (np.float32 if dy.dtype == np.float16 else dy.dtype), dy.dtype
     dy_t = dy.astype(a, copy=False).transpose(1, 0, 2, 3).reshape(groups, o // groups, nl)   # (G, O/G, N*OH*OW)
     dx = dw = db = None
     if needs[0]:

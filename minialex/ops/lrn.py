@@ -24,7 +24,6 @@ import numpy as np
 
 from ..errors import check_finite, check_positive_int, fail
 from ..function import Function
-from .precision import accumulator
 
 
 class LRNCache(NamedTuple):
@@ -44,7 +43,7 @@ def window_sum(a, before, after):
 
 
 def lrn_forward(x, size, alpha, beta, k):
-    xa = x.astype(accumulator(x.dtype), copy=False)                   # float16: the sums in float32
+    xa = x.astype(np.float32 if x.dtype == np.float16 else x.dtype, copy=False)   # float16: the sums in float32
     scale = k + alpha * window_sum(xa * xa, size // 2, (size - 1) // 2)   # s: (N, C, H, W)
     y = xa * scale ** -beta                                            # b = a / s^beta
     return y.astype(x.dtype, copy=False), LRNCache(xa, y, scale, size, alpha, beta)

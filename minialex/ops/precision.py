@@ -8,18 +8,15 @@ logits to float32 (a softmax's exponentials and the log of a sum need its range 
 
 The reference pairs are the float16 spec: given float16 arrays, they compute in float16 where a GPU
 does (ReLU, max-pool and dropout: selects and one product, exact or rounded once) and in float32
-where a GPU accumulates (`accumulator`: the products and sums of conv2d, linear and Winograd, and
-LRN's sum of squares, which would overflow float16 above 256), rounding to float16 once at the end.
+where a GPU accumulates (the products and sums of conv2d, linear and Winograd, and LRN's sum of
+squares, which would overflow float16 above 256), rounding to float16 once at the end. Each pair
+spells it out itself (`a = np.float32 if x.dtype == np.float16 else x.dtype`), so that a pair's
+source stands alone, as the exercises hand it out.
 """
 import numpy as np
 
 from ..function import autocast_dtype
 from .basic import cast
-
-
-def accumulator(dtype):
-    """The dtype an op multiplies and sums in for inputs of `dtype`: float32 for float16."""
-    return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
 
 
 def autocast_inputs(*tensors):
