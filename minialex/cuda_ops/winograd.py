@@ -15,6 +15,8 @@ Backward (each step the adjoint of one above; V is made again from x):
                                then each dx pixel sums its overlapping tiles    winograd_gather_dx
 Where y, dx or dw is not finite, winograd_fixup_y / _dx / _dw put the direct convolution's value:
 launched every time (no host sync to ask first); only threads with a non-finite element work.
+float16 (mixed precision), as the reference: the whole Winograd in float32 on float32 copies of the
+inputs (transforms, products and the fix-ups), each result rounded to half once at the end.
 
 Memory: V, M and their gradients grow with the batch (M is AA/(m_h*m_w) times the size of y).
 Where one of them would pass TRANSIENT_BYTES, the batch runs in chunks of images (y, dx and dU per
@@ -106,6 +108,10 @@ def _transform_input(xp, x, geo):
 
 
 def winograd_forward(x, w, b, padding, groups, tile):
+    if x.dtype == np.float16:   # float32 throughout, rounded once (the cache holds the float32 copies)
+        y, cache = winograd_forward(x.astype(np.float32), w.astype(np.float32),
+                                    None if b is None else b.astype(np.float32), padding, groups, tile)
+        return y.astype(np.float16), cache
     xp = backend.xp_of(x)
     geo = _Geometry(x.shape, w.shape, padding, groups, tile)
     y = xp.empty((geo.n, geo.o, geo.oh, geo.ow), dtype=np.float32)
@@ -131,6 +137,9 @@ def winograd_forward(x, w, b, padding, groups, tile):
 
 
 def winograd_backward(dy, cache, needs):
+    if dy.dtype == np.float16:  # (float32 copies in the cache: see winograd_forward)
+        grads = winograd_backward(dy.astype(np.float32), cache, needs)
+        return tuple(None if d is None else d.astype(np.float16) for d in grads)
     x, w, has_bias, padding, groups, tile = cache
     xp = backend.xp_of(dy)
     geo = _Geometry(x.shape, w.shape, padding, groups, tile)
