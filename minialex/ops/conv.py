@@ -28,6 +28,9 @@ Paper: section 3.5 (the architecture), 11x11 stride 4 in conv1.
 Naive loops, forward and backward: minialex/ops/loops.py (conv2d_forward, conv2d_backward).
 Fast CPU pair: minialex/cpu/conv.py.
 CUDA pair: kernels/conv.cu (im2col, col2im), kernels/gemm.cu or cuBLAS, minialex/cuda_ops/conv.py.
+float16 on the CUDA path: conv_im2col_half, conv_col2im_half, conv_swap_axes_half and
+conv_swap_axes_bias_half; the products through cuda.gemm on half operands (kernels/gemm_half.cu,
+kernels/gemm_wmma.cu or cuBLAS, summed in float32).
 """
 from typing import NamedTuple
 

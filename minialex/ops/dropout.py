@@ -20,6 +20,7 @@ NOTE: a dropped element is exactly 0, even when x is inf or NaN (a select, not a
 0/1 mask: PyTorch's inf * 0 gives NaN there).
 Naive loops, forward and backward: minialex/ops/loops.py (dropout_forward, dropout_backward).
 Fast CPU pair: minialex/cpu/dropout.py.   CUDA pair: kernels/dropout.cu, minialex/cuda_ops/dropout.py.
+float16 on the CUDA path: dropout_forward_half, dropout_backward_half.
 """
 from typing import NamedTuple
 

@@ -11,6 +11,8 @@ Paper: fc6, fc7 (4096 units) and fc8 (1000-way, into the softmax), section 3.5.
 Naive loops, forward and backward: minialex/ops/loops.py (linear_forward, linear_backward).
 CUDA pair: minialex/cuda_ops/linear.py (minialex.cuda.gemm: kernels/gemm.cu or cuBLAS;
 kernels/bias.cu). On the CPU the reference is already one BLAS product per line: no fast pair.
+float16 on the CUDA path: cuda.gemm on half operands, summed in float32 (kernels/gemm_half.cu,
+kernels/gemm_wmma.cu or cuBLAS), and bias_forward_half (kernels/bias.cu).
 Precision: float16 inputs (mixed precision) are multiplied and summed in float32 and rounded to
 float16 once, as tensor cores do (minialex/ops/precision.py); under ma.autocast() float32 inputs
 and weights are cast to float16 first.

@@ -17,6 +17,7 @@ Precision: float16 inputs (mixed precision) are normalised in float32 — a[j]^2
 above 256, and a sum of small squares loses them — and the output rounded to float16 once.
 Naive loops, forward and backward: minialex/ops/loops.py (lrn_forward, lrn_backward).
 Fast CPU pair: minialex/cpu/lrn.py.   CUDA pair: kernels/lrn.cu, minialex/cuda_ops/lrn.py.
+float16 on the CUDA path: lrn_forward_half, lrn_backward_half.
 """
 from typing import NamedTuple
 

@@ -12,6 +12,7 @@ Backward: each dy goes to the input pixel that won its window; where windows ove
 
 Naive loops, forward and backward: minialex/ops/loops.py (max_pool2d_forward, max_pool2d_backward).
 Fast CPU pair: minialex/cpu/pool.py.   CUDA pair: kernels/pool.cu, minialex/cuda_ops/pool.py.
+float16 on the CUDA path: pool_forward_half, pool_backward_half.
 """
 from typing import NamedTuple
 

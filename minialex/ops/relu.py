@@ -11,6 +11,7 @@ becomes NaN.
 Paper: section 3.1, "ReLU Nonlinearity" (six times faster to train than tanh on CIFAR-10).
 Naive loops, forward and backward: minialex/ops/loops.py (relu_forward, relu_backward).
 Fast CPU pair: minialex/cpu/relu.py.   CUDA pair: kernels/relu.cu, minialex/cuda_ops/relu.py.
+float16 on the CUDA path: relu_forward_half, relu_backward_half (two halves per thread, a __half2).
 """
 import numpy as np
 

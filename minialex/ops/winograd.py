@@ -81,6 +81,7 @@ result is the im2col convolution's instead, as PyTorch's CPU convolution would g
 Groups: channels and filters split into G independent convolutions, as in minialex/ops/conv.py.
 Fast CPU pair: minialex/cpu/winograd.py.
 CUDA pair: kernels/winograd.cu (the transforms), cuBLAS batched products, minialex/cuda_ops/winograd.py.
+float16 on the CUDA path: the same float32 kernels on float32 copies, the results rounded once.
 """
 from fractions import Fraction
 from functools import lru_cache
