@@ -243,7 +243,7 @@ def test_conv2d_half_without_bias_and_non_finite(device):
     x, wt = halves(rng, 2, 3, 9, 9), halves(rng, 4, 3, 3, 3)
     x[0, 0, 4, 4], x[1, 2, 0, 0], x[1, 1, 6, 6] = np.inf, np.nan, 60000.0
     results = run_both(device, lambda a, b: F.conv2d(a, b, padding=1, algorithm="im2col"), [x, wt])
-    compare(device, results, "conv2d no bias, non-finite")
+    compare(device, results, "conv2d no bias, non-finite", slack=2e-6)
     y = results[1][0]
     assert np.isnan(y).any() and np.isinf(y).any() and np.isfinite(y).mean() > 0.5
 
