@@ -218,6 +218,37 @@ def precision_steps(args, cp, torch, out):
     out.append("")
 
 
+def half_gemms(cp, out):
+    """The float16 products: the hand-written tensor-core GEMM (kernels/gemm_wmma.cu) and the tiled
+    one against cuBLAS gemmEx (float32 compute), on AlexNet's fc6 and conv3 shapes at batch 128."""
+    shapes = {"fc6 forward (128 x 4096 x 9216)": (128, 4096, 9216),
+              "conv3 forward (384 x 21632 x 2304)": (384, 128 * 13 * 13, 256 * 9)}
+    out += ["float16 products (float32 sums), median of 5:", "", "| product | cuBLAS (ms) | wmma (ms) | tiled (ms) | "
+            "wmma x cuBLAS time | max |wmma - cuBLAS| / max |C| |", "|---|---|---|---|---|---|"]
+    sync = cp.cuda.Device().synchronize
+    for name, (m, n, k) in shapes.items():
+        a = cp.random.standard_normal(m * k, dtype=cp.float32).astype(cp.float16)
+        b = cp.random.standard_normal(k * n, dtype=cp.float32).astype(cp.float16)
+        results, times = {}, {}
+        for mode in ("blas", "wmma", "tiled"):
+            cuda.set_gemm(mode)
+            c = cp.empty(m * n, cp.float32)
+            cuda.gemm(c, a, b, m, n, k, (k, 1), (n, 1))     # warm-up (compiles)
+            ts = []
+            for _ in range(5):
+                sync()
+                t0 = time.perf_counter()
+                cuda.gemm(c, a, b, m, n, k, (k, 1), (n, 1))
+                sync()
+                ts.append(time.perf_counter() - t0)
+            times[mode], results[mode] = np.median(ts), c
+        cuda.set_gemm("blas")
+        err = float(cp.abs(results["wmma"] - results["blas"]).max() / cp.abs(results["blas"]).max())
+        out.append(f"| {name} | {times['blas'] * 1e3:.2f} | {times['wmma'] * 1e3:.2f} | {times['tiled'] * 1e3:.2f} | "
+                   f"{times['wmma'] / times['blas']:.1f} | {err:.1e} |")
+    out.append("")
+
+
 def profile_step(torch, ma_step, out):
     """Which GPU kernels a minialex step spends its time in (CUPTI, through PyTorch's profiler,
     sees every kernel of the process, CuPy's and cuBLAS's included)."""
@@ -442,6 +473,7 @@ def main():
         section("step overhead", step_overhead, cp, torch, ma_step, out)
         section("per-layer times", time_layers, cp, torch, model, tmodel, x_host, out)
         section("mixed precision", precision_steps, args, cp, torch, out)
+        section("float16 GEMMs", half_gemms, cp, out)
         section("NCCL all-reduce", nccl_check, cp, model, out)
         if not args.skip_e2e:
             del model, tmodel
