@@ -75,10 +75,10 @@ def save(path, model, opt, meta):
 
 class Checkpoint:
     """A read and checked checkpoint: .model, .optim ({name: array or number}), .meta (decoded),
-    .config (meta/config, {} when absent)."""
+    .config (meta/config, {} when absent), .path (the file it was read from)."""
 
-    def __init__(self, model, optim, meta, config):
-        self.model, self.optim, self.meta, self.config = model, optim, meta, config
+    def __init__(self, model, optim, meta, config, path=None):
+        self.model, self.optim, self.meta, self.config, self.path = model, optim, meta, config, path
 
 
 # ----- checks of single entries -----
@@ -180,7 +180,7 @@ def read(path):
     optim = {"lr": _scalar(arrays, "optim/lr")}
     for k in [k for k in arrays if k.startswith("optim/") and k != "optim/lr"]:
         optim[k[6:]] = _scalar(arrays, k) if arrays[k].ndim == 0 else _float_array(arrays, k)
-    return Checkpoint(model, optim, decoded, config)
+    return Checkpoint(model, optim, decoded, config, path)
 
 
 def _run_state(arrays, meta, fmt):
@@ -261,3 +261,32 @@ def _extras(meta, fmt):
         if (decoded["std"] <= 0).any():
             raise CheckpointError(f"meta/std expected positive standard deviations, got {decoded['std']}")
     return decoded
+
+
+def read_network(path):
+    """What using a trained network needs, checked: (its weights {name: array}, {"arch", "classes",
+    "mean", "std", "config"}) of a checkpoint or of weights exported from one
+    (examples/export_weights.py); neither the optimizer nor the random state is asked for."""
+    try:
+        names = set(io.names(path))
+        wanted = [f"meta/{k}" for k in ("arch", "classes", "mean", "std", "config")]
+        wanted += sorted(n for n in names if n.startswith("model/"))
+        arrays = io.load(path, keys=[k for k in wanted if k in names], limits=LIMITS)
+    except (ValueError, OSError) as e:
+        raise CheckpointError(_without_path(e, path)) from None
+    meta = {k[5:]: v for k, v in arrays.items() if k.startswith("meta/")}
+    for key in ("arch", "classes", "mean", "std"):
+        if key not in meta:
+            raise CheckpointError(f"meta/{key} is missing: not a checkpoint of minialex-train (nor its exported "
+                                  "weights)")
+    classes = _text(meta, "classes")
+    info = {"arch": _text(meta, "arch"), "classes": [classes] if isinstance(classes, str) else classes,
+            "config": _json(meta, "config", dict, required=False) or {}}
+    for key in ("mean", "std"):
+        info[key] = _float_array(arrays, f"meta/{key}", STATS[key]).astype(np.float32)
+    if (info["std"] <= 0).any():
+        raise CheckpointError(f"meta/std expected positive standard deviations, got {info['std']}")
+    model = {k[6:]: _float_array(arrays, k) for k in arrays if k.startswith("model/")}
+    if not model:
+        raise CheckpointError("it holds no model/ weights")
+    return model, info

@@ -84,6 +84,10 @@ class World:
         self._watch = _Watchdog(self)
         self._buffers = {}
         self._beat_out, self._beat_in = np.ones(1, np.int32), np.zeros(1, np.int32)
+        self.beats = False            # whether a rank at work can send heartbeats (World.working)
+        if comm is not None and self.size > 1:
+            from mpi4py import MPI    # (the same MPI library on every rank: every rank agrees)
+            self.beats = MPI.Query_thread() >= MPI.THREAD_MULTIPLE
 
     @property
     def is_root(self):
@@ -114,6 +118,11 @@ class World:
             heard = True
         return heard
 
+    def wait_limit(self):
+        """The limit of a wait for a rank at work: the timeout while heartbeats keep it going, none
+        where the MPI library cannot send them from a thread (a slow rank must not stop the job)."""
+        return None if self.beats else 0
+
     @contextlib.contextmanager
     def working(self, what):
         """Run the block (a long task the other ranks wait for: rank 0's statistics pass, a store
@@ -122,9 +131,8 @@ class World:
         while its main thread moves (it calls or returns from a function since the last beat: a
         profile hook notes it): a rank frozen (SIGSTOP) or stuck in one call says nothing, and the
         others stop the job after --dist-timeout seconds."""
-        from mpi4py import MPI
-        if self.size == 1 or MPI.Query_thread() < MPI.THREAD_SERIALIZED:   # (the beats come from a thread)
-            yield
+        if not self.beats:            # (the beats come from a thread: an MPI without threads sends none,
+            yield                     # and the others wait without a limit: wait_limit())
             return
         moved, stop = [False], threading.Event()
 
@@ -211,7 +219,7 @@ class World:
             yield
             return
         if not self.is_root:
-            said = self.broadcast_text(None, what)   # rank 0 may take hours: its heartbeats keep the wait going
+            said = self.broadcast_text(None, what, self.wait_limit())   # rank 0 may take hours: its heartbeats
             if said:
                 raise RootFailed(said)
             yield

@@ -183,14 +183,13 @@ def pretrained_mini():
     metrics). Made by `minialex-train` with its defaults (10 epochs, seed 0), best.npz stripped to
     its weights by `python examples/export_weights.py runs/<run>/best.npz` (README, "Learn
     backprop"); a trained first layer shows oriented edges and colour blobs (examples/show_filters.py)."""
-    from . import io
+    from . import checkpoint, io
     if not PRETRAINED.is_file():
         raise FileNotFoundError(f"pretrained_mini: {PRETRAINED} is missing from this installation")
-    state = io.load(PRETRAINED)
-    classes = [str(c) for c in state["meta/classes"]]
-    model = AlexNet.mini(num_classes=len(classes))
-    model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model/")})
+    weights, info = checkpoint.read_network(PRETRAINED)
+    model = AlexNet.mini(num_classes=len(info["classes"]))
+    model.load_state_dict(weights)
     model.eval()
-    info = {"classes": classes, "mean": state["meta/mean"], "std": state["meta/std"],
-            "history": json.loads(str(state["meta/history"]))}
-    return model, info
+    history = io.load(PRETRAINED, keys=["meta/history"], limits=checkpoint.LIMITS)["meta/history"]
+    return model, {"classes": info["classes"], "mean": info["mean"], "std": info["std"],
+                   "history": json.loads(str(history))}

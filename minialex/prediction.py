@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend, checkpoint, io, nn
+from . import backend, checkpoint, nn
 from .data.folder import IMAGE_EXTENSIONS, load_image
 from .data.transforms import Transform
 from .function import no_grad
@@ -41,29 +41,21 @@ class PredictError(ValueError):
 def load_network(path):
     """(model in eval mode, info {"classes", "mean", "std", "input_size", "arch"}) of a checkpoint."""
     try:
-        names = io.names(path)
-        wanted = [k for k in names if k.startswith("model/")] + \
-            [f"meta/{k}" for k in ("arch", "classes", "mean", "std", "config") if f"meta/{k}" in names]
-        state = io.load(path, keys=wanted, limits=checkpoint.LIMITS)
-    except (ValueError, OSError) as e:
-        raise PredictError(str(e)) from None
-    for key in ("arch", "classes", "mean", "std"):
-        if f"meta/{key}" not in state:
-            raise PredictError(f"{path}: meta/{key} is missing: not a checkpoint of minialex-train (for a model "
-                               "of your own, call predict(model, images, classes=..., mean=..., std=...))")
-    config = json.loads(str(state["meta/config"])) if "meta/config" in state else {}
-    classes = [str(c) for c in np.atleast_1d(state["meta/classes"])]
-    arch = str(state["meta/arch"])
+        weights, info = checkpoint.read_network(path)
+    except checkpoint.CheckpointError as e:
+        raise PredictError(f"{path}: {e}") from None
+    arch, classes = info["arch"], info["classes"]
+    input_size = info["config"].get("input_size")
     try:
-        model, size = network(arch, len(classes), config.get("input_size"), name=f"{path}: meta/arch {arch}")
-        model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model/")})
+        model, size = network(arch, len(classes), input_size if isinstance(input_size, int) else None,
+                              name=f"{path}: meta/arch {arch}")
+        model.load_state_dict(weights)
     except TrainError as e:
         raise PredictError(str(e)) from None
     except (KeyError, ValueError, TypeError) as e:
         raise PredictError(f"{path}: its weights do not fit {arch}: {e.args[0] if e.args else e}") from None
     model.eval()
-    return model, {"classes": classes, "mean": state["meta/mean"], "std": state["meta/std"], "input_size": size,
-                   "arch": arch}
+    return model, {**info, "input_size": size}
 
 
 def image_paths(images):
@@ -92,6 +84,8 @@ def predictions(source, images, top=5, ten_crop=False, device="cpu", batch_size=
     stats = {"mean": np.asarray(info["mean"], np.float32), "std": np.asarray(info["std"], np.float32),
              "eigvals": np.zeros(3, np.float32), "eigvecs": np.eye(3, dtype=np.float32)}
     transform = Transform(info["input_size"], stats, "ten_crop" if ten_crop else "val")
+    was_training, was_on = model.training, _device(model)
+    model.eval()
     model.to(device)
     paths, pool = image_paths(images), ThreadPoolExecutor(max(1, workers))
 
@@ -109,6 +103,8 @@ def predictions(source, images, top=5, ten_crop=False, device="cpu", batch_size=
         for _, f in ahead:
             f.cancel()
         pool.shutdown(wait=True)
+        model.to(was_on)                                 # a model of yours: as it was
+        model.train(was_training)
 
 
 def predict(source, images, top=5, ten_crop=False, device="cpu", batch_size=64, workers=2, classes=None,
@@ -138,7 +134,6 @@ def _network(source, classes, mean, std, input_size):
     classes = [str(c) for c in classes] if classes is not None else [str(i) for i in range(n)]
     if len(classes) != n:
         raise PredictError(f"predict: classes expected {n} names (the model's outputs), got {len(classes)}")
-    source.eval()
     return source, {"classes": classes, "mean": np.zeros(3) if mean is None else mean,
                     "std": np.ones(3) if std is None else std, "input_size": size}
 

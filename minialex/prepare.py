@@ -195,6 +195,8 @@ def _convert(p, args):
                 print(f"{folder}: {sum(1 for _ in folder.rglob('*.png'))} images")
     except convert.ConvertError as e:
         p.error(str(e))
+    except OSError as e:                                 # (a full disk, a folder that cannot be written)
+        p.error(f"writing into {args.data[-1]} failed: {e.strerror or e}")
     return 0
 
 

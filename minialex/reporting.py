@@ -11,7 +11,7 @@ import numpy as np
 from . import backend, cpu, distributed
 from .data.transforms import center_crop, resize_for, resize_shorter, to_array, to_chw
 from .summary import summary
-from .training.callbacks import most_confused, write_confusion
+from .training.callbacks import class_accuracy, most_confused, write_confusion
 from .training.progress import say
 
 
@@ -39,11 +39,9 @@ def per_class_report(s, counts):
     """Each class's accuracy, the most confused pairs, and confusion.csv / confusion.png in --out
     (default: the checkpoint's folder)."""
     classes, out = s.train_set.classes, Path(s.cfg.out or Path(s.cfg.resume).parent)
-    totals = counts.sum(axis=1)
     width = max(len(c) for c in classes)
-    for name, row, total in zip(classes, counts, totals):
-        hits = row[classes.index(name)]
-        say(f"  {name:{width}s}  {hits / total if total else float('nan'):7.2%}  ({hits} of {total})")
+    for name, row, accuracy in zip(classes, counts, class_accuracy(counts)):
+        say(f"  {name:{width}s}  {accuracy:7.2%}  ({row[classes.index(name)]} of {row.sum()})")
     pairs = most_confused(counts, classes, 5)
     if pairs:
         say("most confused (true -> predicted): " + ", ".join(f"{a} -> {b} {n}" for a, b, n in pairs))

@@ -43,7 +43,6 @@ RUN_SETTINGS = ("arch", "batch_size", "lr", "lr_schedule", "lr_step", "patience"
                 "weight_decay", "dropout", "seed", "init", "flip", "lighting", "input_size", "train_subset",
                 "precision")
 OPTIONAL = ("input_size", "train_subset", "precision")   # run settings that older checkpoints did not record
-CHANGEABLE = ("epochs", "device", "workers", "stall_steps", "dist_timeout", "data", "out", "max_steps", "scale")
 SCHEDULES = ("step", "plateau", "constant")
 SEED_LIMIT = 2**32 - 1
 
@@ -288,7 +287,7 @@ def check_config(config, fmt, meta_arch, path):
             bad(key, "a number")
         if key in ("flip", "lighting") and not isinstance(value, bool):
             bad(key, "true or false")
-        if key == "precision" and value not in (None, "fp32", "fp16"):
+        if key == "precision" and value not in ("fp32", "fp16"):
             bad(key, "'fp32' or 'fp16'")
         elif key in OPTIONAL and key != "precision" and value is not None and (
                 isinstance(value, bool) or not isinstance(value, int)):

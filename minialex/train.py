@@ -9,11 +9,12 @@
 
 --data DIR must hold DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg. The run writes to --out
 (default: a new folder runs/<arch>-<date>-<time>): metrics.jsonl (one JSON object per epoch),
-last.npz and best.npz (atomic checkpoints), and the pictures filters.png (the first convolution's
-filters), curves.png, layers.png and predictions.png. A checkpoint records every setting of its
-run, its network (an --arch or the --model factory) and its data folder: --resume CKPT alone
-continues it exactly; only --epochs, --workers, --device, --out, --stall-steps, --data (when the
-folder moved), --eval-only, --ten-crop and --no-cache may change between invocations. Images are
+last.npz and best.npz (atomic checkpoints), confusion.csv, and the pictures filters.png (the first
+convolution's filters), curves.png, layers.png, predictions.png and confusion.png. A checkpoint
+records every setting of its run, its network (an --arch or the --model factory) and its data
+folder: --resume CKPT alone continues it exactly; only --epochs, --max-steps, --workers, --device,
+--out, --overwrite, --stall-steps, --dist-timeout, --scale, --data (when the folder moved),
+--eval-only, --ten-crop, --no-cache and --export-onnx may change between invocations. Images are
 decoded once, in the first epoch, into a decoded store in the cache folder (minialex/data/store.py;
 minialex-prepare DATA builds it ahead); --no-cache decodes every epoch instead. Bad input ends with
 one line "minialex-train: error: ..." and exit status 2, before any work.
@@ -50,7 +51,7 @@ from .training.progress import say
 from .training.saving import folder_conflict
 from .training.strategy import auto as auto_strategy
 
-train_epoch = Trainer.train_epoch        # (the loop lives in minialex.training)
+train_epoch = Trainer.train_epoch        # (the loop lives in minialex.training; the name is kept for old callers)
 
 
 def read_checkpoint(path):
@@ -98,13 +99,13 @@ def open_data(data, need_train=True):
         raise TrainError(f"--data: {e}") from None
 
 
-def _loader(cfg, folder, transform, train=False):
+def _loader(cfg, folder, transform, train=False, batch_size=None):
     """The fastest loader for the device: images decoded once (the decoded store, unless
     --no-cache), batches made on a GPU from uint8 crops (kernels/augment.cu); under mpiexec this
     rank's shard of every global batch."""
-    on_gpu = backend.is_gpu(cfg.device)
+    on_gpu = backend.is_gpu(cfg.device) and transform.mode != "ten_crop"   # (10 crops: host batches)
     world = distributed.world()
-    return DataLoader(folder, transform, cfg.batch_size, shuffle=train, drop_last=train, workers=cfg.workers,
+    return DataLoader(folder, transform, batch_size or cfg.batch_size, shuffle=train, drop_last=train, workers=cfg.workers,
                       seed=cfg.seed if train else 0, cache=not cfg.no_cache, device=cfg.device if on_gpu else None,
                       shard=(world.rank, world.size))
 
@@ -338,7 +339,7 @@ def _train(s):
             with world.working("building the decoded store"):   # (its heartbeats keep their waits going)
                 for folder in (s.train_set, s.val_set):
                     prepare(folder, size, cfg.workers)
-        world.barrier("building the decoded store")
+        world.barrier("building the decoded store", world.wait_limit())
         reporting.say_missing_stores(s, size)
     t.train_loader = _loader(cfg, s.train_set, Transform(size, s.stats, "train", cfg.flip, cfg.lighting), train=True)
     t.val_loader = _loader(cfg, s.val_set, Transform(size, s.stats, "val"))
@@ -368,7 +369,7 @@ def _export_onnx(s, size):
     best, path = s.folder.path / "best.npz", s.folder.path / "best.onnx"
     model = s.trainer.model
     kept = {k: v.copy() for k, v in model.state_dict().items()}
-    model.load_state_dict({k[6:]: v for k, v in io.load(best).items() if k.startswith("model/")})
+    model.load_state_dict(checkpoint.read_network(best)[0])
     try:
         onnx.export(model, path, (3, size, size))
     finally:
@@ -377,8 +378,8 @@ def _export_onnx(s, size):
 
 
 def _ten_crop_report(s):
-    loader = DataLoader(s.val_set, Transform(_size(s), s.stats, "ten_crop"), max(1, s.cfg.batch_size // 10),
-                        workers=s.cfg.workers, cache=not s.cfg.no_cache)
+    loader = _loader(s.cfg, s.val_set, Transform(_size(s), s.stats, "ten_crop"),   # (each rank its shard)
+                     batch_size=max(1, s.cfg.batch_size // 10))
     m = s.trainer.evaluate(loader)
     if s.strategy.is_root:
         say(f"val (10 crops): loss {m['loss']:.4f}  top-1 {m['top1']:.2%}  top-5 {m['top5']:.2%}")

@@ -522,3 +522,33 @@ def test_the_stall_warning_tells_a_loss_above_chance_apart(tiny, stats):
             Trainer(model, opt, tl, epochs=1, callbacks=[train.StallWarning(2)]).fit()
         except Stopped:
             pytest.skip("the loss became infinite before the warning")
+
+
+def test_an_interrupted_fit_returns_to_the_kept_state_and_continues_as_one_run(tiny, stats, tmp_path):
+    from minialex.training import StepLog
+    model, opt, tl, vl = _parts(tiny, stats)
+    log = StepLog(every=1)
+    trainer = Trainer(model, opt, tl, vl, epochs=2, callbacks=[log, InterruptAt(7, False)])
+    assert [r["epoch"] for r in trainer.fit()] == [1] and trainer.step == 5          # epoch 2's steps undone
+    assert [r["step"] for r in log.records] == [1, 2, 3, 4, 5]
+    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, InterruptAt)]
+    trainer.fit()
+    assert trainer.step == 10 and [r["step"] for r in log.records] == list(range(1, 11))
+
+
+def test_resume_from_a_read_checkpoint_object_into_its_own_folder(tiny, stats, tmp_path):
+    from minialex import checkpoint
+    _fit(tiny, stats, tmp_path, 1)
+    ckpt = checkpoint.read(tmp_path / "last.npz")
+    trainer, history, _ = _fit(tiny, stats, tmp_path, 2, resume=ckpt)
+    assert [r["epoch"] for r in history] == [1, 2] and trainer.restored_from == tmp_path / "last.npz"
+
+
+def test_a_resumed_command_run_keeps_its_best_checkpoint(tiny, tmp_path):
+    run = ["--data", str(tiny), "--batch-size", "8", "--workers", "0"]
+    assert train.main(run + ["--epochs", "1", "--out", str(tmp_path)]) == 0
+    assert train.main(run + ["--resume", str(tmp_path / "last.npz"), "--epochs", "3"]) == 0
+    state = json.loads(str(ma.load(tmp_path / "last.npz")["meta/trainer"]))
+    tops = [r["val_top1"] for r in json.loads(str(ma.load(tmp_path / "last.npz")["meta/history"]))]
+    assert state["callbacks"]["Checkpoint"]["best"]["epoch"] == 1 + tops.index(max(tops))   # the first best
+    assert int(ma.load(tmp_path / "best.npz")["meta/epoch"]) == 1 + tops.index(max(tops))

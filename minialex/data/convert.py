@@ -174,16 +174,21 @@ def cifar_to_folder(source, out, kind="cifar10", workers=4):
     if missing:
         raise ConvertError(f"{source}: missing {', '.join(missing)} (the binary {kind} batches)")
     names = _names(source / spec["names"], spec["classes"])
-    splits = {}
-    for split in ("train", "val"):
+    data = {}
+    for split in ("train", "val"):                   # every batch read and checked before anything is written
         parts = [read_cifar(source / n, spec["labels"]) for n in spec[split]]
         images, labels = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         if labels.max() >= spec["classes"]:
             raise ConvertError(f"{source}: a label {labels.max()} in the {split} batches; {kind} has {spec['classes']} "
                                "classes")
+        if (Path(out) / split).exists():
+            raise ConvertError(f"{Path(out) / split} exists already: remove it, or write into another folder")
+        data[split] = images, labels
+    folders = []
+    for split, (images, labels) in data.items():
         with _bar(len(images), f"{kind} {split}") as bar:
-            splits[split] = write_split(images, labels, out, split, names, workers, bar)
-    return splits["train"], splits["val"]
+            folders.append(write_split(images, labels, out, split, names, workers, bar))
+    return tuple(folders)
 
 
 def _names(path, count):

@@ -23,7 +23,7 @@ every callback; only the root rank (trainer.strategy.is_root) should print or wr
 
 The callbacks here are what minialex-train uses: NonFiniteGuard (in every Trainer),
 FirstLossCheck, StallWarning, LayerDiagnostics, StepLog, ProgressBar, EpochLine, MetricsLog,
-Pictures; Checkpoint is in saving.py.
+Pictures, Confusion; Checkpoint is in saving.py.
 """
 import csv
 import math
@@ -178,7 +178,7 @@ class LayerDiagnostics(Callback):
 
     def on_epoch_start(self, trainer, epoch):
         self.diag = self.diag or diagnostics.Diagnostics(trainer.model)
-        batches = _batches(trainer.train_loader, 0)
+        batches = _batches(trainer.train_loader)
         self.middle, self.layers = batches // 2, None
         self._every = self.every or max(1, batches // 5)
 
@@ -215,6 +215,7 @@ class LayerDiagnostics(Callback):
                 warnings.warn(said, stacklevel=3)
 
     def on_exception(self, trainer, error):
+        self.before = None
         if self.diag is not None and self.diag.recording_now:
             self.diag.stop()
 
@@ -322,6 +323,13 @@ def most_confused(counts, classes, n=3):
             if off[i, j] > 0]
 
 
+def class_accuracy(counts):
+    """Each class's accuracy from a confusion matrix: its diagonal over its row (NaN: no image)."""
+    counts = np.asarray(counts, np.float64)
+    totals = counts.sum(axis=1)
+    return np.divide(np.diag(counts), totals, out=np.full(len(totals), np.nan), where=totals > 0)
+
+
 def write_confusion(counts, classes, out, factor=1.0):
     """confusion.csv (rows: true class, columns: predicted, then each class's accuracy) and
     confusion.png in the folder `out`."""
@@ -329,9 +337,8 @@ def write_confusion(counts, classes, out, factor=1.0):
     with open(out / "confusion.csv", "w", newline="") as f:
         rows = csv.writer(f)
         rows.writerow(["true \\ predicted", *classes, "accuracy"])
-        for name, row in zip(classes, counts):
-            total = row.sum()
-            rows.writerow([name, *map(int, row), f"{row[classes.index(name)] / total:.4f}" if total else ""])
+        for name, row, accuracy in zip(classes, counts, class_accuracy(counts)):
+            rows.writerow([name, *map(int, row), "" if np.isnan(accuracy) else f"{accuracy:.4f}"])
     pictures.confusion_matrix(counts, classes, out / "confusion.png", factor=factor)
 
 

@@ -154,14 +154,17 @@ class Checkpoint(Callback):
         path, last = self.path / "interrupted.npz", self.path / "last.npz"
         after = (f"{last} holds the end of epoch {trainer.epoch}" if trainer.epoch and last.exists() else
                  "no epoch had finished, so there is no last.npz")
+        saved = False
         try:
-            with trainer.stops.deferred():
-                checkpoint.save(path, trainer.model, trainer.optimizer,
+            with trainer.stops.deferred():            # a second signal waits for the save, then is dropped:
+                checkpoint.save(path, trainer.model, trainer.optimizer,   # the run is stopping anyway
                                 trainer.state_meta(kept=True, **self.meta, interrupted_in_epoch=epoch))
+                saved = True
         except (OSError, Interrupted) as e:
-            why = e.strerror if isinstance(e, OSError) else "interrupted again"
-            print(f"\n{stop.name} during epoch {epoch}: could not save {path} ({why}); {after}", file=sys.stderr)
-            return
+            if not saved:
+                why = e.strerror if isinstance(e, OSError) else "interrupted again"
+                print(f"\n{stop.name} during epoch {epoch}: could not save {path} ({why}); {after}", file=sys.stderr)
+                return
         print(f"\n{stop.name} during epoch {epoch}: saved {path} (the weights as they were, the state of epoch "
               f"{trainer.epoch}; resuming from it repeats epoch {epoch}); {after}", file=sys.stderr)
 

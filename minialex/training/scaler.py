@@ -35,13 +35,14 @@ class LossScaler:
     def unscale(self, params):
         """Divide every parameter's gradient by the scale, in place; True when all are finite. A
         step that comes back False must be skipped (update() has halved the scale)."""
-        finite = True
+        checks, xp = [], None
         for p in params:
             if p.grad is None:
                 continue
             xp = backend.xp_of(p.grad)
             p.grad *= p.grad.dtype.type(1.0 / self.scale)
-            finite = finite and bool(xp.isfinite(p.grad).all())
+            checks.append(xp.isfinite(p.grad).all())        # (on the gradients' device: one wait below)
+        finite = bool(xp.stack(checks).all()) if checks else True
         self.update(finite)
         return finite
 

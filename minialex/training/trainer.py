@@ -4,7 +4,7 @@
                       schedule=StepLR(8), callbacks=[Checkpoint("runs/x"), ProgressBar(), EpochLine()])
     history = trainer.fit()                            # [{"epoch", "train_loss", "val_top1", ...}, ...]
     history = trainer.fit(resume="runs/x/last.npz")    # continues exactly where that run stopped
-    trainer.evaluate(loader)                           # {"loss", "top1", "top5"}
+    trainer.evaluate(loader)                           # {"loss", "top1", "top5", "confusion"}
 
 model: any nn.Module mapping (N, C, H, W) floats to (N, classes) logits. The loaders: any
 iterables of (x, y) batches (x an array or a Tensor, y integer labels); set_epoch(epoch) is
@@ -84,6 +84,7 @@ class Trainer:
         self.interrupted = None                      # the Interrupted that ended the last fit, if any
         self.kept = None                             # the state of the last kept epoch (keep())
         self.restored_from = None                    # the checkpoint path restore() read, if any
+        self._pending = {}                           # saved callback states whose callback is not here yet
 
     # ----- the run -----
 
@@ -98,11 +99,12 @@ class Trainer:
         if self.epoch >= self.epochs or self.done_steps:
             return self.history
         self.callbacks.sort(key=lambda c: bool(getattr(c, "runs_last", False)))   # checkpoints last (stable)
+        self._load_callback_states()                  # (callbacks added after restore() get theirs now)
         self.keep()
         with self.stops.installed(vote=self.strategy.size > 1):
             try:
                 self.strategy.setup(self)
-                self._call("on_fit_start")
+                self._fit_start()
                 for epoch in range(self.epoch + 1, self.epochs + 1):
                     if self.done_steps:
                         break
@@ -124,8 +126,20 @@ class Trainer:
         self._call_every("on_fit_end")
         return self.history
 
+    def _fit_start(self):
+        """on_fit_start; under data parallel a failure on one rank (a Checkpoint's folder, on rank
+        0 only) is raised on every rank, so that none waits for the others in a collective."""
+        failure = None
+        try:
+            self._call("on_fit_start")
+        except Exception as e:
+            failure = e
+        if failure is not None or self.strategy.size > 1:
+            self.strategy.agree(failure)
+
     def run_epoch(self, epoch):
         """Train one epoch and validate: the epoch's record (not yet kept)."""
+        skipped_before = self.scaler.skipped if self.scaler is not None else 0
         trained = self.train_epoch(epoch)
         val = self.evaluate(self.val_loader) if self.val_loader is not None else None
         self.confusion = val.pop("confusion") if val is not None else None
@@ -136,7 +150,7 @@ class Trainer:
             record.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"])
         record.update(lr=self.optimizer.lr, images_per_s=trained["images_per_s"], seconds=trained["seconds"])
         if self.scaler is not None:                      # float16: the loss scale, and the steps skipped
-            record.update(loss_scale=self.scaler.scale, skipped_steps=self.scaler.skipped - trained["skipped_before"])
+            record.update(loss_scale=self.scaler.scale, skipped_steps=self.scaler.skipped - skipped_before)
         return record
 
     def train_epoch(self, epoch):
@@ -146,7 +160,6 @@ class Trainer:
             self.train_loader.set_epoch(epoch)
         self._call("on_epoch_start", epoch)
         self.model.train()
-        skipped_before = self.scaler.skipped if self.scaler is not None else 0
         start, seen, loss_sum, correct, index = time.perf_counter(), 0, 0.0, 0, -1
         for index, (x, y) in enumerate(self.train_loader):
             if self.done_steps:                          # max_steps: the epoch ends here, validated and kept
@@ -160,8 +173,7 @@ class Trainer:
         if seen == 0:
             raise Stopped(f"no training image could be read in epoch {epoch}.", together=True)
         seconds = time.perf_counter() - start
-        return {"loss": loss_sum / seen, "top1": correct / seen, "images_per_s": seen / seconds, "seconds": seconds,
-                "skipped_before": skipped_before}
+        return {"loss": loss_sum / seen, "top1": correct / seen, "images_per_s": seen / seconds, "seconds": seconds}
 
     def train_step(self, epoch, index, x, y):
         """Forward, backward, update on one batch; the Step, or None when no image of the
@@ -283,18 +295,26 @@ class Trainer:
         return {"format": checkpoint.FORMAT, **state, "processes": self.strategy.size, **extra}
 
     def _back_to_kept(self):
-        if self.kept is None or self.kept["epoch"] == self.epoch:
-            return
-        self._load_state(self.kept["epoch"], json.loads(self.kept["history"]), json.loads(self.kept["trainer"]))
+        """After a failed or interrupted epoch: the counters, schedule, callbacks and history as
+        the last kept epoch left them (the weights stay as they are: interrupted.npz holds them)."""
+        if self.kept is not None:
+            self._load_state(self.kept["epoch"], json.loads(self.kept["history"]), json.loads(self.kept["trainer"]))
+            self._load_callback_states()
 
     def _load_state(self, epoch, history, state):
         self.epoch, self.history, self.step = epoch, history, state["step"]
         self.schedule.load_state_dict(state["schedule"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        self._pending = dict(state["callbacks"])      # each callback's, given now or when it is added
+        self._load_callback_states()
+
+    def _load_callback_states(self):
+        """The saved states of the callbacks there are now (a state whose callback is added later,
+        as minialex-train adds its writers, waits for it)."""
         for key, c in self.keyed_callbacks():
-            if hasattr(c, "load_state_dict") and key in state["callbacks"]:
-                c.load_state_dict(state["callbacks"][key])
+            if hasattr(c, "load_state_dict") and key in self._pending:
+                c.load_state_dict(self._pending.pop(key))
 
     def restore(self, source, same_processes=True):
         """Continue from a checkpoint: the model's weights, the optimizer's state, the random
@@ -307,10 +327,14 @@ class Trainer:
             self._restore(ckpt, same_processes)
         except checkpoint.CheckpointError as e:
             raise checkpoint.CheckpointError(f"{where}{e}") from None
-        self.restored_from = None if isinstance(source, checkpoint.Checkpoint) else source
+        self.restored_from = ckpt.path
         return ckpt
 
     def _restore(self, ckpt, same_processes):
+        trained = ckpt.meta["trainer"].get("precision", "fp32")
+        if trained != self.precision:
+            raise checkpoint.CheckpointError(f"it was trained with precision={trained!r}, this trainer has "
+                                             f"{self.precision!r}: give the trainer precision={trained!r}")
         if same_processes and ckpt.meta["processes"] != self.strategy.size:
             n = ckpt.meta["processes"]
             raise checkpoint.CheckpointError(
