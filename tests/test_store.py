@@ -633,16 +633,16 @@ def test_decode_workers_end_with_a_main_process_killed_by_sigkill(tmp_path, stor
 def test_a_decode_worker_killed_on_its_own_costs_only_its_images(tmp_path, stores):
     """One worker process killed mid-pass breaks the pool: its images are decoded again in a fresh
     pool, the epoch goes on with the same batches, and the store is complete."""
-    folder = _photo_folder(tmp_path, n=60)
+    folder = _photo_folder(tmp_path, n=120)          # (many images: tasks remain when the worker dies)
     want = _epochs(folder, [1], cache=False, workers=2)[0]
     loader = DataLoader(folder, Transform(16, STATS, "train"), batch_size=3, shuffle=True, drop_last=True,
                         seed=5, workers=5)
     loader.set_epoch(1)
-    got = []
+    got, before = [], {p.pid for p in multiprocessing.active_children()}   # (another test's may linger)
     with pytest.warns(UserWarning, match="decode worker process ended unexpectedly"):
         for x, y in loader:
             if not got:
-                children = multiprocessing.active_children()
+                children = [p for p in multiprocessing.active_children() if p.pid not in before]
                 assert len(children) == 5
                 os.kill(children[0].pid, signal.SIGKILL)
             got.append((x, y))
