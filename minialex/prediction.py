@@ -32,6 +32,7 @@ from .data.transforms import Transform
 from .function import no_grad
 from .runconfig import TrainError, network
 from .tensor import Tensor
+from .training.trainer import crop_probabilities
 
 
 class PredictError(ValueError):
@@ -152,16 +153,8 @@ def _input(path, transform):
 
 
 def _scores(model, rows, classes, top, device):
-    x = np.stack([r[1] for r in rows])
-    with no_grad():
-        if x.ndim == 5:                                  # (B, 10 crops, C, S, S): the softmax averaged
-            b, crops = x.shape[:2]
-            logits = model(Tensor(x.reshape(b * crops, *x.shape[2:]), device=device)).numpy()
-            logits = logits.astype(np.float64).reshape(b, crops, -1)
-        else:
-            logits = model(Tensor(x, device=device)).numpy().astype(np.float64)[:, None]
-    p = np.exp(logits - logits.max(-1, keepdims=True))
-    probs = (p / p.sum(-1, keepdims=True)).mean(1)        # (B, K)
+    with no_grad():                                      # (B, K); ten crops: the softmax averaged
+        probs = crop_probabilities(model, np.stack([r[1] for r in rows]), device)
     best = np.argsort(-probs, axis=1, kind="stable")[:, :top]
     for (path, _), order, row in zip(rows, best, probs):
         yield {"path": str(path), "classes": [classes[k] for k in order],

@@ -423,17 +423,25 @@ def _confusion(pairs, num_classes, strategy, stops):
     return counts
 
 
+def crop_probabilities(model, x, device):
+    """(B, K) float64 class probabilities of a batch of images (B, C, H, W) or of crops
+    (B, crops, C, H, W): the softmax of each crop's logits, averaged over an image's crops (the
+    paper's ten-crop test, section 4.1). Call it under no_grad."""
+    x = x.numpy() if isinstance(x, Tensor) else np.asarray(x)
+    if x.ndim == 4:
+        x = x[:, None]
+    b, crops = x.shape[:2]
+    logits = model(Tensor(x.reshape(b * crops, *x.shape[2:]), device=device)).numpy().astype(np.float64)
+    logits = logits.reshape(b, crops, -1)
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    return (p / p.sum(-1, keepdims=True)).mean(1)
+
+
 def _scores(model, x, y, device, loss):
     """([loss sum, top-1 hits, top-5 hits, count], top-1 predictions, classes) of one batch."""
-    shape = x.shape
-    if len(shape) == 5:                                  # (B, crops, C, H, W): average the softmax
-        b, crops = shape[:2]
-        x = x.numpy() if isinstance(x, Tensor) else x
-        logits = model(Tensor(x.reshape(b * crops, *shape[2:]), device=device)).numpy().astype(np.float64)
-        logits = logits.reshape(b, crops, -1)
-        p = np.exp(logits - logits.max(-1, keepdims=True))
-        scores = (p / p.sum(-1, keepdims=True)).mean(1)
-        loss_sum = float(-np.log(np.maximum(scores[np.arange(b), y], 1e-12)).sum())
+    if len(x.shape) == 5:                                # (B, crops, C, H, W): average the softmax
+        scores = crop_probabilities(model, x, device)
+        loss_sum = float(-np.log(np.maximum(scores[np.arange(len(y)), y], 1e-12)).sum())
     else:
         out = model(x if isinstance(x, Tensor) else Tensor(x, device=device))
         loss_sum, scores = loss(out, y).item() * len(y), out.numpy()
