@@ -31,6 +31,14 @@ from .callbacks import Callback, MetricsLog, Stopped
 from .stops import Interrupted
 
 
+def _saved_epoch(path):
+    """The epoch a checkpoint file says it holds, or None where it cannot be read."""
+    try:
+        return int(io.load(path, keys=["meta/epoch"], limits=checkpoint.LIMITS)["meta/epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def folder_conflict(folder, resumed_from=None, resumed_epoch=0, overwrite=False):
     """Why a run may not write into `folder` (a RunFolder), or None: ("held", [its run's files])
     when it holds a run that this one does not continue, ("later", epoch) when this run continues
@@ -42,10 +50,7 @@ def folder_conflict(folder, resumed_from=None, resumed_epoch=0, overwrite=False)
     if held and not continuing:
         return "held", held
     if continuing and "last.npz" in held and Path(resumed_from).resolve() != (folder.path / "last.npz").resolve():
-        try:
-            later = int(io.load(folder.path / "last.npz", keys=["meta/epoch"], limits=checkpoint.LIMITS)["meta/epoch"])
-        except (ValueError, KeyError, OSError, TypeError):
-            later = None
+        later = _saved_epoch(folder.path / "last.npz")
         if later is not None and later > resumed_epoch:
             return "later", later
     return None
@@ -171,9 +176,8 @@ class Checkpoint(Callback):
     def last_good(self):
         """What last.npz holds now (read from the file, not assumed)."""
         last = self.path / "last.npz"
-        try:
-            epoch = int(io.load(last, keys=["meta/epoch"], limits=checkpoint.LIMITS)["meta/epoch"])
-        except (OSError, ValueError, KeyError, TypeError):
+        epoch = _saved_epoch(last)
+        if epoch is None:
             return "There is no last.npz checkpoint yet."
         return f"The last good checkpoint is {last} (epoch {epoch})."
 
