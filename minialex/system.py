@@ -19,9 +19,9 @@ import threading
 
 # ----- the environment variables -----
 
-CPU_PATHS = ("fast", "reference")     # MINIALEX_CPU_PATH, set_cpu_path (minialex/function.py)
+CPU_PATHS = ("reference", "fast")     # MINIALEX_CPU_PATH, set_cpu_path (minialex/function.py)
 GEMM_MODES = ("blas", "tiled", "wmma")   # MINIALEX_GEMM, cuda.set_gemm
-CHOICES = {"MINIALEX_CPU_PATH": ("reference", "fast"), "MINIALEX_GEMM": ("blas", "tiled", "wmma"),
+CHOICES = {"MINIALEX_CPU_PATH": CPU_PATHS, "MINIALEX_GEMM": GEMM_MODES,
            "MINIALEX_TUNE_MALLOC": ("0", "1"), "MINIALEX_TUNE_BLAS": ("0", "1"), "MINIALEX_EMU_DEBUG": ("0", "1")}
 
 
