@@ -22,7 +22,7 @@ def input_size(s):
 
 def examples(s, count=18):
     """Validation images for predictions.png: (uint8 crops, the model's inputs, labels, class names)."""
-    size, val = s.cfg.input_size or s.trainer.model.input_size, s.val_set
+    size, val = input_size(s), s.val_set
     shown, truth = [], []
     for i in np.linspace(0, len(val) - 1, num=min(count, len(val))).astype(int):
         img, label = val.load(int(i))

@@ -316,12 +316,8 @@ def run(flags):
                 s.folder.unlock()
 
 
-def _size(s):
-    return reporting.input_size(s)
-
-
 def _evaluate_only(s):
-    loader = _loader(s.cfg, s.val_set, Transform(_size(s), s.stats, "val"))
+    loader = _loader(s.cfg, s.val_set, Transform(reporting.input_size(s), s.stats, "val"))
     m = s.trainer.evaluate(loader)
     if s.strategy.is_root:
         say(f"val (centre crop): loss {m['loss']:.4f}  top-1 {m['top1']:.2%}  top-5 {m['top5']:.2%}")
@@ -331,7 +327,7 @@ def _evaluate_only(s):
 
 
 def _train(s):
-    cfg, t, size = s.cfg, s.trainer, _size(s)
+    cfg, t, size = s.cfg, s.trainer, reporting.input_size(s)
     world = distributed.world()
     if world.size > 1 and not cfg.no_cache:  # a shard cannot build the store: the first rank of
         if world.local_rank == 0:            # each machine builds it there, the others wait
@@ -378,7 +374,7 @@ def _export_onnx(s, size):
 
 
 def _ten_crop_report(s):
-    loader = _loader(s.cfg, s.val_set, Transform(_size(s), s.stats, "ten_crop"),   # (each rank its shard)
+    loader = _loader(s.cfg, s.val_set, Transform(reporting.input_size(s), s.stats, "ten_crop"),   # (each rank its shard)
                      batch_size=max(1, s.cfg.batch_size // 10))
     m = s.trainer.evaluate(loader)
     if s.strategy.is_root:
